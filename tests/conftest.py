@@ -1,0 +1,49 @@
+"""Shared fixtures: offline switches, tiny local models, a temp project dir."""
+
+from __future__ import annotations
+
+import os
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
+    "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1", "TOKENIZERS_PARALLELISM": "false", "GX_ANALYTICS_ENABLED": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: E402
+
+from ptune.models import BaseModel, from_objects  # noqa: E402
+from tests.tiny_models import build_causal, build_t5  # noqa: E402
+
+torch.set_num_threads(1)  # tiny models: one thread is much faster than two on 2 cores
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_dir(tmp_path_factory):
+    return build_causal(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory):
+    return build_t5(tmp_path_factory.mktemp("tiny-t5"))
+
+
+@pytest.fixture
+def tiny_causal(tiny_causal_dir) -> BaseModel:
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir, dtype=torch.float32)
+    return from_objects(model, AutoTokenizer.from_pretrained(tiny_causal_dir), str(tiny_causal_dir))
+
+
+@pytest.fixture
+def tiny_t5(tiny_t5_dir) -> BaseModel:
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir, dtype=torch.float32)
+    return from_objects(model, AutoTokenizer.from_pretrained(tiny_t5_dir), str(tiny_t5_dir))
+
+
+@pytest.fixture(params=["causal", "t5"])
+def tiny_base(request) -> BaseModel:
+    """Both architectures: tests using this run once for a causal LM and once for a T5."""
+    return request.getfixturevalue("tiny_causal" if request.param == "causal" else "tiny_t5")
