@@ -44,5 +44,28 @@ lint: setup
 bench: setup
 	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
+# MLflow UI + tracking server on the project's SQLite store (docs/mlflow.md); no job-runner processes.
+MLFLOW_PORT ?= 5000
+mlflow-ui: setup
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///mlruns.db \
+	  --artifacts-destination ./mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+# Prefect (docs/prefect.md): `make server` in one terminal, `make worker` in another, then `make deploy`.
+PREFECT_PORT ?= 4200
+PREFECT_API := http://127.0.0.1:$(PREFECT_PORT)/api
+export PTUNE_TZ ?= UTC
+
+server: setup
+	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \
+	  $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+worker: setup
+	PREFECT_API_URL=$(PREFECT_API) PTUNE_PROJECT_DIR=$(CURDIR) \
+	  $(BIN)/prefect worker start --pool ptune-process --type process
+
+deploy: setup
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/python -m flows.prefect_setup
+	PREFECT_API_URL=$(PREFECT_API) PTUNE_PROJECT_DIR=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
+
 clean:
 	rm -rf $(VENV) .pytest_cache

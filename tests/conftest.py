@@ -47,3 +47,12 @@ def tiny_t5(tiny_t5_dir) -> BaseModel:
 def tiny_base(request) -> BaseModel:
     """Both architectures: tests using this run once for a causal LM and once for a T5."""
     return request.getfixturevalue("tiny_causal" if request.param == "causal" else "tiny_t5")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One Prefect test API for the session (tests/tasks and tests/flows share it; see tests/flows/harness.py)."""
+    from tests.flows.harness import harness
+
+    with harness(tmp_path_factory.mktemp("prefect-home")):
+        yield

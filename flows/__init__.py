@@ -1,0 +1,1 @@
+"""Prefect flows of ptune (see README.md)."""

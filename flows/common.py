@@ -1,0 +1,96 @@
+"""What the flows share: params.yaml + form overrides, the data steps, run directories and summary markdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Failed, State
+
+from flows.params import TrainFlowParams
+from ptune.config import EvalConfig, Params, TrainConfig, load_params
+from ptune.paths import project_dir, runs_dir
+from tasks.data import fetch_task_data, prepare_split, validate_split, validation_report
+from tasks.training import artifact_key
+
+
+def resolve_params(form: Any, task_name: str | None = None) -> Params:
+    """params.yaml (task_overrides applied for `task_name`), then the form's non-empty fields on top."""
+    path = Path(form.params_file)
+    params = load_params(path if path.is_absolute() else project_dir() / path)
+    if task_name:
+        params = params.for_task(task_name)
+    changes: dict[str, Any] = {"model": form.model} if getattr(form, "model", None) else {}
+    overrides = form.train.as_dict() if hasattr(form, "train") else {}
+    if overrides:
+        changes["train"] = TrainConfig.from_dict({**params.train.to_dict(), **overrides}, "form.train")
+    if getattr(form, "max_eval_examples", None) is not None:
+        changes["evaluate"] = EvalConfig.from_dict({**params.evaluate.to_dict(), "max_examples": form.max_eval_examples})
+    return dataclasses.replace(params, **changes)
+
+
+def check_data(task_name: str, params: Params, refresh: bool = False) -> State | None:
+    """Fetch, prepare and validate; on a failed validation publish the report and return the Failed state."""
+    options = {"refresh_cache": True} if refresh else {}
+    fetch_task_data(task_name, params)
+    prepare_split.with_options(**options)(task_name, params)
+    state = validate_split.with_options(**options)(task_name, params, return_state=True)
+    if not state.is_failed():
+        return None
+    error = state.result(raise_on_failure=False)
+    create_markdown_artifact(validation_report(task_name) or f"```\n{error}\n```",
+                             key=artifact_key("validation", task_name),
+                             description=f"Validation of `{task_name}` FAILED: nothing was trained")
+    return Failed(message=f"validation failed, nothing trained: {error}")
+
+
+def run_dir(task_name: str) -> Path:
+    """outputs/<task>/prefect/<flow run id>: task retries resume its checkpoint, a new flow run starts fresh."""
+    return runs_dir() / task_name / "prefect" / (flow_run.get_id() or "local")[:8]
+
+
+def train_form(nightly: Any, task_name: str) -> TrainFlowParams:
+    """The train_task_flow form for one task of a nightly run (same file, model and overrides)."""
+    return TrainFlowParams(task=task_name, params_file=nightly.params_file, model=nightly.model,
+                           train=nightly.train, max_eval_examples=nightly.max_eval_examples, promote=nightly.promote)
+
+
+def mlflow_ui() -> str:
+    return os.environ.get("PTUNE_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def train_summary_markdown(summary: Mapping[str, Any], table: str) -> str:
+    """The train_task_flow artifact: results, promotion decision and where to look in MLflow."""
+    ui, task = mlflow_ui(), summary["task"]
+    run_url = f"{ui}/#/experiments/{summary['experiment_id']}/runs/{summary['run_id']}"
+    version_url = f"{ui}/#/models/{summary['model']}/versions/{summary['version']}"
+    resumed = summary.get("resumed_from")
+    return "\n".join([
+        f"# `{task}`: {summary['decision']}", "", table.replace(f"## {task}", "### Test results", 1), "",
+        f"**Promotion**: {summary['decision']} — {summary['reason']}", "",
+        f"**MLflow**: [run {summary['run_id'][:8]}]({run_url}) · [model {summary['model']} v{summary['version']}]"
+        f"({version_url}) · `{summary['model_uri']}`", "",
+        f"Training: {summary['steps']} steps in {summary['train_seconds']:.0f} s, best step {summary['best_step']}"
+        + (f", resumed from step {resumed}" if resumed else "") + f"; base model `{summary['base_model']}`.",
+    ])
+
+
+def nightly_markdown(rows: list[Mapping[str, Any]]) -> str:
+    """The nightly artifact: one row per task, failures with their message."""
+    lines = ["| task | state | metric | soft prompt | best baseline | decision | version |", "|---" * 7 + "|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['state']} | {r.get('metric', '-')} | {_fmt(r.get('tuned'))} | "
+                     f"{_fmt(r.get('best_baseline'))} | {r.get('decision', '-')} | {r.get('version', '-')} |")
+    failed = [r for r in rows if r["state"] != "Completed"]
+    lines += ["", f"{len(rows) - len(failed)} of {len(rows)} tasks completed."]
+    lines += [f"- **{r['task']}** failed: {r.get('message', '')[:2000]}" for r in failed]
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""train_task_flow: one task from raw data to a registered, possibly promoted, soft prompt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import State
+
+from flows.common import check_data, resolve_params, run_dir, train_summary_markdown
+from flows.params import TrainFlowParams
+from flows.prefect_setup import gpu_slot
+from ptune import registry, report
+from tasks.registry import promote_if_better, register_prompt
+from tasks.training import (
+    artifact_key,
+    evaluate_prompt,
+    load_model,
+    run_baselines,
+    train_prompt,
+    write_report,
+)
+
+
+def _run_name() -> str:
+    form = flow_run.parameters.get("params")
+    task = getattr(form, "task", None) or (form or {}).get("task", "?")
+    return f"train-{task}"
+
+
+@flow(name="train-task", flow_run_name=_run_name)
+def train_task_flow(params: TrainFlowParams) -> dict[str, Any] | State:
+    """Train, evaluate, register and promote a soft prompt for one task.
+
+    1. Read params.yaml and apply the form's overrides.
+    2. Fetch, prepare and validate the data; a failed validation publishes its report and ends Failed.
+    3. Take the GPU slot (concurrency limit `ptune-gpu`) and load the frozen base model.
+    4. Train the soft prompt (progress artifact; MLflow run; checkpoints let a retry resume).
+    5. Evaluate it on the test split, and the hard-prompt baselines on the same model and split.
+    6. Write the report (tuned vs baselines) next to the prompt.
+    7. Register the prompt as a new version of `ptune-<task>` (MLflow run closed with the report).
+    8. Promote it to @champion if it beats the baselines and the current champion.
+    9. Publish the results table, the decision and the MLflow links.
+    """
+    task, cfg = params.task, resolve_params(params, params.task)                    # 1
+    failed = check_data(task, cfg, refresh=params.refresh_data)                    # 2
+    if failed is not None:
+        return failed
+    with gpu_slot():
+        base = load_model(cfg.model)                                                # 3
+        trained = train_prompt(base, task, cfg, run_dir(task))                      # 4
+        tuned = evaluate_prompt(base, task, cfg, trained.prompt_dir)                # 5
+        baselines = run_baselines(base, task, cfg)
+        written = write_report(trained, cfg, tuned, baselines)                      # 6
+        registered = register_prompt(trained, cfg, tuned, baselines, written)       # 7
+        decision = promote_if_better(base, task, registered.version, cfg) if params.promote else None  # 8
+    return publish_summary(trained, tuned, baselines, registered, decision, base.spec)  # 9
+
+
+def publish_summary(trained: Any, tuned: Any, baselines: Any, registered: Any, decision: Any,
+                    base_spec: str) -> dict[str, Any]:
+    """The flow's markdown artifact and return value (the nightly flow tabulates these)."""
+    metric = next(iter(tuned.metrics))
+    scores = [r.metrics[metric] for r in baselines.values() if metric in r.metrics]
+    summary = {
+        "task": trained.task, "metric": metric, "tuned": tuned.metrics[metric],
+        "best_baseline": max(scores) if scores else None,
+        "decision": decision.alias if decision else "not promoted",
+        "reason": decision.reason if decision else "the promotion step was switched off in the form",
+        "model": registered.name, "version": registered.version, "model_uri": registered.model_uri,
+        "run_id": registered.run_id, "experiment_id": registry.ensure_experiment(trained.task),
+        "steps": trained.steps_run, "best_step": trained.best_step, "train_seconds": trained.seconds,
+        "resumed_from": trained.resumed_from, "prompt_dir": str(trained.prompt_dir), "base_model": base_spec,
+    }
+    results = {**baselines, report.TUNED: tuned}
+    trainable = {name: 0 for name in results} | {report.TUNED: trained.trainable}
+    table = report.markdown_table(trained.task, results, trainable, getattr(baselines, "notes", None))
+    create_markdown_artifact(train_summary_markdown(summary, table), key=artifact_key("train", trained.task),
+                             description=f"ptune `{trained.task}`: tuned prompt vs baselines")
+    return summary

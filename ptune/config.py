@@ -1,0 +1,308 @@
+"""Validated configuration mirroring params.yaml: one frozen dataclass per section, defaults from the paper.
+
+Every section checks itself in `__post_init__` and raises one `ConfigError` listing every bad field with
+its value and what is allowed; `load_params` gathers the problems of all sections (unknown keys
+included, with close-match suggestions) into a single error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from ptune.errors import ConfigError
+
+INITS = ("random", "vocab", "labels", "text", "file")
+OPTIMIZERS = ("adafactor", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+BF16 = ("auto", True, False)
+SECTIONS = ("data", "train", "evaluate", "promote")
+
+
+def _number(problems: list[str], where: str, value: Any, lo: float | None = None, hi: float | None = None,
+            *, integer: bool = False, lo_open: bool = False) -> None:
+    """Append a problem unless `value` is a number (an int if `integer`) within [lo, hi] (lo excluded if lo_open)."""
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
+        problems.append(f"{where} = {value!r}: must be {kind}")
+        return
+    low_bad = lo is not None and (value <= lo if lo_open else value < lo)
+    if low_bad or (hi is not None and value > hi):
+        low = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+        high = "" if hi is None else f"<= {hi}"
+        problems.append(f"{where} = {value!r}: must be {kind} {' and '.join(x for x in (low, high) if x)}")
+
+
+def _choice(problems: list[str], where: str, value: Any, allowed: tuple) -> None:
+    """Append a problem unless `value` is one of `allowed` (bools compared by identity, not as 0/1)."""
+    if not any(value is a if isinstance(a, bool) else (value == a and not isinstance(value, bool)) for a in allowed):
+        names = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
+        problems.append(f"{where} = {value!r}: allowed values are {names}")
+
+
+def _floatify(obj: Any, *names: str) -> None:
+    """YAML 1.1 reads `1e-5` as a string and `1` as an int: accept both for float fields."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, str):
+            try:
+                object.__setattr__(obj, name, float(value))
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(obj, name, float(value))
+
+
+class _Section:
+    """Shared behaviour: raise the collected problems once; build from a mapping, rejecting unknown keys."""
+
+    section: ClassVar[str] = ""
+
+    def _raise_if(self, problems: list[str]) -> None:
+        if problems:
+            raise _error(problems)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None, where: str | None = None):
+        """Build the section from a params.yaml mapping; unknown keys and bad values in one ConfigError."""
+        where = where or cls.section
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise _error([f"{where}: must be a mapping of settings, got {raw!r}"])
+        names = [f.name for f in dataclasses.fields(cls)]
+        problems = [_unknown(f"{where}.{key}", str(key), names) for key in raw if key not in names]
+        obj = None
+        try:
+            obj = cls(**{k: v for k, v in raw.items() if k in names})
+        except ConfigError as exc:
+            problems += [p.replace(f"{cls.section}.", f"{where}.", 1) for p in getattr(exc, "problems", [str(exc)])]
+        if problems:
+            raise _error(problems)
+        return obj
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the settings (for logging to MLflow, prompt.json, checkpoints)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """How prepared splits are cut from the raw data."""
+
+    section: ClassVar[str] = "data"
+    seed: int = 0                  # shuffling seed for the split
+    max_train: int = 2000          # cap per split after dedup (0 = no cap)
+    max_validation: int = 200      # cap on the validation split (0 = no cap)
+    max_test: int = 400            # cap on the test split (0 = no cap)
+    min_class_share: float = 0.05  # GX: every label must hold at least this share of a split, in [0, 1]
+
+    def __post_init__(self) -> None:
+        _floatify(self, "min_class_share")
+        problems: list[str] = []
+        _number(problems, "data.seed", self.seed, 0, integer=True)
+        for name in ("max_train", "max_validation", "max_test"):
+            _number(problems, f"data.{name}", getattr(self, name), 0, integer=True)
+        _number(problems, "data.min_class_share", self.min_class_share, 0, 1)
+        self._raise_if(problems)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """Soft-prompt training (Lester et al. 2021 defaults: Adafactor, constant lr 0.3, 20-100 tokens)."""
+
+    section: ClassVar[str] = "train"
+    n_tokens: int = 20             # virtual tokens in the prompt, 1..1000
+    init: str = "labels"           # random | vocab | labels | text | file (see ptune.soft_prompt.init_prompt)
+    init_text: str | None = None   # sentence whose embeddings start the prompt (init: text)
+    init_path: str | None = None   # prompt artifact dir to start from (init: file; or train_prompt(init_path=))
+    optimizer: str = "adafactor"   # adafactor | adamw
+    lr: float = 0.3                # learning rate, > 0 (0.3 with Adafactor as in the paper)
+    weight_decay: float = 1e-5     # decoupled weight decay on the prompt, >= 0
+    batch_size: int = 8            # examples per step, >= 1
+    max_steps: int = 150           # optimizer steps, >= 1
+    eval_every: int = 50           # validate every N steps and at the last step (0 = never validate)
+    patience: int = 3              # evaluations without improvement before stopping (0 = never stop early)
+    checkpoint_every: int = 50     # write out_dir/checkpoint every N steps (0 = never)
+    seed: int = 0                  # prompt init, batch order (a function of (seed, epoch))
+    grad_clip: float = 1.0         # max global grad norm of the prompt (0 = no clipping)
+    warmup_steps: int = 0          # linear lr warmup steps (0 = constant lr, the paper's default)
+    device: str = "auto"           # auto (the base model's device) | cpu | cuda
+    bf16: str | bool = "auto"      # auto: bf16 autocast on CUDA when supported; true / false force it
+    threads: int | None = None     # torch.set_num_threads (None = leave as the base-model loader set it)
+
+    def __post_init__(self) -> None:
+        _floatify(self, "lr", "weight_decay", "grad_clip")
+        problems: list[str] = []
+        _number(problems, "train.n_tokens", self.n_tokens, 1, 1000, integer=True)
+        _choice(problems, "train.init", self.init, INITS)
+        _choice(problems, "train.optimizer", self.optimizer, OPTIMIZERS)
+        _number(problems, "train.lr", self.lr, 0, lo_open=True)
+        _number(problems, "train.weight_decay", self.weight_decay, 0)
+        _number(problems, "train.batch_size", self.batch_size, 1, integer=True)
+        _number(problems, "train.max_steps", self.max_steps, 1, integer=True)
+        for name in ("eval_every", "patience", "checkpoint_every", "seed", "warmup_steps"):
+            _number(problems, f"train.{name}", getattr(self, name), 0, integer=True)
+        _number(problems, "train.grad_clip", self.grad_clip, 0)
+        _choice(problems, "train.device", self.device, DEVICES)
+        _choice(problems, "train.bf16", self.bf16, BF16)
+        if self.threads is not None:
+            _number(problems, "train.threads", self.threads, 1, integer=True)
+        if self.init == "text" and not (isinstance(self.init_text, str) and self.init_text.strip()):
+            problems.append(f"train.init_text = {self.init_text!r}: init 'text' needs a non-empty init_text")
+        self._raise_if(problems)
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    """Evaluation of tuned prompts and hard-prompt baselines."""
+
+    section: ClassVar[str] = "evaluate"
+    batch_size: int = 16           # examples per forward pass, >= 1
+    max_examples: int = 400        # per split (0 = all)
+    k_shot: int = 4                # examples from train in the k-shot baseline, >= 0
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        _number(problems, "evaluate.batch_size", self.batch_size, 1, integer=True)
+        _number(problems, "evaluate.max_examples", self.max_examples, 0, integer=True)
+        _number(problems, "evaluate.k_shot", self.k_shot, 0, integer=True)
+        self._raise_if(problems)
+
+
+@dataclass(frozen=True)
+class PromoteConfig(_Section):
+    """When the registry alias @champion moves (see ARCHITECTURE.md, promotion rule)."""
+
+    section: ClassVar[str] = "promote"
+    min_gain: float = 0.0          # candidate must beat the best hard-prompt baseline by this much
+
+    def __post_init__(self) -> None:
+        _floatify(self, "min_gain")
+        problems: list[str] = []
+        _number(problems, "promote.min_gain", self.min_gain)
+        self._raise_if(problems)
+
+
+_SECTION_TYPES: dict[str, type[_Section]] = {
+    "data": DataConfig, "train": TrainConfig, "evaluate": EvalConfig, "promote": PromoteConfig,
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml. `for_task(name)` gives the settings one task runs with."""
+
+    model: str = "smollm2-135m"                  # built-in name, local directory or hub id
+    run_tasks: tuple[str, ...] = ()              # tasks the nightly flow and dvc repro run, in order
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+    task_overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    tasks: Mapping[str, Any] = field(default_factory=dict)  # user tasks, parsed by ptune.catalog
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not isinstance(self.model, str) or not self.model.strip():
+            problems.append(f"model = {self.model!r}: must be a non-empty model name, directory or hub id")
+        if isinstance(self.run_tasks, str) or not all(isinstance(t, str) for t in self.run_tasks):
+            problems.append(f"run_tasks = {self.run_tasks!r}: must be a list of task names")
+        else:
+            object.__setattr__(self, "run_tasks", tuple(self.run_tasks))
+        if not isinstance(self.tasks, Mapping):
+            problems.append(f"tasks = {self.tasks!r}: must be a mapping (name -> entry, or {{file: path}})")
+        problems += _override_problems(self)
+        if problems:
+            raise _error(problems)
+
+    def for_task(self, name: str) -> Params:
+        """These params with `task_overrides[name]` merged into each section (unknown tasks: unchanged)."""
+        overrides = self.task_overrides.get(name) or {}
+        changes = {sec: _SECTION_TYPES[sec].from_dict({**getattr(self, sec).to_dict(), **dict(overrides[sec])},
+                                                      f"task_overrides.{name}.{sec}")
+                   for sec in overrides}
+        return dataclasses.replace(self, **changes)
+
+
+def _override_problems(params: Params) -> list[str]:
+    """Every problem in task_overrides: bad shape, unknown sections, unknown keys, bad values."""
+    if not isinstance(params.task_overrides, Mapping):
+        return [f"task_overrides = {params.task_overrides!r}: must be a mapping task -> sections"]
+    problems = []
+    for task, sections in params.task_overrides.items():
+        if not isinstance(sections, Mapping):
+            problems.append(f"task_overrides.{task} = {sections!r}: must be a mapping section -> settings")
+            continue
+        for sec, values in sections.items():
+            where = f"task_overrides.{task}.{sec}"
+            if sec not in _SECTION_TYPES:
+                problems.append(_unknown(where, str(sec), SECTIONS))
+                continue
+            if not isinstance(values, Mapping):
+                problems.append(f"{where} = {values!r}: must be a mapping of settings")
+                continue
+            try:
+                _SECTION_TYPES[sec].from_dict({**getattr(params, sec).to_dict(), **values}, where)
+            except ConfigError as exc:
+                problems += getattr(exc, "problems", [str(exc)])
+    return problems
+
+
+_TOP_KEYS = ("model", "run_tasks", "data", "train", "evaluate", "promote", "task_overrides", "tasks")
+
+
+def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
+    """Build `Params` from a parsed params.yaml; every problem of every section in one ConfigError."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    problems = [_unknown(str(key), str(key), _TOP_KEYS) for key in raw if key not in _TOP_KEYS]
+    sections: dict[str, Any] = {}
+    for sec, cls in _SECTION_TYPES.items():
+        try:
+            sections[sec] = cls.from_dict(raw.get(sec))
+        except ConfigError as exc:
+            problems += getattr(exc, "problems", [str(exc)])
+    top = {k: raw[k] for k in ("model", "run_tasks", "task_overrides", "tasks") if raw.get(k) is not None}
+    try:  # sections that failed fall back to defaults here, so top-level problems are listed too
+        params = Params(**top, **sections)
+    except ConfigError as exc:
+        problems += getattr(exc, "problems", [str(exc)])
+    if problems:
+        raise _error(problems, source)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (all problems reported at once, prefixed by the file name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return params_from_dict(raw, str(path))
+
+
+def _unknown(where: str, key: str, known: Any) -> str:
+    """'unknown setting' problem with the closest known names as a suggestion."""
+    close = difflib.get_close_matches(key, list(known), n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(known)}"
+    return f"{where}: unknown setting{hint}"
+
+
+def _error(problems: list[str], source: str = "config") -> ConfigError:
+    """One ConfigError whose message lists every problem; the list is kept on `.problems`."""
+    err = ConfigError(f"invalid {source} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - "
+                      + "\n  - ".join(problems))
+    err.problems = list(problems)  # type: ignore[attr-defined]
+    return err

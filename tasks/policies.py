@@ -1,0 +1,45 @@
+"""Retry policies shared by the tasks: retry only failures that a second attempt can fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ptune.errors import ArtifactError, ConfigError, DataError, RegistryError, ValidationFailed
+from ptune.packages import PackageError
+
+TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError, PackageError, RegistryError)
+DETERMINISTIC: tuple[type[BaseException], ...] = (ConfigError, DataError, ValidationFailed, ArtifactError)
+
+RetryCondition = Callable[[Any, Any, Any], bool]
+
+
+def _exception(state: Any) -> BaseException | None:
+    """The exception a failed state carries (None for any other state)."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a state without data carries no exception to judge
+        return None
+    return exc if isinstance(exc, BaseException) else None
+
+
+def retry_on(*kinds: type[BaseException]) -> RetryCondition:
+    """A `retry_condition_fn`: retry when the failure is one of `kinds` (default: I/O, network, registry)."""
+    kinds = kinds or TRANSIENT
+
+    def should_retry(task: Any, task_run: Any, state: Any) -> bool:
+        return isinstance(_exception(state), kinds)
+
+    should_retry.__name__ = f"retry_on({', '.join(k.__name__ for k in kinds)})"
+    return should_retry
+
+
+def retry_unless(*kinds: type[BaseException]) -> RetryCondition:
+    """Retry any failure except `kinds` (default: bad config, bad data, bad artifact: the same input fails again)."""
+    kinds = kinds or DETERMINISTIC
+
+    def should_retry(task: Any, task_run: Any, state: Any) -> bool:
+        return not isinstance(_exception(state), kinds)
+
+    should_retry.__name__ = f"retry_unless({', '.join(k.__name__ for k in kinds)})"
+    return should_retry

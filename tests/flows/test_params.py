@@ -1,0 +1,54 @@
+"""Flow parameter forms: bounds and enums are enforced, the UI schema carries them, and params.yaml merges right."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.utilities.callables import parameter_schema
+from pydantic import ValidationError
+
+from flows.common import resolve_params, train_form
+from flows.nightly import nightly_flow
+from flows.params import NightlyParams, TrainFlowParams, TrainOverrides
+from flows.train import train_task_flow
+from tests.flows.project import build_project, project_env
+
+
+@pytest.mark.parametrize("bad", [{"lr": 0.0}, {"max_steps": 0}, {"init": "zeros"}, {"optimizer": "sgd"},
+                                 {"n_tokens": 10_000}, {"typo_steps": 3}])
+def test_train_overrides_reject_bad_values(bad):
+    with pytest.raises(ValidationError):
+        TrainOverrides(**bad)
+
+
+def test_task_names_are_checked():
+    with pytest.raises(ValidationError):
+        TrainFlowParams(task="Rotten Tomatoes")
+    with pytest.raises(ValidationError):
+        NightlyParams(tasks=["ok", "not ok"])
+
+
+def test_ui_schema_has_descriptions_bounds_and_enums():
+    schema = parameter_schema(train_task_flow).model_dump_for_openapi()
+    text = str(schema)
+    assert "Training steps" in text and "'exclusiveMinimum': 0.0" in text
+    assert "'adafactor', 'adamw'" in text and "'random', 'vocab', 'labels', 'text', 'file'" in text
+    assert not parameter_schema(nightly_flow).model_dump_for_openapi().get("required")  # nightly runs with no input
+
+
+def test_resolve_params_applies_task_overrides_then_the_form(tmp_path, tiny_causal_dir):
+    root = build_project(tmp_path, tiny_causal_dir)
+    text = (root / "params.yaml").read_text() + "task_overrides:\n  toy:\n    train: {max_steps: 9, lr: 0.1}\n"
+    (root / "params.yaml").write_text(text)
+    with project_env(root):
+        plain = resolve_params(TrainFlowParams(task="toy"), "toy")
+        assert plain.train.max_steps == 9 and plain.train.lr == 0.1
+        form = TrainFlowParams(task="toy", model="other-model", max_eval_examples=7, train=TrainOverrides(max_steps=3))
+        merged = resolve_params(form, "toy")
+        assert merged.train.max_steps == 3 and merged.train.lr == 0.1  # form wins, the rest stays
+        assert merged.model == "other-model" and merged.evaluate.max_examples == 7
+
+
+def test_nightly_passes_its_form_to_each_task():
+    nightly = NightlyParams(model="m", train=TrainOverrides(max_steps=2), promote=False)
+    form = train_form(nightly, "toy")
+    assert (form.task, form.model, form.train.max_steps, form.promote) == ("toy", "m", 2, False)

@@ -1,0 +1,104 @@
+"""params.yaml <-> ptune.config: the shipped file is valid, every problem is reported at once, overrides apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ptune.config import (
+    DataConfig,
+    EvalConfig,
+    Params,
+    PromoteConfig,
+    TrainConfig,
+    load_params,
+    params_from_dict,
+)
+from ptune.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_params_yaml_is_valid_and_mirrored():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
+    assert params.model == raw["model"]
+    assert params.run_tasks == tuple(raw["run_tasks"])
+    for section in ("data", "train", "evaluate", "promote"):
+        assert {k: getattr(getattr(params, section), k) for k in raw[section]} == raw[section]
+    for task in params.run_tasks:
+        params.for_task(task)  # every task's merged settings are valid too
+
+
+def test_defaults_are_the_paper_defaults():
+    cfg = TrainConfig()
+    assert (cfg.optimizer, cfg.lr, cfg.warmup_steps, cfg.grad_clip) == ("adafactor", 0.3, 0, 1.0)
+    assert (cfg.device, cfg.bf16, cfg.threads) == ("auto", "auto", None)
+    assert cfg.to_dict()["n_tokens"] == 20 and "section" not in cfg.to_dict()
+
+
+def test_task_overrides_apply_to_that_task_only(tmp_path):
+    params = load_params(ROOT / "params.yaml")
+    xsum = params.for_task("xsum")
+    assert (xsum.train.max_steps, xsum.train.eval_every, xsum.train.batch_size) == (60, 30, 4)
+    assert (xsum.evaluate.max_examples, xsum.evaluate.batch_size) == (40, 4)
+    assert xsum.train.lr == params.train.lr and xsum.data == params.data
+    assert params.for_task("rotten_tomatoes") == params
+
+
+def test_train_config_lists_every_problem_at_once():
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(n_tokens=0, init="zeros", optimizer="sgd", lr=0.0, batch_size=0, device="tpu", bf16="yes",
+                    threads=0, weight_decay=-1)
+    message = str(info.value)
+    for expected in ("train.n_tokens = 0", "1000", "train.init = 'zeros'", "random, vocab, labels, text, file",
+                     "train.optimizer = 'sgd'", "adafactor, adamw", "train.lr = 0.0", "> 0",
+                     "train.batch_size = 0", "train.device = 'tpu'", "train.bf16 = 'yes'", "train.threads = 0",
+                     "train.weight_decay = -1"):
+        assert expected in message
+    assert len(info.value.problems) == 9
+
+
+def test_params_file_reports_all_sections_unknown_keys_and_overrides(tmp_path):
+    bad = {
+        "modle": "x",
+        "data": {"min_class_share": 2},
+        "train": {"lr": "fast", "batchsize": 4, "init": "text"},
+        "evaluate": {"k_shot": -1},
+        "promote": {"min_gain": "none"},
+        "task_overrides": {"xsum": {"trian": {}, "train": {"max_step": 3, "patience": -2}}},
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert str(path) in message
+    for expected in ("modle: unknown setting; did you mean model?", "data.min_class_share = 2",
+                     "train.lr = 'fast'", "train.batchsize: unknown setting; did you mean batch_size?",
+                     "train.init_text = None", "evaluate.k_shot = -1", "promote.min_gain = 'none'",
+                     "task_overrides.xsum.trian: unknown setting; did you mean train?",
+                     "task_overrides.xsum.train.max_step: unknown setting; did you mean max_steps",
+                     "task_overrides.xsum.train.patience = -2"):
+        assert expected in message
+    assert len(info.value.problems) == 10
+
+
+def test_yaml_number_quirks_are_accepted():
+    cfg = TrainConfig.from_dict({"lr": "1e-3", "weight_decay": 0, "grad_clip": 1})
+    assert (cfg.lr, cfg.weight_decay, cfg.grad_clip) == (1e-3, 0.0, 1.0)
+    assert TrainConfig.from_dict({"bf16": False, "device": "cpu", "threads": 2}).threads == 2
+
+
+def test_missing_sections_take_defaults_and_bad_shapes_are_errors(tmp_path):
+    params = params_from_dict({"model": "some/dir"})
+    assert params == Params(model="some/dir")
+    assert (params.data, params.evaluate, params.promote) == (DataConfig(), EvalConfig(), PromoteConfig())
+    with pytest.raises(ConfigError, match="run_tasks"):
+        params_from_dict({"run_tasks": "xsum"})
+    with pytest.raises(ConfigError, match="train: must be a mapping"):
+        params_from_dict({"train": [1, 2]})
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
