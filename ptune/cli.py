@@ -5,6 +5,7 @@ Errors from the library (`PtuneError`) are printed as one `error: ...` line with
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,6 +23,14 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (
 # ---- commands are added below this line, one short function each ----
 
 
+@app.command("repro", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def repro_cmd(ctx: typer.Context) -> None:
+    """`dvc repro [ARGS]` behind a workspace lock: concurrent runs wait for each other instead of failing."""
+    from ptune.repro import repro
+
+    raise typer.Exit(repro(ctx.args, echo=lambda msg: typer.echo(msg, err=True)))
+
+
 @app.command("train")
 def train_cmd(task: Annotated[str, typer.Argument(help="Task name (see `ptune tasks`).")],
               params: ParamsOpt = Path("params.yaml"),
@@ -31,25 +40,18 @@ def train_cmd(task: Annotated[str, typer.Argument(help="Task name (see `ptune ta
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
     import json
 
-    from ptune.artifacts import PromptMeta, save_prompt
-    from ptune.catalog import get_task
     from ptune.config import Params, TrainConfig, load_params
-    from ptune.data import data_version, load_split
-    from ptune.models import load_base_model
-    from ptune.paths import runs_dir
-    from ptune.train import train_prompt
+    from ptune.pipeline import train_task
 
-    p = (load_params(params) if params.is_file() else Params()).for_task(task)
-    cfg = p.train if steps is None else TrainConfig.from_dict({**p.train.to_dict(), "max_steps": steps}, "--steps")
-    spec = get_task(task, p)
-    out_dir = out or runs_dir() / spec.name
-    base = load_base_model(p.model, threads=cfg.threads)
-    res = train_prompt(base, spec, load_split(spec.name, "train"), load_split(spec.name, "validation"), cfg, out_dir)
-    meta = PromptMeta(spec.name, base.spec, base.fingerprint, init=cfg.init, label_words=spec.label_words,
-                      train_config=cfg.to_dict(), data_version=data_version(spec.name), metrics=res.best_metrics)
-    path = save_prompt(out_dir / "prompt", res.prompt.weight.detach().cpu(), meta)
-    typer.echo(json.dumps({"prompt": str(path), "best_step": res.best_step, "steps_run": res.steps_run,
-                           "resumed_from": res.resumed_from, "seconds": round(res.seconds, 1), **res.best_metrics}, indent=2))
+    p = load_params(params) if params.is_file() else Params()
+    if steps is not None:
+        cfg = TrainConfig.from_dict({**p.for_task(task).train.to_dict(), "max_steps": steps}, "--steps")
+        p = dataclasses.replace(p.for_task(task), train=cfg, task_overrides={})
+    done = train_task(task, p, out_dir=out)
+    res = done.result
+    typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "best_step": res.best_step,
+                           "steps_run": res.steps_run, "resumed_from": res.resumed_from,
+                           "seconds": round(res.seconds, 1), **res.best_metrics}, indent=2))
 
 
 PromptOpt = Annotated[Optional[Path], typer.Option("--prompt", help="Prompt artifact dir (default outputs/TASK/prompt).")]

@@ -7,8 +7,9 @@ import pytest
 from prefect import get_client
 
 from flows.nightly import nightly_flow
-from flows.params import NightlyParams, TrainFlowParams, TrainOverrides, ValidateParams
+from flows.params import NightlyParams, PromoteParams, TrainFlowParams, TrainOverrides, ValidateParams
 from flows.prefect_setup import GPU_LIMIT
+from flows.promote import promote_flow
 from flows.run_default import summary_table
 from flows.train import train_task_flow
 from flows.validate import validate_flow
@@ -96,3 +97,10 @@ def test_nightly_attempts_every_task_and_fails_if_one_failed(toy_run):
     assert "| toy_bad | Failed |" in table and "| toy | Completed |" in table
     assert "1 of 2 tasks completed" in table
     assert registry.client().get_model_version("ptune-toy", "2").tags["promotion_decision"] in ("champion", "challenger")
+
+
+def test_promote_flow_decides_the_latest_version(toy_run):
+    decision = promote_flow(PromoteParams(task="toy"))
+    latest = max(int(v.version) for v in registry.client().search_model_versions("name='ptune-toy'"))
+    assert decision["version"] == str(latest) and decision["alias"] in ("champion", "challenger")
+    assert decision["reason"]

@@ -1,0 +1,52 @@
+"""`ptune repro`: `dvc repro` behind a workspace lock, so concurrent runs queue instead of failing.
+
+DVC refuses a second `dvc repro` in the same workspace ("Unable to acquire lock") and the nightly flow,
+a cron job and a user can easily collide. We take an exclusive `fcntl` lock on `.dvc/tmp/ptune-repro.lock`
+first, waiting (with a message) while another run holds it, then run DVC as a subprocess (ptune never
+imports dvc).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ptune.errors import PtuneError
+
+
+def lock_path(project: Path) -> Path:
+    return project / ".dvc" / "tmp" / "ptune-repro.lock"
+
+
+def repro(args: Sequence[str] = (), project: Path | None = None, timeout_s: float = 6 * 3600,
+          echo=print) -> int:
+    """Run `dvc repro *args` in `project` once no other `ptune repro` runs there; returns DVC's exit code."""
+    project = (project or Path.cwd()).resolve()
+    if not (project / ".dvc").is_dir():
+        raise PtuneError(f"{project} is not a DVC project (no .dvc/ folder): run `dvc init` or cd to the repo")
+    path = lock_path(project)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        _acquire(lock, path, timeout_s, echo)
+        cmd = [sys.executable, "-m", "dvc", "repro", *args]
+        return subprocess.run(cmd, cwd=project).returncode
+
+
+def _acquire(lock, path: Path, timeout_s: float, echo) -> None:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        echo(f"another `ptune repro` holds {path}; waiting for it to finish")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(1.0)
+    raise PtuneError(f"gave up after {timeout_s:.0f} s waiting for {path} (another dvc repro is still running)")
