@@ -7,7 +7,7 @@ outside tasks (params, run naming, GPU slot, summary artifact). The Prefect API'
 server when PREFECT_API_URL is unset) is paid once per process and reported apart.
 
 Model: SmolLM2-135M when it is cached (else the tiny test model, `--tiny`); task: rotten_tomatoes.
-Usage: python bench/bench_orchestration.py [--steps 10] [--examples 64] [--tiny]
+Usage: python bench/bench_orchestration.py [--steps 10] [--examples 64] [--repeat 2] [--tiny]
 """
 
 from __future__ import annotations
@@ -60,12 +60,11 @@ def direct(root: Path) -> dict[str, float]:
     """The library calls of train_task_flow, in order, without Prefect; seconds per step."""
     import dataclasses
 
-    from ptune import artifacts, baseline, data, evaluate, promotion, registry, report, train, validation
+    from ptune import artifacts, baseline, data, evaluate, pipeline, promotion, registry, report, validation
     from ptune.catalog import get_task
     from ptune.config import load_params
     from ptune.models import load_base_model
     from tasks.registry import same_base_evaluator
-    from tasks.training import prompt_meta
 
     times: dict[str, float] = {}
 
@@ -91,10 +90,7 @@ def direct(root: Path) -> dict[str, float]:
         run = registry.TrainingRun(TASK, registry.training_params(TASK, base.spec, base.fingerprint, cfg.to_dict(),
                                                                   data.data_version(TASK)))
         run.start()
-        result = train.train_prompt(base, spec, data.load_split(TASK, "train"), data.load_split(TASK, "validation"),
-                                    cfg, out, callback=run)
-        prompt_dir = artifacts.save_prompt(out / "prompt", result.prompt.weight.detach(),
-                                           prompt_meta(base, spec, params, result.best_metrics))
+        prompt_dir = pipeline.train_task(TASK, params, base=base, out_dir=out, callback=run).prompt_dir
     test = data.load_split(TASK, "test")
     with step("evaluate_prompt"):
         prompt, _ = artifacts.load_prompt(prompt_dir, expected_fingerprint=base.fingerprint)
@@ -129,7 +125,7 @@ def with_prefect(root: Path) -> tuple[float, dict[str, float]]:
     from flows.train import train_task_flow
 
     start = time.perf_counter()
-    state = train_task_flow(TrainFlowParams(task=TASK), return_state=True)
+    state = train_task_flow(TrainFlowParams(task=TASK, refresh_data=True), return_state=True)  # no cache hits
     total = time.perf_counter() - start
     assert state.is_completed(), state.message
     with get_client(sync_client=True) as client:
@@ -156,6 +152,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--examples", type=int, default=64, help="test examples (tuned and each baseline)")
     parser.add_argument("--tiny", action="store_true", help="use the tiny random test model")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each path, alternated; best time kept")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-orch-"))
     if args.tiny:
@@ -165,19 +162,26 @@ def main() -> None:
     else:
         model = "smollm2-135m"
     api_start = warm_up(model)
-    with project(write_project(work / "direct", model, args.steps, args.examples)) as root:
-        start = time.perf_counter()
-        steps = direct(root)
-        t_direct = time.perf_counter() - start
-    with project(write_project(work / "prefect", model, args.steps, args.examples)) as root:
-        t_flow, task_times = with_prefect(root)
-    print(f"model {model}, task {TASK}, {args.steps} steps, {args.examples} test examples; "
+    steps: dict[str, float] = {}
+    task_times: dict[str, float] = {}
+    t_direct = t_flow = float("inf")
+    for i in range(args.repeat):  # alternate the paths; keep each one's best time (the machine is shared)
+        with project(write_project(work / f"direct-{i}", model, args.steps, args.examples)) as root:
+            start = time.perf_counter()
+            times = direct(root)
+            t_direct = min(t_direct, time.perf_counter() - start)
+            steps = {k: min(v, steps.get(k, v)) for k, v in times.items()}
+        with project(write_project(work / f"prefect-{i}", model, args.steps, args.examples)) as root:
+            total, times = with_prefect(root)
+            t_flow = min(t_flow, total)
+            task_times = {k: min(v, task_times.get(k, v)) for k, v in times.items()}
+    print(f"model {model}, task {TASK}, {args.steps} steps, {args.examples} test examples, best of {args.repeat}; "
           f"Prefect API: {os.environ.get('PREFECT_API_URL') or 'ephemeral'} (first flow run incl. start-up: {api_start:.1f} s)")
     print(f"\n{'step':<20}{'direct s':>10}{'task run s':>12}{'extra s':>10}")
     for name, seconds in steps.items():
         if name in task_times:
             print(f"{name:<20}{seconds:>10.2f}{task_times[name]:>12.2f}{task_times[name] - seconds:>10.2f}")
-    outside = t_flow - sum(task_times.values())
+    outside = max(0.0, t_flow - sum(task_times.values()))  # approximate: totals and steps are separate minima
     print(f"{'outside tasks':<20}{steps.get('params', 0):>10.2f}{outside:>12.2f}{outside - steps.get('params', 0):>10.2f}"
           "   (params, GPU slot, subflow bookkeeping, artifacts, state changes)")
     print(f"\ntotal: direct {t_direct:.1f} s, train_task_flow {t_flow:.1f} s, ratio {t_flow / t_direct:.3f} (goal <= 1.15)")

@@ -23,8 +23,8 @@ def resolve_params(form: Any, task_name: str | None = None) -> Params:
     """params.yaml (task_overrides applied for `task_name`), then the form's non-empty fields on top."""
     path = Path(form.params_file)
     params = load_params(path if path.is_absolute() else project_dir() / path)
-    if task_name:
-        params = params.for_task(task_name)
+    if task_name:  # overrides applied once here; cleared so a later for_task() cannot undo the form's values
+        params = dataclasses.replace(params.for_task(task_name), task_overrides={})
     changes: dict[str, Any] = {"model": form.model} if getattr(form, "model", None) else {}
     overrides = form.train.as_dict() if hasattr(form, "train") else {}
     if overrides:

@@ -126,6 +126,7 @@ class TrainConfig(_Section):
     init_path: str | None = None   # prompt artifact dir to start from (init: file; or train_prompt(init_path=))
     optimizer: str = "adafactor"   # adafactor | adamw
     lr: float = 0.3                # learning rate, > 0 (0.3 with Adafactor as in the paper)
+    adafactor_scale: bool = True   # Adafactor scale_parameter: step relative to the prompt's RMS (docs/training.md)
     weight_decay: float = 1e-5     # decoupled weight decay on the prompt, >= 0
     batch_size: int = 8            # examples per step, >= 1
     max_steps: int = 150           # optimizer steps, >= 1
@@ -152,6 +153,8 @@ class TrainConfig(_Section):
         for name in ("eval_every", "patience", "checkpoint_every", "seed", "warmup_steps"):
             _number(problems, f"train.{name}", getattr(self, name), 0, integer=True)
         _number(problems, "train.grad_clip", self.grad_clip, 0)
+        if not isinstance(self.adafactor_scale, bool):
+            problems.append(f"train.adafactor_scale = {self.adafactor_scale!r}: allowed values: true, false")
         _choice(problems, "train.device", self.device, DEVICES)
         _choice(problems, "train.bf16", self.bf16, BF16)
         if self.threads is not None:

@@ -200,7 +200,7 @@ def _new_state(base: BaseModel, spec: Any, cfg: TrainConfig, init_path: Path | N
     prompt.weight.requires_grad_(True)
     if cfg.optimizer == "adafactor":
         from transformers.optimization import Adafactor
-        opt = Adafactor(prompt.parameters(), lr=cfg.lr, scale_parameter=False, relative_step=False,
+        opt = Adafactor(prompt.parameters(), lr=cfg.lr, scale_parameter=cfg.adafactor_scale, relative_step=False,
                         warmup_init=False, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(prompt.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

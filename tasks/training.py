@@ -15,8 +15,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ptune import artifacts, baseline, evaluate, report, train
-from ptune.catalog import TaskSpec, get_task
+from ptune import artifacts, baseline, evaluate, pipeline, report, train
+from ptune.catalog import get_task
 from ptune.config import Params
 from ptune.data import data_version, load_split
 from ptune.errors import ModelError
@@ -76,13 +76,6 @@ class Trained:
     metrics: dict[str, float] = field(default_factory=dict)  # best validation metrics
 
 
-def prompt_meta(base: BaseModel, spec: TaskSpec, params: Params, metrics: dict[str, float]) -> artifacts.PromptMeta:
-    template = getattr(spec.formatter, "template", "") or spec.description
-    return artifacts.PromptMeta(spec.name, base.spec, base.fingerprint, init=params.train.init,
-                                label_words=spec.label_words, template=template, train_config=params.train.to_dict(),
-                                data_version=data_version(spec.name), metrics=dict(metrics))
-
-
 @task(retries=1, retry_delay_seconds=1, retry_condition_fn=retry_unless(), **MODEL_TASK)
 def train_prompt(base: BaseModel, task_name: str, params: Params, out_dir: Path) -> Trained:
     """Train the soft prompt; checkpoints in out_dir/checkpoint, so a retry resumes instead of restarting."""
@@ -92,17 +85,14 @@ def train_prompt(base: BaseModel, task_name: str, params: Params, out_dir: Path)
     run.start()
     progress = TrainProgress(spec.name, cfg.max_steps, then=run)
     try:
-        result = train.train_prompt(base, spec, load_split(spec.name, "train"), load_split(spec.name, "validation"),
-                                    cfg, out_dir, callback=progress)
+        done = pipeline.train_task(spec.name, params, base=base, out_dir=out_dir, callback=progress)
     except BaseException:
         run.fail()
         raise
-    progress.finish(result.steps_run)
-    prompt_dir = artifacts.save_prompt(out_dir / "prompt", result.prompt.weight.detach(),
-                                       prompt_meta(base, spec, params, result.best_metrics))
-    return Trained(spec.name, prompt_dir, run, result.best_step, result.steps_run, result.seconds,
+    progress.finish(done.result.steps_run)
+    result = done.result
+    return Trained(spec.name, done.prompt_dir, run, result.best_step, result.steps_run, result.seconds,
                    result.resumed_from, baseline.trainable_params(result.prompt.weight), dict(result.best_metrics))
-
 
 def _max_examples(params: Params) -> int | None:
     return params.evaluate.max_examples or None

@@ -46,6 +46,7 @@ def test_resolve_params_applies_task_overrides_then_the_form(tmp_path, tiny_caus
         merged = resolve_params(form, "toy")
         assert merged.train.max_steps == 3 and merged.train.lr == 0.1  # form wins, the rest stays
         assert merged.model == "other-model" and merged.evaluate.max_examples == 7
+        assert merged.for_task("toy").train.max_steps == 3  # pipeline.train_task re-applies for_task: no undo
 
 
 def test_nightly_passes_its_form_to_each_task():
