@@ -19,7 +19,7 @@ export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test lint bench mlflow-ui server worker deploy clean
+.PHONY: setup run test lint repro bench mlflow-ui server worker deploy clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check ptune tasks flows tests bench
+
+# `dvc repro` behind a workspace lock (ptune/repro.py): a cron job and a person can both call it.
+repro: setup
+	$(BIN)/python -m ptune.cli repro
 
 bench: setup
 	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -16,8 +16,8 @@ from ptune.sources import ROTTEN_TOMATOES, BigbenchSource, Source
 
 KINDS = ("classification", "generation")
 METRICS = {
-    "classification": ("accuracy", "f1_macro", "f1a", "em"),
-    "generation": ("rouge1", "rouge2", "rougeL", "rougeLsum", "em", "f1"),
+    "classification": ("accuracy", "f1_macro", "mcc", "f1a", "em", "exact_match"),
+    "generation": ("rouge1", "rouge2", "rougeL", "rougeLsum", "em", "f1", "exact_match"),
 }
 ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 Formatter = Callable[[Mapping[str, Any]], tuple[str, str]]
