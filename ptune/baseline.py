@@ -57,6 +57,14 @@ def few_shot_prefix(base: BaseModel, spec: Any, train: Sequence[Any], test: Sequ
         demos.pop()
 
 
+def prompt_window(base: BaseModel, spec: Any, k: int) -> int:
+    """Tokens a hard prompt may use: room for the instruction, k demonstrations and the input, i.e.
+    (k + 2) x the task's source budget, capped by the model's context. The soft prompt needs none of it;
+    giving the baselines this room keeps the comparison fair (no demonstration is cut for lack of space)."""
+    limit = getattr(base.model.config, "max_position_embeddings", None) or 4096
+    return max(spec.max_source_tokens, min((k + 2) * spec.max_source_tokens, int(limit) - spec.max_target_tokens))
+
+
 def _longest_source(base: BaseModel, spec: Any, test: Sequence[Any]) -> str:
     """The test source that is longest in tokens once placed after the instruction (the binding one)."""
     texts = [join_prefix(spec.instruction, ex.source) for ex in test]
@@ -93,13 +101,14 @@ def run_baselines(base: BaseModel, spec: Any, train: Sequence[Any], test: Sequen
     test = list(test)[:max_examples]
     common = dict(batch_size=batch_size, mode=mode, split=split, progress=progress)
     out = BaselineResults()
-    out["zero_shot"] = evaluate(base, spec, test, prefix=spec.instruction, **common)
     k = spec.k_shot if k is None else k
+    spec = dataclasses.replace(spec, max_source_tokens=prompt_window(base, spec, k))
+    out["zero_shot"] = evaluate(base, spec, test, prefix=spec.instruction, **common)
     prefix, k_used = few_shot_prefix(base, spec, train, test, k, seed)
     out["k_shot"] = evaluate(base, spec, test, prefix=prefix, **common)
     out["k_shot"].details.update(k_requested=k, k_used=k_used, seed=seed)
     if k_used < k:
-        out.notes["k_shot"] = f"{k_used} of {k} demonstrations fit in {spec.max_source_tokens} source tokens"
+        out.notes["k_shot"] = f"{k_used} of {k} demonstrations fit in the {spec.max_source_tokens}-token window"
     chat = chat_examples(base, spec, test)
     if chat is None:
         out.notes["chat_zero_shot"] = "skipped: the tokenizer has no chat template"

@@ -171,13 +171,14 @@ class EvalConfig(_Section):
     section: ClassVar[str] = "evaluate"
     batch_size: int = 16           # examples per forward pass, >= 1
     max_examples: int = 400        # per split (0 = all)
-    k_shot: int = 4                # examples from train in the k-shot baseline, >= 0
+    k_shot: int | None = None      # examples in the k-shot baseline, >= 0 (None = the task spec's own k_shot)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         _number(problems, "evaluate.batch_size", self.batch_size, 1, integer=True)
         _number(problems, "evaluate.max_examples", self.max_examples, 0, integer=True)
-        _number(problems, "evaluate.k_shot", self.k_shot, 0, integer=True)
+        if self.k_shot is not None:
+            _number(problems, "evaluate.k_shot", self.k_shot, 0, integer=True)
         self._raise_if(problems)
 
 

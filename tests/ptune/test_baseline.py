@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptune.baseline import chat_examples, few_shot_prefix, run_baselines, trainable_params
+from ptune.baseline import chat_examples, few_shot_prefix, prompt_window, run_baselines, trainable_params
 from ptune.evaluate import evaluate, join_prefix
 from tests.ptune.eval_helpers import make_examples, make_spec
 
@@ -74,3 +74,14 @@ def test_baselines_use_the_requested_mode(tiny_causal):
 def test_trainable_parameters():
     assert trainable_params(None) == 0
     assert trainable_params(torch.zeros(20, 576)) == 20 * 576
+
+
+def test_hard_prompts_get_room_for_k_demonstrations(tiny_causal):
+    """A tight source budget must not starve the k-shot baseline: its window is (k+2) x the budget."""
+    test = make_examples()[:4]
+    longest = max(len(tiny_causal.tokenizer(join_prefix("Classify.", ex.source))["input_ids"]) for ex in test)
+    spec = make_spec(max_source_tokens=longest + 2, instruction="Classify.")
+    assert few_shot_prefix(tiny_causal, spec, _train(), test, 2)[1] == 0  # no room inside the task budget
+    assert prompt_window(tiny_causal, spec, k=2) == 4 * (longest + 2)
+    results = run_baselines(tiny_causal, spec, _train(), test, k=2, progress=False)
+    assert results["k_shot"].details["k_used"] == 2
