@@ -19,7 +19,7 @@ METRICS = {
     "classification": ("accuracy", "f1_macro", "mcc", "f1a", "em", "exact_match"),
     "generation": ("rouge1", "rouge2", "rougeL", "rougeLsum", "em", "f1", "exact_match"),
 }
-ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+ROUGE = ("rougeL", "rouge1", "rouge2", "rougeLsum")  # rougeL first: the primary metric (promotion, early stopping)
 Formatter = Callable[[Mapping[str, Any]], tuple[str, str]]
 
 

@@ -44,8 +44,9 @@ def train_task(task: str, params: Params, *, base: BaseModel | None = None, out_
     spec = get_task(task, params)
     out_dir = Path(out_dir) if out_dir else runs_dir() / spec.name
     base = base or load_base_model(params.model, threads=params.train.threads)
-    result = train_prompt(base, spec, load_split(spec.name, "train"), load_split(spec.name, "validation"),
-                          params.train, out_dir, callback=callback)
+    validation = load_split(spec.name, "validation")[: params.evaluate.max_examples or None]  # same cap as test
+    result = train_prompt(base, spec, load_split(spec.name, "train"), validation, params.train, out_dir,
+                          callback=callback)
     prompt_dir = save_prompt(out_dir / "prompt", result.prompt.weight.detach().cpu(),
                              prompt_meta(base, spec, params, result.best_metrics))
     return TrainedPrompt(result, prompt_dir, write_curve(result.history, out_dir / "train_curve.csv"))

@@ -70,7 +70,7 @@ def test_metrics_per_task() -> None:
     assert tasks["multirc"].metrics == ("f1a", "em")
     assert tasks["record"].metrics == ("em", "f1")
     for name in ("xsum", "dialogsum", "samsum", "cnn_dailymail"):
-        assert tasks[name].metrics == ("rouge1", "rouge2", "rougeL", "rougeLsum")
+        assert tasks[name].metrics == ("rougeL", "rouge1", "rouge2", "rougeLsum")
     assert tasks["boolq"].metrics == ("accuracy",)
     assert {n for n, s in tasks.items() if s.source.offline} == {
         "rotten_tomatoes", "strategyqa", "vitaminc", "presupposition_nli", "intent", "xsum"}
