@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -38,8 +39,10 @@ def run_one(params: NightlyParams, name: str) -> dict[str, Any]:
         form = train_form(params, name)
     except ValueError as exc:  # e.g. a task name the form rejects
         return {"task": name, "state": "Failed", "message": str(exc)}
+    start = time.perf_counter()
     state = train_task_flow(form, return_state=True)
+    seconds = time.perf_counter() - start  # the whole task: data checks, training, evaluation, registry
     if not state.is_completed():
         get_run_logger().error("task %s ended %s: %s", name, state.name, state.message)
-        return {"task": name, "state": state.name, "message": state.message or ""}
-    return {"state": "Completed", **state.result()}
+        return {"task": name, "state": state.name, "message": state.message or "", "seconds": seconds}
+    return {"state": "Completed", **state.result(), "seconds": seconds}

@@ -22,11 +22,17 @@ def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
 
+def _round(value: object) -> object:
+    return round(value) if isinstance(value, float) else value
+
+
 def summary_table(rows: list[dict]) -> str:
     """Plain-text table: one line per task."""
-    head = ("task", "state", "metric", "soft prompt", "best baseline", "decision", "version")
-    lines = [[r["task"], r["state"], r.get("metric", "-"), _fmt(r.get("tuned")), _fmt(r.get("best_baseline")),
-              r.get("decision", "-"), _fmt(r.get("version"))] for r in rows]
+    head = ("task", "state", "metric", "best baseline", "soft prompt", "steps", "train s", "task s",
+            "trainable params", "decision", "version")
+    lines = [[r["task"], r["state"], r.get("metric", "-"), _fmt(r.get("best_baseline")), _fmt(r.get("tuned")),
+              _fmt(r.get("steps")), _fmt(_round(r.get("train_seconds"))), _fmt(_round(r.get("seconds"))),
+              _fmt(r.get("trainable")), r.get("decision", "-"), _fmt(r.get("version"))] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*ln) for ln in lines])

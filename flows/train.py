@@ -72,6 +72,7 @@ def publish_summary(trained: Any, tuned: Any, baselines: Any, registered: Any, d
         "model": registered.name, "version": registered.version, "model_uri": registered.model_uri,
         "run_id": registered.run_id, "experiment_id": registry.ensure_experiment(trained.task),
         "steps": trained.steps_run, "best_step": trained.best_step, "train_seconds": trained.seconds,
+        "trainable": trained.trainable,
         "resumed_from": trained.resumed_from, "prompt_dir": str(trained.prompt_dir), "base_model": base_spec,
     }
     results = {**baselines, report.TUNED: tuned}

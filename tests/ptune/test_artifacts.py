@@ -171,3 +171,21 @@ def test_corrupt_tensor_file(saved):
 def test_no_pickle_in_artifact(saved):
     for file in saved[0].iterdir():
         assert not file.read_bytes().startswith(b"\x80")  # pickle protocol marker
+
+
+def test_save_load_gives_identical_logits(tiny_base, tmp_path):
+    """A prompt written to disk and read back drives the model to bitwise-identical logits."""
+    from ptune.batching import collate, encode_pair
+    from ptune.soft_prompt import prompt_inputs
+
+    prompt = torch.randn(5, tiny_base.hidden_size) * 0.1
+    meta = _meta(base_spec=tiny_base.spec, base_fingerprint=tiny_base.fingerprint)
+    path = save_prompt(tmp_path / "prompt", prompt, meta)
+    loaded, _ = load_prompt(path, expected_fingerprint=tiny_base.fingerprint)
+    item = encode_pair(tiny_base.tokenizer, "the film was good", "positive",
+                       encoder_decoder=tiny_base.is_encoder_decoder, add_eos=False, max_source_tokens=32)
+    batch = collate([item], tiny_base.tokenizer.pad_token_id, tiny_base.is_encoder_decoder)
+    with torch.no_grad():
+        before = tiny_base.model(**prompt_inputs(tiny_base, prompt, **batch)).logits
+        after = tiny_base.model(**prompt_inputs(tiny_base, loaded, **batch)).logits
+    assert torch.equal(before, after)

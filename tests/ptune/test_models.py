@@ -239,3 +239,25 @@ def test_smollm2_cached_load_is_fast_and_same_fingerprint(smollm2):
     again = load_base_model("smollm2-135m")
     assert again.fingerprint == base.fingerprint
     assert time.perf_counter() - start < 15  # reads safetensors, no GGUF dequantization
+
+
+@pytest.mark.slow
+def test_smollm2_prompt_tuning_runs_two_steps_offline(smollm2, tmp_path, monkeypatch):
+    """The real built-in model, loaded offline from the cache, trains a soft prompt for two steps:
+    the prompt moves, the frozen weights do not."""
+    from ptune.catalog import get_task
+    from ptune.config import TrainConfig
+    from ptune.data import Example
+    from ptune.train import train_prompt
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base, _ = smollm2
+    spec = get_task("rotten_tomatoes")
+    rows = [Example(f"r{i}", f"Review: {text}\nSentiment:", label, {})
+            for i, (text, label) in enumerate([("a gorgeous, witty film", "positive"), ("dull and lifeless", "negative")] * 4)]
+    embed_before = base.model.get_input_embeddings().weight.detach().clone()
+    cfg = TrainConfig(n_tokens=4, max_steps=2, batch_size=4, eval_every=0, checkpoint_every=0)
+    result = train_prompt(base, spec, rows, rows, cfg, tmp_path / "run")
+    assert result.steps_run == 2 and all(torch.isfinite(torch.tensor(h.loss)) for h in result.history)
+    assert result.prompt.weight.shape == (4, 576) and result.prompt.weight.dtype == torch.float32
+    assert torch.equal(base.model.get_input_embeddings().weight, embed_before)

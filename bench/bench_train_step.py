@@ -1,0 +1,224 @@
+"""One prompt-tuning train step, three ways: vs PEFT, vs a forward-only pass, and in memory vs full fine-tuning.
+
+1. ptune step / PEFT PromptTuning step (fwd + bwd + Adafactor lr 0.3, 20-token prompt), goal <= 1.0.
+2. ptune step / forward-only pass (torch.inference_mode, same batch and prompt), goal <= 2.5.
+3. peak RSS of prompt tuning / full fine-tuning (AdamW on every parameter), each measured in a fresh
+   child process of this script (hidden `--memory-child prompt|full`) that loads the model, records its
+   RSS, runs 2 steps and reports ru_maxrss; goal <= 0.5.
+Timings are interleaved (order rotated each repetition, first repetition is warm-up) and medians are
+reported. Results are printed and written to bench/results/train_step_<model>.json. Asserts nothing.
+Usage: python bench/bench_train_step.py [--model tiny|smollm2] [--reps N] [--threads N]
+(SmolLM2 at --reps 3 takes a few minutes on 2 busy cores.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.bench_peft import PROMPT, peft_step, ptune_step  # noqa: E402
+from ptune.batching import collate, encode_pair  # noqa: E402
+from ptune.models import BaseModel, load_base_model  # noqa: E402
+from ptune.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # noqa: E402
+from tests.tiny_models import WORDS, build_causal  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+GOALS = {"ptune_over_peft": 1.0, "train_over_forward": 2.5, "prompt_over_full_peak_rss": 0.5}
+BATCH, TOKENS, MEMORY_STEPS = 8, 64, 2
+Batch = dict[str, torch.Tensor]
+
+
+def load(model: str, tiny_dir: str | None, threads: int | None) -> BaseModel:
+    """SmolLM2-135M from ptune's cache, or the tests' tiny Llama from `tiny_dir`, frozen on CPU."""
+    spec = "smollm2-135m" if model == "smollm2" else str(tiny_dir)
+    base = load_base_model(spec, device="cpu", threads=threads)
+    base.model.train(False)  # frozen base: dropout off, as in ptune's training
+    return base
+
+
+def make_batch(base: BaseModel, batch: int = BATCH, tokens: int = TOKENS, seed: int = 0) -> Batch:
+    """A classification-style batch through encode_pair + collate: rows of ~`tokens` ids, right-padded.
+
+    Row 0 is exactly `tokens` long; the others are up to 12 tokens shorter, so there is real padding."""
+    rng, tok = random.Random(seed), base.tokenizer
+    items = []
+    for i in range(batch):
+        target = rng.choice(["positive", "negative"])
+        n_target = len(tok(" " + target, add_special_tokens=False)["input_ids"])
+        source = "Review: " + " ".join(rng.choice(WORDS) for _ in range(2 * tokens)) + "\nSentiment:"
+        keep = tokens - n_target - (0 if i == 0 else rng.randint(1, 12))
+        items.append(encode_pair(tok, source, target, encoder_decoder=False, add_eos=False, max_source_tokens=keep))
+    return collate(items, tok.pad_token_id, encoder_decoder=False)  # each (B, T)
+
+
+def forward_only(base: BaseModel, weight: torch.Tensor) -> Callable[[Batch], float]:
+    """A forward pass (loss included) with the same prompt and inputs as ptune_step, no autograd."""
+    prompt = SoftPrompt(weight)
+
+    def run(batch: Batch) -> float:
+        with torch.inference_mode():
+            kwargs = prompt_inputs(base, prompt(batch["input_ids"].shape[0]), **batch)
+            return float(base.model(**kwargs, use_cache=False).loss)
+
+    return run
+
+
+def time_steps(base: BaseModel, batch: Batch, reps: int) -> dict:
+    """Interleaved timings of ptune step, PEFT step and forward-only on one batch; medians in seconds."""
+    weight = init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().cpu()  # (P, d)
+    runs = {"ptune": ptune_step(base, weight), "peft": peft_step(base, weight), "forward": forward_only(base, weight)}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    losses: dict[str, list[float]] = {k: [] for k in runs}
+    keys = list(runs)
+    for rep in range(reps + 1):
+        for key in keys[rep % 3:] + keys[:rep % 3]:  # rotate the order so no side always goes first
+            start = time.perf_counter()
+            losses[key].append(runs[key](batch))
+            if rep > 0:  # repetition 0 is warm-up
+                times[key].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    drift = max(abs(a - b) for a, b in zip(losses["ptune"], losses["peft"], strict=True))
+    return {"median_s": med, "times_s": times, "losses": losses, "max_abs_loss_diff_ptune_peft": drift,
+            "ptune_over_peft": med["ptune"] / med["peft"], "train_over_forward": med["ptune"] / med["forward"]}
+
+
+def rss_kb() -> int:
+    """Current resident set size of this process in KB (Linux /proc)."""
+    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def full_step(base: BaseModel) -> Callable[[Batch], float]:
+    """Full fine-tuning step: every parameter trainable, AdamW, no prompt."""
+    base.model.requires_grad_(True)
+    opt = torch.optim.AdamW(base.model.parameters(), lr=1e-5)
+
+    def step(batch: Batch) -> float:
+        loss = base.model(**batch, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step
+
+
+def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | None) -> dict:
+    """Runs inside the child: load, record RSS, 2 train steps, report peak RSS (KB)."""
+    base = load(model, tiny_dir, threads)
+    gc.collect()
+    after_load, load_peak = rss_kb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    batch = make_batch(base)
+    if mode == "prompt":
+        step = ptune_step(base, init_prompt(base, PROMPT, "vocab", seed=0).weight.detach())
+    else:
+        step = full_step(base)
+    trainable = sum(p.numel() for p in base.model.parameters() if p.requires_grad) if mode == "full" else PROMPT * base.hidden_size
+    start = time.perf_counter()
+    losses = [step(batch) for _ in range(MEMORY_STEPS)]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    return {"mode": mode, "rss_after_load_kb": after_load, "peak_rss_during_load_kb": load_peak,
+            "peak_rss_kb": peak, "increase_over_load_kb": peak - after_load, "trainable_params": trainable,
+            "steps": MEMORY_STEPS, "losses": losses, "seconds": time.perf_counter() - start}
+
+
+def measure_memory(model: str, tiny_dir: str | None, threads: int | None) -> dict:
+    """Run each memory child in a fresh process of this script; returns both reports and the ratio."""
+    out = {}
+    for mode in ("prompt", "full"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", mode, "--model", model]
+        cmd += ["--tiny-dir", tiny_dir] if tiny_dir else []
+        cmd += ["--threads", str(threads)] if threads else []
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["prompt_over_full_peak_rss"] = out["prompt"]["peak_rss_kb"] / out["full"]["peak_rss_kb"]
+    return out
+
+
+def conditions(threads_note: str) -> dict:
+    """What the machine was doing, so readers can judge the timings."""
+    import peft
+    import transformers
+
+    return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "threads_note": threads_note,
+            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def print_table(res: dict) -> None:
+    """The three ratios with their goals, plus the raw numbers behind them."""
+    t, m, c = res["timing"], res["memory"], res["conditions"]
+    med = {k: v * 1e3 for k, v in t["median_s"].items()}
+    b = res["batch"]
+    print(f"\n{res['model']}: B={b['batch']} T={b['width']} (pad {b['pad_fraction']:.0%}) P={PROMPT} reps={res['reps']} "
+          f"threads={c['torch_threads']} cpus={c['cpu_count']} load={c['loadavg_start'][0]:.2f}->{c['loadavg'][0]:.2f}")
+    rows = [("train step ptune / peft", t["ptune_over_peft"], GOALS["ptune_over_peft"],
+             f"ptune {med['ptune']:.1f} ms, peft {med['peft']:.1f} ms, |loss diff| {t['max_abs_loss_diff_ptune_peft']:.1e}"),
+            ("train step / forward-only", t["train_over_forward"], GOALS["train_over_forward"],
+             f"train {med['ptune']:.1f} ms, forward {med['forward']:.1f} ms"),
+            ("peak RSS prompt / full FT", m["prompt_over_full_peak_rss"], GOALS["prompt_over_full_peak_rss"],
+             f"prompt {m['prompt']['peak_rss_kb'] / 1024:.0f} MiB (+{m['prompt']['increase_over_load_kb'] / 1024:.0f}), "
+             f"full {m['full']['peak_rss_kb'] / 1024:.0f} MiB (+{m['full']['increase_over_load_kb'] / 1024:.0f})")]
+    print(f"  {'ratio':<27}{'value':>7}  {'goal':<8}{'met':<5}detail")
+    for name, value, goal, detail in rows:
+        print(f"  {name:<27}{value:>7.3f}  <= {goal:<5}{'yes' if value <= goal else 'no':<5}{detail}")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Memory children first (the parent holds no model yet), then the interleaved timings."""
+    threads = args.threads or (torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else None)
+    note = "--threads" if args.threads else "OMP_NUM_THREADS" if threads else "ptune.models.choose_threads"
+    tiny_dir = str(build_causal(Path(tempfile.mkdtemp(prefix="bench-tiny-")))) if args.model == "tiny" else None
+    load_start, start = os.getloadavg(), time.perf_counter()
+    memory = measure_memory(args.model, tiny_dir, threads)
+    base = load(args.model, tiny_dir, threads)
+    batch = make_batch(base)
+    torch.manual_seed(0)
+    timing = time_steps(base, batch, args.reps)
+    mask = batch["attention_mask"]
+    shape = {"batch": int(mask.shape[0]), "width": int(mask.shape[1]), "prompt_tokens": PROMPT,
+             "real_tokens_per_row": mask.sum(1).tolist(), "pad_fraction": float(1 - mask.float().mean())}
+    cond = conditions(note) | {"loadavg_start": load_start}
+    return {"model": base.spec if args.model == "smollm2" else "tiny-llama", "reps": args.reps, "batch": shape,
+            "goals": GOALS, "timing": timing, "memory": memory, "conditions": cond,
+            "wall_s": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("tiny", "smollm2"), default="smollm2")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions after one warm-up (default 30 tiny, 5 smollm2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: $OMP_NUM_THREADS if set, else ptune's size rule)")
+    parser.add_argument("--memory-child", choices=("prompt", "full"), help=argparse.SUPPRESS)
+    parser.add_argument("--tiny-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.reps = args.reps or (30 if args.model == "tiny" else 5)
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child, args.model, args.tiny_dir, args.threads)))
+        return
+    res = run(args)
+    print_table(res)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"train_step_{args.model}.json"
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"\nwrote {path.relative_to(ROOT)}  ({res['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
