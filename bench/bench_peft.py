@@ -23,7 +23,7 @@ from transformers.optimization import Adafactor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ptune.models import BaseModel, from_objects  # noqa: E402
-from ptune.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # noqa: E402
+from ptune.soft_prompt import SoftPrompt, init_prompt, prompt_inputs, target_loss  # noqa: E402
 from tests.tiny_models import build_causal  # noqa: E402
 
 PROMPT = 20
@@ -53,7 +53,7 @@ def ptune_step(base: BaseModel, weight: torch.Tensor) -> Callable[[dict[str, tor
     opt = adafactor([prompt.weight])
 
     def step(batch: dict[str, torch.Tensor]) -> float:
-        loss = base.model(**prompt_inputs(base, prompt(batch["input_ids"].shape[0]), **batch), use_cache=False).loss
+        loss = target_loss(base, prompt_inputs(base, prompt(batch["input_ids"].shape[0]), **batch))  # ptune's train path
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -209,3 +209,27 @@ def _embed_ids(base: BaseModel, ids: torch.Tensor) -> torch.Tensor:
     """Frozen input embeddings of 1-D ids -> (len, d) fp32 on CPU, detached."""
     with torch.no_grad():
         return base.embed(ids.to(base.device).unsqueeze(0))[0].detach().to("cpu", torch.float32)
+
+
+def target_loss(base: BaseModel, kwargs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over target tokens for `base.model(**kwargs)` (kwargs from `prompt_inputs`).
+
+    For causal LMs the LM head runs only at the positions that predict a target token, not over the
+    whole (B, P+T) sequence: with a 49k-word vocabulary the full (B, P+T, V) logits and their gradient
+    dominate a prompt-tuning step's memory. Same value as the model's own loss (tested); models that
+    post-process logits (soft-capping, logit scale) take the ordinary path.
+    """
+    model = base.model
+    if base.is_encoder_decoder or _rescales_logits(model.config):
+        return model(**kwargs).loss.float()
+    kwargs = dict(kwargs)
+    labels = kwargs.pop("labels")[:, 1:]  # (B, L-1): token t+1 is predicted at position t
+    hidden = model.base_model(**kwargs, use_cache=False).last_hidden_state[:, :-1]  # (B, L-1, d)
+    keep = labels != -100
+    logits = model.get_output_embeddings()(hidden[keep])  # (N, V), N = target tokens in the batch
+    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
+
+
+def _rescales_logits(config) -> bool:
+    return bool(getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None)
+                or getattr(config, "logits_scaling", None))

@@ -1,7 +1,7 @@
 """Train one soft prompt on a frozen base model (Lester et al. 2021): only the prompt is optimised.
 
 Loop: length-bucketed, dynamically padded batches whose order is a pure function of (seed, epoch);
-loss = base.model(**prompt_inputs(base, prompt(B), **batch)).loss; validation every `eval_every` steps
+loss = target_loss(base, prompt_inputs(base, prompt(B), **batch)); validation every `eval_every` steps
 (primary metric = first of spec.metrics, higher is better) with early stopping; the best prompt is kept.
 Checkpoints go to `out_dir/checkpoint/` (see ptune.checkpoint) and a rerun resumes from them, reaching
 the same final prompt as an uninterrupted run.
@@ -28,7 +28,7 @@ from ptune.batching import Encoded, bucketed_batches, collate, encode_pair
 from ptune.config import TrainConfig
 from ptune.errors import ConfigError, DataError
 from ptune.models import BaseModel
-from ptune.soft_prompt import SoftPrompt, prompt_inputs
+from ptune.soft_prompt import SoftPrompt, prompt_inputs, target_loss
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,7 @@ def _train_step(base: BaseModel, state: _State, batch: dict[str, torch.Tensor], 
                 amp: torch.dtype | None) -> float:
     """One optimizer step on the prompt; returns the batch loss."""
     with _autocast(base.device, amp):
-        out = base.model(**prompt_inputs(base, state.prompt(batch["input_ids"].shape[0]), **batch))
-    loss = out.loss.float()  # scalar, mean over target tokens
+        loss = target_loss(base, prompt_inputs(base, state.prompt(batch["input_ids"].shape[0]), **batch))
     loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(state.prompt.parameters(), cfg.grad_clip)
@@ -244,7 +243,7 @@ def _validation_loss(base: BaseModel, spec: Any, examples: Sequence[Any], weight
                                                            base.is_encoder_decoder).items()}
         n = int((batch["labels"] != -100).sum())
         with _autocast(base.device, amp):
-            loss = base.model(**prompt_inputs(base, weight, **batch)).loss
+            loss = target_loss(base, prompt_inputs(base, weight, **batch))
         total, count = total + float(loss.float()) * n, count + n
     return total / max(count, 1)
 

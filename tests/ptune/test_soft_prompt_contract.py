@@ -39,3 +39,17 @@ def test_labels_masked_over_prompt_and_source(tiny_causal):
     n_source = len(tiny_causal.tokenizer("the film was good")["input_ids"])
     assert (labels[0, 3:3 + n_source] == -100).all()
     assert (labels[0, 3 + n_source] != -100)
+
+
+def test_target_loss_equals_the_models_own_loss(tiny_base):
+    """The LM head applied only at target positions gives the model's full-logits loss, and the same gradient."""
+    from ptune.soft_prompt import target_loss
+
+    batch = _batch(tiny_base)
+    weight = torch.randn(5, tiny_base.hidden_size, requires_grad=True)
+    full = tiny_base.model(**prompt_inputs(tiny_base, weight, **batch)).loss
+    (grad_full,) = torch.autograd.grad(full, weight)
+    fast = target_loss(tiny_base, prompt_inputs(tiny_base, weight, **batch))
+    (grad_fast,) = torch.autograd.grad(fast, weight)
+    assert torch.allclose(fast, full, atol=1e-6)
+    assert torch.allclose(grad_fast, grad_full, atol=1e-6)
