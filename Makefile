@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ptune-installed
 TORCH_VERSION := 2.13.0
 
+# The venv's tools (mlflow, prefect, dvc, uvicorn, ptune) first on PATH for every recipe.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
 # Offline and telemetry switches (see docs/offline.md).
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1

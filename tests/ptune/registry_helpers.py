@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -97,7 +98,10 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0
 
 def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a server in its own session (so stop() can end it and its workers by our PID's group)."""
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+    # the venv's bin first on PATH: `mlflow models serve` execs `uvicorn` by name
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PATH": path, **(env or {})},
                             start_new_session=True)
 
 

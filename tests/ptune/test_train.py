@@ -204,16 +204,15 @@ def test_cli_train_writes_a_prompt_artifact(tiny_causal, tmp_path, monkeypatch):
     """`ptune train TASK --steps N --out DIR` wires params, data, base model, training and the artifact."""
     from typer.testing import CliRunner
 
-    import ptune.catalog
-    import ptune.data
-    import ptune.models
+    import ptune.pipeline
     from ptune.artifacts import load_prompt
     from ptune.cli import app
 
-    monkeypatch.setattr(ptune.catalog, "get_task", lambda name, params=None: SPEC)
-    monkeypatch.setattr(ptune.data, "load_split", lambda task, split: TRAIN if split == "train" else VALID)
-    monkeypatch.setattr(ptune.data, "data_version", lambda task: "v-test")
-    monkeypatch.setattr(ptune.models, "load_base_model", lambda spec, threads=None: tiny_causal)
+    # the CLI calls ptune.pipeline.train_task: stand in for the catalog, the data and the base model there
+    monkeypatch.setattr(ptune.pipeline, "get_task", lambda name, params=None: SPEC)
+    monkeypatch.setattr(ptune.pipeline, "load_split", lambda task, split: TRAIN if split == "train" else VALID)
+    monkeypatch.setattr(ptune.pipeline, "data_version", lambda task: "v-test")
+    monkeypatch.setattr(ptune.pipeline, "load_base_model", lambda spec, threads=None: tiny_causal)
     params = tmp_path / "params.yaml"
     params.write_text("train: {n_tokens: 4, init: random, batch_size: 4, eval_every: 2, checkpoint_every: 2}\n")
     out = tmp_path / "out"
