@@ -10,7 +10,7 @@ unguarded because nobody ran `make deploy`. An existing limit is never changed (
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from prefect import get_client
@@ -22,19 +22,27 @@ WORK_POOL = "ptune-process"
 GPU_LIMIT = "ptune-gpu"
 
 
+def _create_if_missing(read: Callable[[], object], create: Callable[[], object]) -> bool:
+    """Run `create` unless `read` finds the object; True when it was created now. A concurrent creator
+    winning the race between our read and our create counts as "already there"."""
+    try:
+        read()
+        return False
+    except ObjectNotFound:
+        pass
+    try:
+        create()
+    except ObjectAlreadyExists:
+        return False
+    return True
+
+
 def ensure_gpu_limit(name: str = GPU_LIMIT, limit: int = 1) -> bool:
     """Create the global concurrency limit if it is missing. Returns True when it was created now."""
     with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-            return False
-        except ObjectNotFound:
-            pass
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
-        except ObjectAlreadyExists:  # another run created it between our read and our create
-            return False
-        return True
+        return _create_if_missing(
+            lambda: client.read_global_concurrency_limit_by_name(name),
+            lambda: client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit)))
 
 
 def ensure_work_pool(name: str = WORK_POOL) -> bool:
@@ -42,17 +50,10 @@ def ensure_work_pool(name: str = WORK_POOL) -> bool:
     from prefect.workers.process import ProcessWorker
 
     with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(name)
-            return False
-        except ObjectNotFound:
-            pass
-        template = ProcessWorker.get_default_base_job_template()
-        try:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
-        except ObjectAlreadyExists:
-            return False
-        return True
+        return _create_if_missing(
+            lambda: client.read_work_pool(name),
+            lambda: client.create_work_pool(WorkPoolCreate(
+                name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template())))
 
 
 @contextmanager
