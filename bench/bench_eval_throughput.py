@@ -1,4 +1,4 @@
-"""Evaluation throughput (examples/s): `ptune.evaluate.evaluate` vs a plain transformers loop doing the
+"""Evaluation throughput (examples/s): `ptune.evaluation.scoring.evaluate` vs a plain transformers loop doing the
 same rank classification (tokenise "source label" per label, right-pad, one forward per label, sum the
 label tokens' log-probs, argmax), same batch size, same examples, no soft prompt.
 
@@ -19,9 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_rank import load  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from ptune.catalog import get_task  # noqa: E402
-from ptune.data import Example, load_split  # noqa: E402
-from ptune.evaluate import evaluate  # noqa: E402
+from ptune.data.catalog import get_task  # noqa: E402
+from ptune.data.splits import Example, load_split  # noqa: E402
+from ptune.evaluation.scoring import evaluate  # noqa: E402
 
 REVIEWS = ["a witty, gorgeous film whose actors never stop having fun", "dull and far too long",
            "the plot is thin but the performances carry it to a happy ending that works",

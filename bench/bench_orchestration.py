@@ -57,14 +57,9 @@ def project(root: Path):
 
 
 def direct(root: Path) -> dict[str, float]:
-    """The library calls of train_task_flow, in order, without Prefect; seconds per step."""
-    import dataclasses
-
-    from ptune import artifacts, baseline, data, evaluate, pipeline, promotion, registry, report, validation
-    from ptune.catalog import get_task
+    """The `ptune.stages` calls of train_task_flow, in order, without Prefect; seconds per step."""
+    from ptune import stages
     from ptune.config import load_params
-    from ptune.models import load_base_model
-    from tasks.registry import same_base_evaluator
 
     times: dict[str, float] = {}
 
@@ -75,44 +70,27 @@ def direct(root: Path) -> dict[str, float]:
         times[name] = time.perf_counter() - start
 
     with step("params"):
-        params = load_params(root / "params.yaml").for_task(TASK)
-        spec, cfg, limit = get_task(TASK, params), params.train, params.evaluate.max_examples or None
+        run = stages.TaskRun.build(TASK, load_params(root / "params.yaml"), run_dir=root / "outputs" / TASK / "direct")
     with step("fetch_task_data"):
-        data.fetch(TASK, params)
+        stages.fetch(run)
     with step("prepare_split"):
-        data.prepare(TASK, params)
+        stages.prepare(run)
     with step("validate_split"):
-        validation.validate(TASK, params)
+        stages.validate(run)
     with step("load_model"):
-        base = load_base_model(params.model)
+        base = stages.load_base(run)
     with step("train_prompt"):
-        out = root / "outputs" / TASK / "direct"
-        run = registry.TrainingRun(TASK, registry.training_params(TASK, base.spec, base.fingerprint, cfg.to_dict(),
-                                                                  data.data_version(TASK)))
-        run.start()
-        prompt_dir = pipeline.train_task(TASK, params, base=base, out_dir=out, callback=run).prompt_dir
-    test = data.load_split(TASK, "test")
+        trained = stages.train(run, base, track=True)
     with step("evaluate_prompt"):
-        prompt, _ = artifacts.load_prompt(prompt_dir, expected_fingerprint=base.fingerprint)
-        tuned = evaluate.evaluate(base, spec, test, prompt, batch_size=params.evaluate.batch_size,
-                                  max_examples=limit, progress=False)
+        tuned = stages.evaluate(run, base, trained.prompt, progress=False)
     with step("run_baselines"):
-        baselines = baseline.run_baselines(base, spec, data.load_split(TASK, "train"), test, k=params.evaluate.k_shot,
-                                           seed=params.data.seed, batch_size=params.evaluate.batch_size,
-                                           max_examples=limit, progress=False)
+        found = stages.baselines(run, base, progress=False)
     with step("write_report"):
-        results = {**baselines, report.TUNED: tuned}
-        written = report.write_report(TASK, results, out / "report", {report.TUNED: int(prompt.numel())},
-                                      examples=test[:limit], notes=baselines.notes)
+        reported = stages.report(run, tuned, found, trained.trainable)
     with step("register_prompt"):
-        meta = artifacts.load_prompt(prompt_dir)[1]
-        metrics = {**meta.metrics, **tuned.metrics, **registry.baseline_metrics(baselines)}
-        artifacts.save_prompt(prompt_dir, prompt, dataclasses.replace(meta, metrics=metrics))
-        run_id = run.finish(prompt_dir, tuned.metrics, baselines, report_files=[written.markdown, written.metrics,
-                            written.chart], predictions=written.predictions)
-        version = registry.register_prompt(TASK, prompt_dir, run_id, primary_metric=f"test/{spec.metrics[0]}").version
+        version = stages.register(run, trained, reported).version
     with step("promote_if_better"):
-        promotion.promote_if_better(TASK, version, params.promote.min_gain, evaluator=same_base_evaluator(base, params))
+        stages.promote(run, version, base)
     return times
 
 
@@ -139,7 +117,7 @@ def warm_up(model: str) -> float:
     import mlflow  # noqa: F401
     from prefect import flow
 
-    from ptune.models import load_base_model
+    from ptune.model.base import load_base_model
 
     load_base_model(model)
     start = time.perf_counter()

@@ -22,8 +22,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.optimization import Adafactor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ptune.models import BaseModel, from_objects  # noqa: E402
-from ptune.soft_prompt import SoftPrompt, init_prompt, prompt_inputs, target_loss  # noqa: E402
+from ptune.model.base import BaseModel, from_objects  # noqa: E402
+from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs, target_loss  # noqa: E402
 from tests.tiny_models import build_causal  # noqa: E402
 
 PROMPT = 20
@@ -113,11 +113,11 @@ def tiny_base() -> BaseModel:
 
 
 def smollm2_base(threads: int | None) -> BaseModel | None:
-    """SmolLM2-135M via ptune.models.load_base_model, or None with a message when unavailable."""
+    """SmolLM2-135M via ptune.model.base.load_base_model, or None with a message when unavailable."""
     try:
-        from ptune.models import load_base_model
+        from ptune.model.base import load_base_model
     except ImportError:
-        print("smollm2: skipped (ptune.models.load_base_model is not available yet)")
+        print("smollm2: skipped (ptune.model.base.load_base_model is not available yet)")
         return None
     try:
         return load_base_model("smollm2-135m", device="cpu", threads=threads)

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ptune.batching import encode_source  # noqa: E402
-from ptune.catalog import get_task  # noqa: E402
-from ptune.evaluate import score_labels, score_labels_naive  # noqa: E402
-from ptune.models import BaseModel, from_objects, load_base_model  # noqa: E402
+from ptune.data.catalog import get_task  # noqa: E402
+from ptune.evaluation.scoring import score_labels, score_labels_naive  # noqa: E402
+from ptune.model.base import BaseModel, from_objects, load_base_model  # noqa: E402
+from ptune.model.batching import encode_source  # noqa: E402
 
 WORDS = ("the premise says that a man who was walking his dog in the park yesterday had never owned a pet "
          "before so the claim about the hypothesis is").split()

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ptune.models import BaseModel, available_cores, choose_threads, load_base_model  # noqa: E402
+from ptune.model.base import BaseModel, available_cores, choose_threads, load_base_model  # noqa: E402
 from tests.tiny_models import build_causal  # noqa: E402
 
 BATCH, PROMPT, TOKENS = 8, 20, 50  # (B, P + T) = (8, 70)
@@ -65,7 +65,7 @@ def main() -> None:
             ratio = med[1] / med[2] if {1, 2} <= med.keys() else float("nan")
             cells = "".join(f"{med[n]:>12.4f}" for n in args.threads)
             print(f"{name:<26}{base.n_params:>12,}{cells}{ratio:>10.2f}x{choose_threads(base.n_params):>8}")
-    print("ratio > 1: more threads is faster. 'chosen' is ptune.models.choose_threads for this size.")
+    print("ratio > 1: more threads is faster. 'chosen' is ptune.model.base.choose_threads for this size.")
 
 
 if __name__ == "__main__":

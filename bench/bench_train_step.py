@@ -32,9 +32,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.bench_peft import PROMPT, peft_step, ptune_step  # noqa: E402
-from ptune.batching import collate, encode_pair  # noqa: E402
-from ptune.models import BaseModel, load_base_model  # noqa: E402
-from ptune.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # noqa: E402
+from ptune.model.base import BaseModel, load_base_model  # noqa: E402
+from ptune.model.batching import collate, encode_pair  # noqa: E402
+from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # noqa: E402
 from tests.tiny_models import WORDS, build_causal  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -189,7 +189,7 @@ def print_table(res: dict) -> None:
 def run(args: argparse.Namespace) -> dict:
     """Memory children first (the parent holds no model yet), then the interleaved timings."""
     threads = args.threads or (torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else None)
-    note = "--threads" if args.threads else "OMP_NUM_THREADS" if threads else "ptune.models.choose_threads"
+    note = "--threads" if args.threads else "OMP_NUM_THREADS" if threads else "ptune.model.base.choose_threads"
     tiny_dir = str(build_causal(Path(tempfile.mkdtemp(prefix="bench-tiny-")))) if args.model == "tiny" else None
     load_start, start = os.getloadavg(), time.perf_counter()
     memory = measure_memory(args.model, tiny_dir, threads)

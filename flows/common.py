@@ -1,8 +1,7 @@
-"""What the flows share: params.yaml + form overrides, the data steps, run directories and summary markdown."""
+"""What the flows share: the TaskRun from params.yaml + form, the data steps, run directories and summary markdown."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,39 +12,37 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows.params import TrainFlowParams
-from ptune.config import EvalConfig, Params, TrainConfig, load_params
-from ptune.paths import project_dir, runs_dir
+from ptune.config import project_params
+from ptune.paths import runs_dir
+from ptune.stages import TaskRun
 from tasks.data import fetch_task_data, prepare_split, validate_split, validation_report
 from tasks.training import artifact_key
 
 
-def resolve_params(form: Any, task_name: str | None = None) -> Params:
-    """params.yaml (task_overrides applied for `task_name`), then the form's non-empty fields on top."""
-    path = Path(form.params_file)
-    params = load_params(path if path.is_absolute() else project_dir() / path)
-    if task_name:  # overrides applied once here; cleared so a later for_task() cannot undo the form's values
-        params = dataclasses.replace(params.for_task(task_name), task_overrides={})
-    changes: dict[str, Any] = {"model": form.model} if getattr(form, "model", None) else {}
-    overrides = form.train.as_dict() if hasattr(form, "train") else {}
-    if overrides:
-        changes["train"] = TrainConfig.from_dict({**params.train.to_dict(), **overrides}, "form.train")
+def task_run(form: Any, task_name: str) -> TaskRun:
+    """The task resolved once: the form's params file (task_overrides applied), then the form's non-empty
+    fields on top, writing under outputs/<task>/prefect/<flow run id>."""
+    changes: dict[str, Any] = {"model": getattr(form, "model", None)}
+    if hasattr(form, "train"):
+        changes["train"] = form.train.as_dict()
     if getattr(form, "max_eval_examples", None) is not None:
-        changes["evaluate"] = EvalConfig.from_dict({**params.evaluate.to_dict(), "max_examples": form.max_eval_examples})
-    return dataclasses.replace(params, **changes)
+        changes["evaluate"] = {"max_examples": form.max_eval_examples}
+    return TaskRun.build(task_name, project_params(form.params_file), run_dir=run_dir(task_name), source="form",
+                         **changes)
 
 
-def check_data(task_name: str, params: Params, refresh: bool = False) -> State | None:
+def check_data(run: TaskRun, refresh: bool = False) -> State | None:
     """Fetch, prepare and validate; on a failed validation publish the report and return the Failed state."""
     options = {"refresh_cache": True} if refresh else {}
-    fetch_task_data(task_name, params)
-    prepare_split.with_options(**options)(task_name, params)
-    state = validate_split.with_options(**options)(task_name, params, return_state=True)
+    fetch_task_data(run)
+    prepare_split.with_options(**options)(run)
+    state = validate_split.with_options(**options)(run, return_state=True)
     if not state.is_failed():
         return None
     error = state.result(raise_on_failure=False)
-    create_markdown_artifact(validation_report(task_name) or f"```\n{error}\n```",
-                             key=artifact_key("validation", task_name),
-                             description=f"Validation of `{task_name}` FAILED: nothing was trained")
+    create_markdown_artifact(validation_report(run.name) or f"```\n{error}\n```",
+                             key=artifact_key("validation", run.name),
+                             description=f"Validation of `{run.name}` FAILED: nothing was trained")
     return Failed(message=f"validation failed, nothing trained: {error}")
 
 

@@ -9,9 +9,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
-from flows.common import nightly_markdown, resolve_params, train_form
+from flows.common import nightly_markdown, train_form
 from flows.params import NightlyParams
 from flows.train import train_task_flow
+from ptune.config import project_params
 
 
 @flow(name="nightly")
@@ -23,7 +24,7 @@ def nightly_flow(params: NightlyParams = NightlyParams()) -> list[dict[str, Any]
        (concurrency limit `ptune-gpu`, limit 1), so tasks never share the GPU, even across flow runs.
     3. Publish one summary artifact; end Failed when any task failed (after all were attempted).
     """
-    names = list(params.tasks or resolve_params(params).run_tasks)                 # 1
+    names = list(params.tasks or project_params(params.params_file).run_tasks)    # 1
     rows = [run_one(params, name) for name in names]                                # 2
     create_markdown_artifact(nightly_markdown(rows), key="ptune-nightly",          # 3
                              description=f"ptune nightly: {len(names)} tasks")

@@ -1,13 +1,16 @@
 """Flow parameters as pydantic models: Prefect turns them into the validated form of the UI's "Run" page.
 
-Every field left empty (None) falls back to params.yaml, so the form only carries what a run changes.
+Every field left empty (None) falls back to params.yaml, so the form only carries what a run changes. The
+training fields take their types, bounds and choices from `ptune.config.TrainConfig`: one source of truth.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ptune.config import TrainConfig
 
 TASK_NAME = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"  # catalog and user-task names: lowercase, digits, '_', '.', '-'
 TaskName = Annotated[str, Field(pattern=TASK_NAME)]
@@ -22,24 +25,41 @@ class _Form(BaseModel):
     )
 
 
-class TrainOverrides(BaseModel):
+# The form's training fields: description here; type, bounds and choices from ptune.config.TrainConfig.
+TRAIN_FIELDS = {
+    "max_steps": "Training steps (upper bound; early stopping may end sooner).",
+    "n_tokens": "Soft-prompt length in virtual tokens.",
+    "lr": "Learning rate.",
+    "init": "Soft-prompt initialisation.",
+    "optimizer": "Optimizer.",
+    "batch_size": "Training batch size.",
+    "eval_every": "Validate every N steps (0 = never).",
+    "seed": "Random seed.",
+}
+
+
+def _train_field(name: str, description: str) -> tuple[Any, Any]:
+    """(annotation, Field) of one optional override, typed and bounded as TrainConfig validates it."""
+    if name in TrainConfig.CHOICES:
+        return Literal[tuple(TrainConfig.CHOICES[name])] | None, Field(None, description=description)
+    low, high = TrainConfig.LIMITS[name]
+    kind = type(getattr(TrainConfig, name))
+    lower = {"gt": kind(low)} if name in TrainConfig.OPEN_LOW else {"ge": kind(low)}
+    upper = {"le": kind(high)} if high is not None else {}
+    return kind | None, Field(None, description=description, **lower, **upper)
+
+
+class _Overrides(BaseModel):
     """Overrides of params.yaml `train:` for this run only; empty fields keep the file's values."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_steps: int | None = Field(None, ge=1, le=100_000, description="Training steps (upper bound; early stopping may end sooner).")
-    n_tokens: int | None = Field(None, ge=1, le=500, description="Soft-prompt length in virtual tokens.")
-    lr: float | None = Field(None, gt=0.0, le=10.0, description="Learning rate (constant schedule).")
-    init: Literal["random", "vocab", "labels", "text", "file"] | None = Field(
-        None, description="Soft-prompt initialisation."
-    )
-    optimizer: Literal["adafactor", "adamw"] | None = Field(None, description="Optimizer.")
-    batch_size: int | None = Field(None, ge=1, le=1024, description="Training batch size.")
-    eval_every: int | None = Field(None, ge=1, le=100_000, description="Validate every N steps.")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Random seed.")
-
     def as_dict(self) -> dict[str, object]:
         return self.model_dump(exclude_none=True)
+
+
+TrainOverrides = create_model("TrainOverrides", __base__=_Overrides, __doc__=_Overrides.__doc__, __module__=__name__,
+                              **{name: _train_field(name, doc) for name, doc in TRAIN_FIELDS.items()})
 
 
 class TrainFlowParams(_Form):

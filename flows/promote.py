@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import resolve_params
+from flows.common import task_run
 from flows.params import PromoteParams
 from flows.prefect_setup import gpu_slot
 from tasks.registry import latest_version, promote_if_better
@@ -24,11 +24,11 @@ def promote_flow(params: PromoteParams) -> dict[str, Any]:
     3. Decide and write: reason tags, then the alias move.
     4. Publish the decision.
     """
-    cfg = resolve_params(params, params.task)                                      # 1
-    version = str(params.version or latest_version(params.task))
+    run = task_run(params, params.task)                                            # 1
+    version = str(params.version or latest_version(run))
     with gpu_slot():
-        base = load_model(cfg.model)                                                # 2
-        decision = promote_if_better(base, params.task, version, cfg)              # 3
+        base = load_model(run)                                                      # 2
+        decision = promote_if_better(run, version, base)                           # 3
     create_markdown_artifact(f"# `ptune-{params.task}` v{version}: {decision.alias}\n\n{decision.reason}",  # 4
                              key=artifact_key("promote", params.task), description="promotion decision")
     return dataclasses.asdict(decision)

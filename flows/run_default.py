@@ -43,7 +43,7 @@ def main() -> int:
         os.environ.setdefault(key, value)
     from flows.nightly import nightly_flow
     from flows.params import NightlyParams
-    from ptune.registry import tracking_uri
+    from ptune.registry.tracking import tracking_uri
 
     state = nightly_flow(NightlyParams(), return_state=True)
     rows = state.result(raise_on_failure=False)  # per-task rows, also when the run ended Failed

@@ -9,10 +9,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows.common import check_data, resolve_params, run_dir, train_summary_markdown
+from flows.common import check_data, task_run, train_summary_markdown
 from flows.params import TrainFlowParams
 from flows.prefect_setup import gpu_slot
-from ptune import registry, report
+from ptune.registry.model_registry import RegisteredPrompt
+from ptune.registry.promotion import Decision
+from ptune.registry.tracking import ensure_experiment
+from ptune.stages import Reported, TaskRun, Trained
 from tasks.registry import promote_if_better, register_prompt
 from tasks.training import (
     artifact_key,
@@ -44,24 +47,25 @@ def train_task_flow(params: TrainFlowParams) -> dict[str, Any] | State:
     8. Promote it to @champion if it beats the baselines and the current champion.
     9. Publish the results table, the decision and the MLflow links.
     """
-    task, cfg = params.task, resolve_params(params, params.task)                    # 1
-    failed = check_data(task, cfg, refresh=params.refresh_data)                    # 2
+    run = task_run(params, params.task)                                              # 1
+    failed = check_data(run, refresh=params.refresh_data)                            # 2
     if failed is not None:
         return failed
     with gpu_slot():
-        base = load_model(cfg.model)                                                # 3
-        trained = train_prompt(base, task, cfg, run_dir(task))                      # 4
-        tuned = evaluate_prompt(base, task, cfg, trained.prompt_dir)                # 5
-        baselines = run_baselines(base, task, cfg)
-        written = write_report(trained, cfg, tuned, baselines)                      # 6
-        registered = register_prompt(trained, cfg, tuned, baselines, written)       # 7
-        decision = promote_if_better(base, task, registered.version, cfg) if params.promote else None  # 8
-    return publish_summary(trained, tuned, baselines, registered, decision, base.spec)  # 9
+        base = load_model(run)                                                       # 3
+        trained = train_prompt(run, base)                                            # 4
+        tuned = evaluate_prompt(run, base, trained)                                  # 5
+        baselines = run_baselines(run, base)
+        reported = write_report(run, trained, tuned, baselines)                      # 6
+        registered = register_prompt(run, trained, reported)                         # 7
+        decision = promote_if_better(run, registered.version, base) if params.promote else None  # 8
+    return publish_summary(run, trained, reported, registered, decision, base.spec)  # 9
 
 
-def publish_summary(trained: Any, tuned: Any, baselines: Any, registered: Any, decision: Any,
-                    base_spec: str) -> dict[str, Any]:
+def publish_summary(run: TaskRun, trained: Trained, reported: Reported, registered: RegisteredPrompt,
+                    decision: Decision | None, base_spec: str) -> dict[str, Any]:
     """The flow's markdown artifact and return value (the nightly flow tabulates these)."""
+    tuned, baselines = reported.tuned, reported.baselines
     metric = next(iter(tuned.metrics))
     scores = [r.metrics[metric] for r in baselines.values() if metric in r.metrics]
     summary = {
@@ -70,14 +74,12 @@ def publish_summary(trained: Any, tuned: Any, baselines: Any, registered: Any, d
         "decision": decision.alias if decision else "not promoted",
         "reason": decision.reason if decision else "the promotion step was switched off in the form",
         "model": registered.name, "version": registered.version, "model_uri": registered.model_uri,
-        "run_id": registered.run_id, "experiment_id": registry.ensure_experiment(trained.task),
+        "run_id": registered.run_id, "experiment_id": ensure_experiment(trained.task),
         "steps": trained.steps_run, "best_step": trained.best_step, "train_seconds": trained.seconds,
         "trainable": trained.trainable,
         "resumed_from": trained.resumed_from, "prompt_dir": str(trained.prompt_dir), "base_model": base_spec,
     }
-    results = {**baselines, report.TUNED: tuned}
-    trainable = {name: 0 for name in results} | {report.TUNED: trained.trainable}
-    table = report.markdown_table(trained.task, results, trainable, getattr(baselines, "notes", None))
+    table = reported.files.markdown.read_text(encoding="utf-8")
     create_markdown_artifact(train_summary_markdown(summary, table), key=artifact_key("train", trained.task),
                              description=f"ptune `{trained.task}`: tuned prompt vs baselines")
     return summary

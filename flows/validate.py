@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows.common import check_data, resolve_params
+from flows.common import check_data, task_run
 from flows.params import ValidateParams
 from tasks.data import validation_report
 from tasks.training import artifact_key
@@ -28,8 +28,8 @@ def validate_flow(params: ValidateParams) -> dict[str, Any] | State:
     2. Fetch, prepare and validate; a failure publishes the report and ends Failed.
     3. On success, publish the report too.
     """
-    cfg = resolve_params(params, params.task)                                      # 1
-    failed = check_data(params.task, cfg, refresh=params.refresh_data)             # 2
+    run = task_run(params, params.task)                                            # 1
+    failed = check_data(run, refresh=params.refresh_data)                          # 2
     if failed is not None:
         return failed
     create_markdown_artifact(validation_report(params.task), key=artifact_key("validation", params.task),  # 3

@@ -8,57 +8,38 @@ included, with close-match suggestions) into a single error.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
+from ptune.checks import choice, error, floatify, number, unknown
 from ptune.errors import ConfigError
+from ptune.paths import project_dir
 
-INITS = ("random", "vocab", "labels", "text", "file")
+
+class PromptInit(StrEnum):
+    """How the soft prompt starts (Lester et al. 2021, section 2.2 / 3.2)."""
+
+    RANDOM = "random"  # uniform in [-0.5, 0.5]
+    VOCAB = "vocab"  # embeddings of sampled frequent tokens
+    LABELS = "labels"  # mean embedding of each label word, rest from vocab (the paper's best)
+    TEXT = "text"  # embeddings of an init sentence, cycled/truncated to n_tokens
+    FILE = "file"  # an existing prompt artifact (transfer), same base model and shape
+
+    @classmethod
+    def allowed(cls) -> list[str]:
+        return [mode.value for mode in cls]
+
+
+INITS = tuple(PromptInit.allowed())
 OPTIMIZERS = ("adafactor", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 BF16 = ("auto", True, False)
 SECTIONS = ("data", "train", "evaluate", "promote")
-
-
-def _number(problems: list[str], where: str, value: Any, lo: float | None = None, hi: float | None = None,
-            *, integer: bool = False, lo_open: bool = False) -> None:
-    """Append a problem unless `value` is a number (an int if `integer`) within [lo, hi] (lo excluded if lo_open)."""
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
-        problems.append(f"{where} = {value!r}: must be {kind}")
-        return
-    low_bad = lo is not None and (value <= lo if lo_open else value < lo)
-    if low_bad or (hi is not None and value > hi):
-        low = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
-        high = "" if hi is None else f"<= {hi}"
-        problems.append(f"{where} = {value!r}: must be {kind} {' and '.join(x for x in (low, high) if x)}")
-
-
-def _choice(problems: list[str], where: str, value: Any, allowed: tuple) -> None:
-    """Append a problem unless `value` is one of `allowed` (bools compared by identity, not as 0/1)."""
-    if not any(value is a if isinstance(a, bool) else (value == a and not isinstance(value, bool)) for a in allowed):
-        names = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
-        problems.append(f"{where} = {value!r}: allowed values are {names}")
-
-
-def _floatify(obj: Any, *names: str) -> None:
-    """YAML 1.1 reads `1e-5` as a string and `1` as an int: accept both for float fields."""
-    for name in names:
-        value = getattr(obj, name)
-        if isinstance(value, str):
-            try:
-                object.__setattr__(obj, name, float(value))
-            except ValueError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(obj, name, float(value))
 
 
 class _Section:
@@ -68,7 +49,7 @@ class _Section:
 
     def _raise_if(self, problems: list[str]) -> None:
         if problems:
-            raise _error(problems)
+            raise error(problems)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None, where: str | None = None):
@@ -77,21 +58,22 @@ class _Section:
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
-            raise _error([f"{where}: must be a mapping of settings, got {raw!r}"])
+            raise error([f"{where}: must be a mapping of settings, got {raw!r}"])
         names = [f.name for f in dataclasses.fields(cls)]
-        problems = [_unknown(f"{where}.{key}", str(key), names) for key in raw if key not in names]
+        problems = [unknown(f"{where}.{key}", str(key), names) for key in raw if key not in names]
         obj = None
         try:
             obj = cls(**{k: v for k, v in raw.items() if k in names})
         except ConfigError as exc:
             problems += [p.replace(f"{cls.section}.", f"{where}.", 1) for p in getattr(exc, "problems", [str(exc)])]
         if problems:
-            raise _error(problems)
+            raise error(problems)
         return obj
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the settings (for logging to MLflow, prompt.json, checkpoints)."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        raw = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: v.value if isinstance(v, StrEnum) else v for k, v in raw.items()}
 
 
 @dataclass(frozen=True)
@@ -106,12 +88,12 @@ class DataConfig(_Section):
     min_class_share: float = 0.05  # GX: every label must hold at least this share of a split, in [0, 1]
 
     def __post_init__(self) -> None:
-        _floatify(self, "min_class_share")
+        floatify(self, "min_class_share")
         problems: list[str] = []
-        _number(problems, "data.seed", self.seed, 0, integer=True)
+        number(problems, "data.seed", self.seed, 0, integer=True)
         for name in ("max_train", "max_validation", "max_test"):
-            _number(problems, f"data.{name}", getattr(self, name), 0, integer=True)
-        _number(problems, "data.min_class_share", self.min_class_share, 0, 1)
+            number(problems, f"data.{name}", getattr(self, name), 0, integer=True)
+        number(problems, "data.min_class_share", self.min_class_share, 0, 1)
         self._raise_if(problems)
 
 
@@ -120,8 +102,17 @@ class TrainConfig(_Section):
     """Soft-prompt training (Lester et al. 2021 defaults: Adafactor, constant lr 0.3, 20-100 tokens)."""
 
     section: ClassVar[str] = "train"
+    # (low, high) bounds of the numeric fields (high None = unbounded; low excluded for OPEN_LOW) and the
+    # choices of the others: validation below and the Prefect form (flows/params.py) are both built from these
+    LIMITS: ClassVar[dict[str, tuple[float, float | None]]] = {
+        "n_tokens": (1, 1000), "batch_size": (1, None), "max_steps": (1, None), "eval_every": (0, None),
+        "patience": (0, None), "checkpoint_every": (0, None), "seed": (0, None), "warmup_steps": (0, None),
+        "lr": (0, None), "weight_decay": (0, None), "grad_clip": (0, None),
+    }
+    OPEN_LOW: ClassVar[tuple[str, ...]] = ("lr",)
+    CHOICES: ClassVar[dict[str, tuple]] = {"init": INITS, "optimizer": OPTIMIZERS, "device": DEVICES, "bf16": BF16}
     n_tokens: int = 20             # virtual tokens in the prompt, 1..1000
-    init: str = "labels"           # random | vocab | labels | text | file (see ptune.soft_prompt.init_prompt)
+    init: PromptInit = PromptInit.LABELS  # random | vocab | labels | text | file (see ptune.model.soft_prompt)
     init_text: str | None = None   # sentence whose embeddings start the prompt (init: text)
     init_path: str | None = None   # prompt artifact dir to start from (init: file; or train_prompt(init_path=))
     optimizer: str = "adafactor"   # adafactor | adamw
@@ -141,24 +132,20 @@ class TrainConfig(_Section):
     threads: int | None = None     # torch.set_num_threads (None = leave as the base-model loader set it)
 
     def __post_init__(self) -> None:
-        _floatify(self, "lr", "weight_decay", "grad_clip")
+        floatify(self, "lr", "weight_decay", "grad_clip")
         problems: list[str] = []
-        _number(problems, "train.n_tokens", self.n_tokens, 1, 1000, integer=True)
-        _choice(problems, "train.init", self.init, INITS)
-        _choice(problems, "train.optimizer", self.optimizer, OPTIMIZERS)
-        _number(problems, "train.lr", self.lr, 0, lo_open=True)
-        _number(problems, "train.weight_decay", self.weight_decay, 0)
-        _number(problems, "train.batch_size", self.batch_size, 1, integer=True)
-        _number(problems, "train.max_steps", self.max_steps, 1, integer=True)
-        for name in ("eval_every", "patience", "checkpoint_every", "seed", "warmup_steps"):
-            _number(problems, f"train.{name}", getattr(self, name), 0, integer=True)
-        _number(problems, "train.grad_clip", self.grad_clip, 0)
+        for name, (low, high) in self.LIMITS.items():
+            integer = isinstance(getattr(TrainConfig, name), int)
+            number(problems, f"train.{name}", getattr(self, name), low, high, integer=integer,
+                    lo_open=name in self.OPEN_LOW)
+        for name, allowed in self.CHOICES.items():
+            choice(problems, f"train.{name}", getattr(self, name), allowed)
+        if self.init in INITS and not isinstance(self.init, PromptInit):
+            object.__setattr__(self, "init", PromptInit(self.init))
         if not isinstance(self.adafactor_scale, bool):
             problems.append(f"train.adafactor_scale = {self.adafactor_scale!r}: allowed values: true, false")
-        _choice(problems, "train.device", self.device, DEVICES)
-        _choice(problems, "train.bf16", self.bf16, BF16)
         if self.threads is not None:
-            _number(problems, "train.threads", self.threads, 1, integer=True)
+            number(problems, "train.threads", self.threads, 1, integer=True)
         if self.init == "text" and not (isinstance(self.init_text, str) and self.init_text.strip()):
             problems.append(f"train.init_text = {self.init_text!r}: init 'text' needs a non-empty init_text")
         self._raise_if(problems)
@@ -175,10 +162,10 @@ class EvalConfig(_Section):
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        _number(problems, "evaluate.batch_size", self.batch_size, 1, integer=True)
-        _number(problems, "evaluate.max_examples", self.max_examples, 0, integer=True)
+        number(problems, "evaluate.batch_size", self.batch_size, 1, integer=True)
+        number(problems, "evaluate.max_examples", self.max_examples, 0, integer=True)
         if self.k_shot is not None:
-            _number(problems, "evaluate.k_shot", self.k_shot, 0, integer=True)
+            number(problems, "evaluate.k_shot", self.k_shot, 0, integer=True)
         self._raise_if(problems)
 
 
@@ -190,9 +177,9 @@ class PromoteConfig(_Section):
     min_gain: float = 0.0          # candidate must beat the best hard-prompt baseline by this much
 
     def __post_init__(self) -> None:
-        _floatify(self, "min_gain")
+        floatify(self, "min_gain")
         problems: list[str] = []
-        _number(problems, "promote.min_gain", self.min_gain)
+        number(problems, "promote.min_gain", self.min_gain)
         self._raise_if(problems)
 
 
@@ -212,7 +199,8 @@ class Params:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     task_overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
-    tasks: Mapping[str, Any] = field(default_factory=dict)  # user tasks, parsed by ptune.catalog
+    tasks: Mapping[str, Any] = field(default_factory=dict)  # user tasks, parsed by ptune.data.catalog
+    base_dir: Path | None = field(default=None, compare=False)  # where relative task paths start (params file dir)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -226,14 +214,25 @@ class Params:
             problems.append(f"tasks = {self.tasks!r}: must be a mapping (name -> entry, or {{file: path}})")
         problems += _override_problems(self)
         if problems:
-            raise _error(problems)
+            raise error(problems)
 
     def for_task(self, name: str) -> Params:
-        """These params with `task_overrides[name]` merged into each section (unknown tasks: unchanged)."""
+        """The settings task `name` runs with: `task_overrides[name]` merged into each section, and
+        `task_overrides` emptied, so the overrides are applied exactly once (a second call is a no-op)."""
         overrides = self.task_overrides.get(name) or {}
         changes = {sec: _SECTION_TYPES[sec].from_dict({**getattr(self, sec).to_dict(), **dict(overrides[sec])},
                                                       f"task_overrides.{name}.{sec}")
                    for sec in overrides}
+        return dataclasses.replace(self, **changes, task_overrides={})
+
+    def with_overrides(self, where: str, *, model: str | None = None, **sections: Mapping[str, Any]) -> Params:
+        """These params with some settings replaced (e.g. a Prefect form, `--steps`), each section validated;
+        `where` names the source of the values in error messages ("form", "--steps")."""
+        changes: dict[str, Any] = {"model": model} if model else {}
+        for sec, values in sections.items():
+            if values:
+                changes[sec] = _SECTION_TYPES[sec].from_dict({**getattr(self, sec).to_dict(), **dict(values)},
+                                                             f"{where}.{sec}")
         return dataclasses.replace(self, **changes)
 
 
@@ -249,7 +248,7 @@ def _override_problems(params: Params) -> list[str]:
         for sec, values in sections.items():
             where = f"task_overrides.{task}.{sec}"
             if sec not in _SECTION_TYPES:
-                problems.append(_unknown(where, str(sec), SECTIONS))
+                problems.append(unknown(where, str(sec), SECTIONS))
                 continue
             if not isinstance(values, Mapping):
                 problems.append(f"{where} = {values!r}: must be a mapping of settings")
@@ -268,7 +267,7 @@ def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
     """Build `Params` from a parsed params.yaml; every problem of every section in one ConfigError."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    problems = [_unknown(str(key), str(key), _TOP_KEYS) for key in raw if key not in _TOP_KEYS]
+    problems = [unknown(str(key), str(key), _TOP_KEYS) for key in raw if key not in _TOP_KEYS]
     sections: dict[str, Any] = {}
     for sec, cls in _SECTION_TYPES.items():
         try:
@@ -281,7 +280,7 @@ def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
     except ConfigError as exc:
         problems += getattr(exc, "problems", [str(exc)])
     if problems:
-        raise _error(problems, source)
+        raise error(problems, source)
     return params
 
 
@@ -294,19 +293,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return params_from_dict(raw, str(path))
+    return dataclasses.replace(params_from_dict(raw, str(path)), base_dir=path.resolve().parent)
 
 
-def _unknown(where: str, key: str, known: Any) -> str:
-    """'unknown setting' problem with the closest known names as a suggestion."""
-    close = difflib.get_close_matches(key, list(known), n=2, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(known)}"
-    return f"{where}: unknown setting{hint}"
+def project_params(path: str | Path | None = None) -> Params:
+    """The project's params: `path` (default params.yaml; relative paths start at the project directory,
+    `$PTUNE_PROJECT_DIR` or the working directory) when that file exists, else the defaults with the project
+    directory as base. The one place where a params file is found implicitly."""
+    path = project_dir() / Path(path or "params.yaml")
+    return load_params(path) if path.is_file() else Params(base_dir=project_dir())
 
 
-def _error(problems: list[str], source: str = "config") -> ConfigError:
-    """One ConfigError whose message lists every problem; the list is kept on `.problems`."""
-    err = ConfigError(f"invalid {source} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - "
-                      + "\n  - ".join(problems))
-    err.problems = list(problems)  # type: ignore[attr-defined]
-    return err

@@ -7,15 +7,14 @@ bigbench, work too), verifies the hash, and returns the cached path; a second ca
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptune.fileio import atomic_path, sha256_of
 from ptune.paths import packages_dir
 
 DEFAULT_INDEX = "https://pypi.org/simple"
@@ -48,12 +47,6 @@ BIGBENCH = PinnedFile(
 )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def index_url() -> str:
@@ -88,16 +81,11 @@ def fetch(pin: PinnedFile, *, cache: Path | None = None) -> Path:
         return target
     cache.mkdir(parents=True, exist_ok=True)
     url = _file_url(pin)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{pin.filename}.", dir=cache)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=300) as resp:
+    with atomic_path(target) as tmp:
+        with tmp.open("wb") as out, urllib.request.urlopen(url, timeout=300) as resp:
             for chunk in iter(lambda: resp.read(1 << 20), b""):
                 out.write(chunk)
         _verify(pin, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: E402
 
-from ptune.models import BaseModel, from_objects  # noqa: E402
+from ptune.model.base import BaseModel, from_objects  # noqa: E402
 from tests.tiny_models import build_causal, build_t5  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: one thread is much faster than two on 2 cores
@@ -56,3 +56,14 @@ def prefect_harness(tmp_path_factory):
 
     with harness(tmp_path_factory.mktemp("prefect-home")):
         yield
+
+
+@pytest.fixture(scope="module")
+def toy_project(tmp_path_factory, tiny_causal_dir, prefect_harness):
+    """A project dir with params.yaml + toy user tasks (tests/support.py); ptune paths and MLflow point at
+    it for the module. Shared by tests/tasks and tests/flows."""
+    from tests.support import build_project, project_env
+
+    root = build_project(tmp_path_factory.mktemp("project"), tiny_causal_dir)
+    with project_env(root):
+        yield root

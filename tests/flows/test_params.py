@@ -6,11 +6,11 @@ import pytest
 from prefect.utilities.callables import parameter_schema
 from pydantic import ValidationError
 
-from flows.common import resolve_params, train_form
+from flows.common import task_run, train_form
 from flows.nightly import nightly_flow
 from flows.params import NightlyParams, TrainFlowParams, TrainOverrides
 from flows.train import train_task_flow
-from tests.flows.project import build_project, project_env
+from tests.support import build_project, project_env
 
 
 @pytest.mark.parametrize("bad", [{"lr": 0.0}, {"max_steps": 0}, {"init": "zeros"}, {"optimizer": "sgd"},
@@ -35,18 +35,20 @@ def test_ui_schema_has_descriptions_bounds_and_enums():
     assert not parameter_schema(nightly_flow).model_dump_for_openapi().get("required")  # nightly runs with no input
 
 
-def test_resolve_params_applies_task_overrides_then_the_form(tmp_path, tiny_causal_dir):
+def test_task_run_applies_task_overrides_then_the_form(tmp_path, tiny_causal_dir):
     root = build_project(tmp_path, tiny_causal_dir)
     text = (root / "params.yaml").read_text() + "task_overrides:\n  toy:\n    train: {max_steps: 9, lr: 0.1}\n"
     (root / "params.yaml").write_text(text)
     with project_env(root):
-        plain = resolve_params(TrainFlowParams(task="toy"), "toy")
+        plain = task_run(TrainFlowParams(task="toy"), "toy").params
         assert plain.train.max_steps == 9 and plain.train.lr == 0.1
         form = TrainFlowParams(task="toy", model="other-model", max_eval_examples=7, train=TrainOverrides(max_steps=3))
-        merged = resolve_params(form, "toy")
+        run = task_run(form, "toy")
+        merged = run.params
         assert merged.train.max_steps == 3 and merged.train.lr == 0.1  # form wins, the rest stays
         assert merged.model == "other-model" and merged.evaluate.max_examples == 7
-        assert merged.for_task("toy").train.max_steps == 3  # pipeline.train_task re-applies for_task: no undo
+        assert merged.task_overrides == {} and merged.for_task("toy") == merged  # applied once: nothing to undo
+        assert run.spec.name == "toy" and run.paths.root.parts[-3:-1] == ("toy", "prefect")
 
 
 def test_nightly_passes_its_form_to_each_task():

@@ -13,7 +13,7 @@ from flows.promote import promote_flow
 from flows.run_default import summary_table
 from flows.train import train_task_flow
 from flows.validate import validate_flow
-from ptune import registry
+from ptune.registry import tracking
 from tests.flows.api import artifacts, task_states
 
 MODEL_TASKS = {"load_model", "train_prompt", "evaluate_prompt", "run_baselines", "write_report", "register_prompt",
@@ -34,7 +34,7 @@ def test_train_flow_completes_registers_and_decides_alias(toy_run, toy_project):
     assert MODEL_TASKS | {"fetch_task_data", "prepare_split", "validate_split"} <= set(states)
     assert set(states.values()) == {"Completed"}
 
-    mlc = registry.client()
+    mlc = tracking.client()
     version = mlc.get_model_version("ptune-toy", "1")
     assert version.tags["promotion_decision"] == "champion"  # promote.min_gain = -1 in the toy params
     assert version.tags["promotion_reason"]
@@ -72,7 +72,7 @@ def test_bad_dataset_stops_at_validation(toy_project):
 
     report = artifacts(state.state_details.flow_run_id)["validation-toy-bad"]
     assert "FAILED" in report.data and "expect_column_values_to_be_in_set" in report.data
-    assert registry.client().search_model_versions("name='ptune-toy_bad'") == []
+    assert tracking.client().search_model_versions("name='ptune-toy_bad'") == []
 
 
 def test_data_stages_are_cached_when_nothing_changed(toy_run):
@@ -96,11 +96,11 @@ def test_nightly_attempts_every_task_and_fails_if_one_failed(toy_run):
     table = artifacts(state.state_details.flow_run_id)["ptune-nightly"].data
     assert "| toy_bad | Failed |" in table and "| toy | Completed |" in table
     assert "1 of 2 tasks completed" in table
-    assert registry.client().get_model_version("ptune-toy", "2").tags["promotion_decision"] in ("champion", "challenger")
+    assert tracking.client().get_model_version("ptune-toy", "2").tags["promotion_decision"] in ("champion", "challenger")
 
 
 def test_promote_flow_decides_the_latest_version(toy_run):
     decision = promote_flow(PromoteParams(task="toy"))
-    latest = max(int(v.version) for v in registry.client().search_model_versions("name='ptune-toy'"))
+    latest = max(int(v.version) for v in tracking.client().search_model_versions("name='ptune-toy'"))
     assert decision["version"] == str(latest) and decision["alias"] in ("champion", "challenger")
     assert decision["reason"]

@@ -45,7 +45,16 @@ def test_task_overrides_apply_to_that_task_only(tmp_path):
     assert (xsum.train.max_steps, xsum.train.eval_every, xsum.train.batch_size) == (60, 30, 4)
     assert (xsum.evaluate.max_examples, xsum.evaluate.batch_size) == (40, 4)
     assert xsum.train.lr == params.train.lr and xsum.data == params.data
-    assert params.for_task("rotten_tomatoes") == params
+    plain = params.for_task("rotten_tomatoes")
+    assert (plain.train, plain.evaluate, plain.data) == (params.train, params.evaluate, params.data)
+    assert xsum.task_overrides == {} and xsum.for_task("xsum") == xsum  # applied exactly once
+
+
+def test_with_overrides_validates_and_names_its_source():
+    params = Params().with_overrides("form", model="m", train={"max_steps": 3}, evaluate={})
+    assert (params.model, params.train.max_steps, params.evaluate) == ("m", 3, Params().evaluate)
+    with pytest.raises(ConfigError, match=r"form\.train\.n_tokens = 0"):
+        Params().with_overrides("form", train={"n_tokens": 0})
 
 
 def test_train_config_lists_every_problem_at_once():

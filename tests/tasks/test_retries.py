@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from ptune import data, registry
+from ptune import stages
 from ptune.config import load_params
 from ptune.errors import DataError
+from ptune.registry import tracking
 from tasks import training
 from tasks.data import fetch_task_data
 
 
 @pytest.fixture
-def params(toy_project):
-    return load_params(toy_project / "params.yaml")
+def run(toy_project, tmp_path):
+    return stages.TaskRun.build("toy", load_params(toy_project / "params.yaml"), run_dir=tmp_path / "run")
 
 
 def flaky(real, error: Exception, failures: int):
@@ -30,25 +31,25 @@ def flaky(real, error: Exception, failures: int):
     return wrapper
 
 
-def test_fetch_retries_an_io_error_and_succeeds(monkeypatch, params):
-    fake = flaky(data.fetch, OSError("connection reset by peer"), failures=1)
-    monkeypatch.setattr(data, "fetch", fake)
-    state = fetch_task_data("toy", params, return_state=True)
+def test_fetch_retries_an_io_error_and_succeeds(monkeypatch, run):
+    fake = flaky(stages.splits.fetch, OSError("connection reset by peer"), failures=1)
+    monkeypatch.setattr(stages.splits, "fetch", fake)
+    state = fetch_task_data(run, return_state=True)
     assert state.is_completed(), state.message
     assert fake.calls == 2 and state.result().endswith("toy.jsonl")
 
 
-def test_fetch_does_not_retry_bad_data(monkeypatch, params):
-    fake = flaky(data.fetch, DataError("toy.jsonl: no rows"), failures=5)
-    monkeypatch.setattr(data, "fetch", fake)
-    state = fetch_task_data("toy", params, return_state=True)
+def test_fetch_does_not_retry_bad_data(monkeypatch, run):
+    fake = flaky(stages.splits.fetch, DataError("toy.jsonl: no rows"), failures=5)
+    monkeypatch.setattr(stages.splits, "fetch", fake)
+    state = fetch_task_data(run, return_state=True)
     assert state.is_failed() and fake.calls == 1
 
 
-def test_training_killed_midway_resumes_from_checkpoint(monkeypatch, params, toy_project, tmp_path):
-    data.fetch("toy", params)
-    data.prepare("toy", params)
-    base = training.load_model.fn(params.model)
+def test_training_killed_midway_resumes_from_checkpoint(monkeypatch, run):
+    stages.fetch(run)
+    stages.prepare(run)
+    base = training.load_model.fn(run)
     real_call = training.TrainProgress.__call__
     crashes = []
 
@@ -59,15 +60,15 @@ def test_training_killed_midway_resumes_from_checkpoint(monkeypatch, params, toy
             raise RuntimeError("simulated preemption at step 4")
 
     monkeypatch.setattr(training.TrainProgress, "__call__", preempted_at_step_4)
-    state = training.train_prompt(base, "toy", params, tmp_path / "run", return_state=True)
+    state = training.train_prompt(run, base, return_state=True)
     assert state.is_completed(), state.message
     trained = state.result()
     assert crashes == [4]
     assert trained.resumed_from == 4 and trained.steps_run == 6  # 2 more steps, not 6 from scratch
     assert (trained.prompt_dir / "prompt.safetensors").exists()
 
-    mlc = registry.client()
+    mlc = tracking.client()
     experiment = mlc.get_experiment_by_name("ptune/toy")
     statuses = sorted(r.info.status for r in mlc.search_runs([experiment.experiment_id]))
     assert statuses == ["FAILED", "RUNNING"]  # the killed attempt's run is marked failed; the retry's is open
-    trained.run.fail()
+    tracking.resume("toy", trained.run_id).fail()

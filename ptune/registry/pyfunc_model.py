@@ -1,0 +1,78 @@
+"""The MLflow pyfunc behind every `ptune-<task>` version, logged from code (no pickled class).
+
+MLflow copies this file into the model and runs it on load; `set_model` at the bottom names the model.
+Its one artifact, "prompt", is a ptune prompt directory. `load_context` loads it with the base model named
+in prompt.json (`ptune.registry.loading`), refusing a prompt made for a different base model
+(fingerprint) or a tampered one (checksum), and `predict` scores with `ptune.evaluation.scoring.evaluate`
+(rank classification for classification tasks, generation otherwise). ptune must be installed in the
+serving environment (`pip install -e .`; serve with `--env-manager local`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+SOURCE_COLUMNS = ("source", "text")  # pre-formatted source text, used as-is when the task's columns are absent
+
+
+class PtunePromptModel(PythonModel):
+    """DataFrame of task input columns (or a "source"/"text" column) -> list of labels or generated texts."""
+
+    def load_context(self, context: Any) -> None:
+        """Load and check the prompt artifact, its base model and its task spec (user tasks: from the
+        project's params.yaml, `$PTUNE_PROJECT_DIR`)."""
+        from ptune.config import project_params
+        from ptune.data.catalog import get_task
+        from ptune.registry.loading import load_prompt_with_base
+
+        loaded = load_prompt_with_base(context.artifacts["prompt"])
+        self.base, self.prompt, self.meta = loaded.base, loaded.prompt, loaded.meta
+        self.spec = get_task(loaded.meta.task, project_params())
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
+        """One prediction per row: a label word (classification) or generated text (generation)."""
+        from ptune.data.splits import Example
+        from ptune.evaluation.scoring import evaluate
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        sources = input_sources(self.spec, frame)
+        target = self.spec.label_words[0] if self.spec.label_words else ""  # unused: only predictions are returned
+        examples = [Example(id=str(i), source=source, target=target, fields={}) for i, source in enumerate(sources)]
+        if not examples:
+            return []
+        batch_size = int((params or {}).get("batch_size", 16))
+        result = evaluate(self.base, self.spec, examples, self.prompt, batch_size=batch_size, split="predict",
+                          progress=False)
+        return list(result.predictions)
+
+
+def input_sources(spec: Any, frame: pd.DataFrame) -> list[str]:
+    """Source texts for the rows of `frame`: through the task's formatter when its input columns are
+    present, else the "source" (or "text") column as already-formatted source text."""
+    rows = frame.to_dict(orient="records")
+    present = [c for c in spec.columns if c in frame.columns]
+    if present and not any(c in frame.columns and c not in spec.columns for c in SOURCE_COLUMNS):
+        try:
+            return [spec.formatter(_with_blanks(spec, row))[0] for row in rows]
+        except Exception as exc:  # the formatter is task code (user tasks too): report what it needs
+            if not any(c in frame.columns for c in SOURCE_COLUMNS):
+                raise ValueError(f"task {spec.name!r}: cannot format input rows with columns {list(frame.columns)} "
+                                 f"(expected {list(spec.columns)} or a 'source'/'text' column): {exc}") from exc
+    for column in SOURCE_COLUMNS:
+        if column in frame.columns:
+            return [str(value) for value in frame[column]]
+    raise ValueError(f"task {spec.name!r}: input needs the columns {list(spec.columns)} or a 'source'/'text' column; "
+                     f"got {list(frame.columns)}")
+
+
+def _with_blanks(spec: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """The row with task columns it lacks (the target, at prediction time) set to a harmless value."""
+    filler = spec.label_words[0] if spec.label_words else ""
+    return {**{c: filler for c in spec.columns}, **row}
+
+
+mlflow.models.set_model(PtunePromptModel())

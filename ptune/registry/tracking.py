@@ -1,0 +1,226 @@
+"""MLflow tracking for ptune: the client, experiments, and one run per training (`TrainingRun`).
+
+Tracking URI: `$MLFLOW_TRACKING_URI`, default `sqlite:///<project>/mlruns.db` with artifacts in
+`<project>/mlartifacts` (`$PTUNE_MLFLOW_ARTIFACTS` overrides). Experiment `ptune/<task>`. The model
+registry is `ptune.registry.model_registry`; every MLflow client call of ptune is in these two modules.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ptune.errors import ArtifactError, RegistryError
+from ptune.paths import project_dir
+from ptune.training.train import StepInfo
+
+_ENV_DEFAULTS = {  # telemetry off; HTTP retries bounded (~1+2+4 s back-off, 30 s timeout each)
+    "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def experiment_name(task: str) -> str:
+    return f"ptune/{task}"
+
+
+def tracking_uri() -> str:
+    """`$MLFLOW_TRACKING_URI`, or the project's SQLite store `sqlite:///<project>/mlruns.db`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_dir() / 'mlruns.db'}"
+
+
+def artifact_root() -> Path | None:
+    """Local artifact root for new experiments; None when a tracking server decides (http URIs)."""
+    if os.environ.get("PTUNE_MLFLOW_ARTIFACTS"):
+        return Path(os.environ["PTUNE_MLFLOW_ARTIFACTS"]).resolve()
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+    return None
+
+
+def client() -> MlflowClient:
+    """A client on the current tracking URI (telemetry off, bounded retries, env set once here)."""
+    for key, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def guard(action: str, hint: str = "") -> Iterator[None]:
+    """Turn MLflow/network failures into one RegistryError naming the action, the URI and a hint."""
+    try:
+        yield
+    except RegistryError as exc:
+        if hint and hint not in str(exc):
+            raise RegistryError(f"{exc}\n{hint}") from exc
+        raise
+    except ArtifactError:
+        raise
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+        raise RegistryError(f"MLflow {action} failed (tracking URI {tracking_uri()}): {first}"
+                            + (f"\n{hint}" if hint else "")) from exc
+
+
+def ensure_experiment(task: str) -> str:
+    """Id of experiment `ptune/<task>`, created (with the local artifact root) when missing."""
+    mlc = client()
+    with guard(f"experiment lookup for {task!r}"):
+        found = mlc.get_experiment_by_name(experiment_name(task))
+        if found is not None:
+            return found.experiment_id
+        root = artifact_root()
+        location = (root / task).as_uri() if root is not None else None
+        return mlc.create_experiment(experiment_name(task), artifact_location=location)
+
+
+def git_commit() -> str:
+    """HEAD of the project repository (+"-dirty" with uncommitted changes), or "unknown"."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=project_dir(), capture_output=True, text=True,  # noqa: E731
+                                        timeout=10, check=True).stdout.strip()
+        return run("rev-parse", "HEAD") + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def training_params(task: str, base_spec: str, base_fingerprint: str, train_config: Mapping[str, Any],
+                    data_version: str) -> dict[str, Any]:
+    """The params every training run logs: the train config plus task, base model, data and code identity."""
+    params = dict(train_config)
+    params.update(task=task, base_model=base_spec, base_fingerprint=base_fingerprint,
+                  data_version=data_version, git_commit=git_commit())
+    return params
+
+
+class TrainingRun:
+    """One MLflow run for one training; also the `callback(StepInfo)` handed to `train_prompt`.
+
+    Steps are buffered and sent in batches (`flush_every`). Training never waits on MLflow: if the
+    tracking server cannot be reached during training the run is marked offline and the buffered
+    steps are sent by `finish`, which raises RegistryError when MLflow is still unreachable (the
+    prompt stays on disk; `ptune register DIR --task T` registers it later)."""
+
+    def __init__(self, task: str, params: Mapping[str, Any], flush_every: int = 20) -> None:
+        self.task, self.params, self.flush_every = task, dict(params), flush_every
+        self.run_id: str | None = None
+        self._pending: list[Metric] = []
+        self._offline = False
+
+    def start(self) -> str:
+        """Create the run (in `ptune/<task>`) and log its params; returns the run id."""
+        if self.run_id is None:
+            mlc, experiment_id = client(), ensure_experiment(self.task)
+            with guard(f"run creation for {self.task!r}"):
+                run = mlc.create_run(experiment_id, tags={"ptune.task": self.task})
+                self.run_id = run.info.run_id
+                mlc.log_batch(self.run_id, params=[_param(k, v) for k, v in sorted(self.params.items())])
+        return self.run_id
+
+    def __call__(self, info: StepInfo) -> None:
+        """Record one training step: train/loss, train/lr and any validation metrics, at `info.step`."""
+        values = {"train/loss": info.loss, "train/lr": info.lr, **(info.metrics or {})}
+        stamp = _now_ms()
+        self._pending += [Metric(k, float(v), stamp, int(info.step)) for k, v in values.items() if v is not None]
+        if len(self._pending) >= self.flush_every and not self._offline:
+            try:
+                self.flush()
+            except RegistryError:
+                self._offline = True  # keep training; finish() retries and reports
+
+    def flush(self) -> None:
+        """Send the buffered step metrics (MLflow takes at most 1000 per batch)."""
+        run_id, mlc = self.start(), client()
+        while self._pending:
+            with guard("metric logging"):
+                mlc.log_batch(run_id, metrics=self._pending[:1000])
+            del self._pending[:1000]
+
+    def finish(self, prompt_dir: str | Path, metrics: Mapping[str, float],
+               baselines: Mapping[str, Any] = (), report_files: Sequence[str | Path] = (),
+               predictions: str | Path | None = None, validation_dir: str | Path | None = None) -> str:
+        """Log final tuned metrics ("<split>/<metric>"), baselines ("baseline/<name>/<split>/<metric>";
+        values are metric dicts or EvalResults) and artifacts, then end the run. Returns the run id."""
+        hint = (f"The prompt is kept at {prompt_dir}; register it later with "
+                f"`ptune register {prompt_dir} --task {self.task}`.")
+        with guard(f"logging of the {self.task!r} run", hint):
+            self.flush()
+            final = {**metrics, **baseline_metrics(baselines)}
+            stamp = _now_ms()
+            client().log_batch(self.run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in final.items()])
+            self._log_artifacts(prompt_dir, report_files, predictions, validation_dir)
+            client().set_terminated(self.run_id, "FINISHED")
+        return self.run_id
+
+    def fail(self) -> None:
+        """Mark the run FAILED (best effort: never hides the error that made the training fail)."""
+        if self.run_id is not None:
+            try:
+                client().set_terminated(self.run_id, "FAILED")
+            except (MlflowException, OSError):
+                pass
+
+    def _log_artifacts(self, prompt_dir: str | Path, report_files: Sequence[str | Path],
+                       predictions: str | Path | None, validation_dir: str | Path | None) -> None:
+        mlc = client()
+        mlc.log_artifacts(self.run_id, str(prompt_dir), "prompt")
+        for path in report_files:
+            mlc.log_artifact(self.run_id, str(path), "report")
+        if predictions is not None:
+            mlc.log_artifact(self.run_id, str(predictions), "predictions")
+        if validation_dir is not None and Path(validation_dir).is_dir():
+            mlc.log_artifacts(self.run_id, str(validation_dir), "validation")
+
+
+def baseline_metrics(baselines: Mapping[str, Any]) -> dict[str, float]:
+    """{"zero_shot": {"test/accuracy": .6}} or {"zero_shot": EvalResult} -> {"baseline/zero_shot/test/accuracy": .6}."""
+    out = {}
+    for name, result in dict(baselines).items():
+        for key, value in getattr(result, "metrics", result).items():
+            out[f"baseline/{name}/{key}"] = float(value)
+    return out
+
+
+def _param(key: str, value: Any) -> Any:
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def log_final_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
+    """Log step-0 metrics on a run (e.g. the baselines recorded in a prompt.json)."""
+    with guard("metric logging"):
+        client().log_batch(run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()])
+
+
+def run_record(run_id: str) -> tuple[dict[str, str], dict[str, float]]:
+    """(params, latest metrics) of a run."""
+    with guard(f"lookup of run {run_id}"):
+        run = client().get_run(run_id)
+    return dict(run.data.params), dict(run.data.metrics)
+
+
+def resume(task: str, run_id: str) -> TrainingRun:
+    """A `TrainingRun` object for an existing run (e.g. to finish it in a later step or process)."""
+    run = TrainingRun(task, {})
+    run.run_id = run_id
+    return run

@@ -1,0 +1,290 @@
+"""The pipeline, one function per step, on one `TaskRun` built once per task.
+
+The CLI (and so `dvc repro`), the Prefect tasks and the benches call these functions and add only their own
+concern (argument parsing and exit codes; retries, caching, artifacts and logs; timing). Nothing else
+re-resolves a task name, re-applies `task_overrides` or repeats the glue between the steps:
+
+    run = TaskRun.build("rotten_tomatoes", project_params())
+    fetch(run); prepare(run); validate(run)                  # data: raw -> prepared -> checked
+    base = load_base(run)
+    trained = train(run, base, track=True)                   # prompt artifact (+ MLflow run)
+    written = report(run, evaluate(run, base, trained.prompt), baselines(run, base), trained.trainable)
+    registered = register(run, trained, written)             # a version of ptune-<task>
+    decision = promote(run, registered.version, base)        # @champion only if it wins
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ptune import paths
+from ptune.config import Params
+from ptune.data import splits, validation
+from ptune.data.catalog import get_task
+from ptune.data.spec import TaskSpec
+from ptune.data.splits import Example
+from ptune.evaluation import report as report_format
+from ptune.evaluation.baseline import BaselineResults, run_baselines, trainable_params
+from ptune.evaluation.scoring import EvalResult
+from ptune.evaluation.scoring import evaluate as score
+from ptune.model.artifacts import PromptMeta, save_prompt
+from ptune.model.base import BaseModel, load_base_model
+from ptune.registry import model_registry, promotion, tracking
+from ptune.registry.loading import load_prompt_with_base
+from ptune.training.history import StepInfo, write_curve
+from ptune.training.train import train_prompt
+
+Callback = Callable[[StepInfo], None]
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run of one task writes. `root` is outputs/<task> for the CLI and DVC, and
+    outputs/<task>/prefect/<flow run> for Prefect (so a retry resumes and a new flow run starts fresh)."""
+
+    root: Path
+    metrics_file: Path  # metrics/<task>.json (CLI, DVC) or <root>/report/metrics.json
+
+    @property
+    def prompt_dir(self) -> Path:
+        return self.root / "prompt"
+
+    @property
+    def curve(self) -> Path:
+        return self.root / "train_curve.csv"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """One task, resolved once: its params (task_overrides and any caller overrides applied), spec and paths."""
+
+    params: Params
+    spec: TaskSpec
+    paths: RunPaths
+
+    @classmethod
+    def build(cls, task: str, params: Params, *, run_dir: Path | None = None, metrics_file: Path | None = None,
+              source: str = "overrides", model: str | None = None, **sections: dict) -> TaskRun:
+        """Resolve `task` in `params`; `model` and `sections` (train={...}, evaluate={...}) are the caller's
+        overrides on top of `task_overrides`, validated and named `source` in errors ("form", "--steps")."""
+        resolved = params.for_task(task).with_overrides(source, model=model, **sections)
+        spec = get_task(task, resolved)
+        root = Path(run_dir) if run_dir else paths.runs_dir() / spec.name
+        metrics = Path(metrics_file) if metrics_file else (paths.metrics_path(spec.name) if run_dir is None
+                                                            else root / "report" / "metrics.json")
+        return cls(resolved, spec, RunPaths(root, metrics))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def data_version(self) -> str:
+        """Hash of the prepared splits (DataError when the task is not prepared yet)."""
+        return splits.data_version(self.name)
+
+    def examples(self, split: str, *, capped: bool = True) -> list[Example]:
+        """A prepared split; validation and test are capped at `evaluate.max_examples` unless `capped=False`."""
+        path = paths.prepared_dir(self.name) / f"{split}.jsonl"
+        stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
+        rows = _read_split(self.name, split, stamp)
+        limit = self.params.evaluate.max_examples if capped and split != "train" else 0
+        return list(rows[:limit or None])
+
+
+@functools.lru_cache(maxsize=16)
+def _read_split(task: str, split: str, stamp: tuple[int, int] | None) -> tuple[Example, ...]:
+    """Read once per file version (`stamp` = mtime and size): every step of a run shares the parse."""
+    return tuple(splits.load_split(task, split))
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    counts: dict[str, int]  # rows per split
+    data_version: str
+
+
+def fetch(run: TaskRun) -> Path:
+    """data/raw/<task>.jsonl from the task's source."""
+    return splits.fetch(run.spec)
+
+
+def prepare(run: TaskRun) -> Prepared:
+    """data/prepared/<task>/: formatted, deduplicated, split and capped (`data:` settings)."""
+    return Prepared(splits.prepare(run.spec, run.params.data), run.data_version)
+
+
+def validate(run: TaskRun) -> dict:
+    """The Great Expectations suite built from the spec, on every split; raises ValidationFailed."""
+    return validation.validate(run.spec, run.params.data)
+
+
+# ---- model ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained prompt: on disk at `prompt_dir`, in memory as `prompt` (P, d), and how training went."""
+
+    task: str
+    prompt: torch.Tensor
+    prompt_dir: Path
+    curve: Path
+    best_step: int
+    steps_run: int
+    seconds: float
+    resumed_from: int | None
+    meta: PromptMeta  # what prompt.json says (base model identity, train config, data version, metrics)
+    run_id: str | None = None  # the open MLflow run when trained with track=True
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Best validation metrics."""
+        return dict(self.meta.metrics)
+
+    @property
+    def trainable(self) -> int:
+        return trainable_params(self.prompt)
+
+
+def load_base(run: TaskRun) -> BaseModel:
+    """The frozen base model `model:` names, with the thread count `train.threads` asks for."""
+    return load_base_model(run.params.model, threads=run.params.train.threads)
+
+
+def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, track: bool = False) -> Trained:
+    """Train the prompt (resuming from <root>/checkpoint); write the artifact and the curve. With `track`,
+    every step goes to a new MLflow run, left open for `register` (marked FAILED if training fails)."""
+    mlflow_run = _training_run(run, base) if track else None
+    steps = _chain(mlflow_run, callback)
+    try:
+        result = train_prompt(base, run.spec, run.examples("train"), run.examples("validation"), run.params.train,
+                              run.paths.root, callback=steps)
+        if mlflow_run is not None:
+            mlflow_run.flush()
+    except BaseException:
+        if mlflow_run is not None:
+            mlflow_run.fail()
+        raise
+    weight, meta = result.prompt.weight.detach().cpu(), _prompt_meta(run, base, result.best_metrics)
+    prompt_dir = save_prompt(run.paths.prompt_dir, weight, meta)
+    return Trained(run.name, weight, prompt_dir, write_curve(result.history, run.paths.curve), result.best_step,
+                   result.steps_run, result.seconds, result.resumed_from, meta,
+                   mlflow_run.run_id if mlflow_run else None)
+
+
+def _training_run(run: TaskRun, base: BaseModel) -> tracking.TrainingRun:
+    logged = tracking.training_params(run.name, base.spec, base.fingerprint, run.params.train.to_dict(),
+                                      run.data_version)
+    mlflow_run = tracking.TrainingRun(run.name, logged)
+    mlflow_run.start()
+    return mlflow_run
+
+
+def _chain(*callbacks: Callback | None) -> Callback:
+    def each(info: StepInfo) -> None:
+        for callback in callbacks:
+            if callback is not None:
+                callback(info)
+    return each
+
+
+def _prompt_meta(run: TaskRun, base: BaseModel, metrics: dict[str, float]) -> PromptMeta:
+    """What prompt.json records about a prompt trained for `run` on `base`."""
+    template = getattr(run.spec.formatter, "template", "") or run.spec.description
+    return PromptMeta(run.name, base.spec, base.fingerprint, init=str(run.params.train.init),
+                      label_words=run.spec.label_words, template=template, train_config=run.params.train.to_dict(),
+                      data_version=run.data_version, metrics=dict(metrics))
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+
+
+def evaluate(run: TaskRun, base: BaseModel, prompt: torch.Tensor | None, *, split: str = "test",
+             mode: str | None = None, progress: bool = True) -> EvalResult:
+    """A prompt (P, d) on a split, capped at `evaluate.max_examples`."""
+    return score(base, run.spec, run.examples(split), prompt, batch_size=run.params.evaluate.batch_size,
+                 mode=mode, split=split, progress=progress)
+
+
+def baselines(run: TaskRun, base: BaseModel, *, split: str = "test", progress: bool = True) -> BaselineResults:
+    """Hard prompts (zero-shot, k-shot, chat template) on the same frozen model, split and cap."""
+    cfg = run.params.evaluate
+    return run_baselines(base, run.spec, run.examples("train"), run.examples(split), k=cfg.k_shot,
+                         seed=run.params.data.seed, batch_size=cfg.batch_size, split=split, progress=progress)
+
+
+@dataclass(frozen=True)
+class Reported:
+    tuned: EvalResult
+    baselines: BaselineResults
+    files: report_format.ReportPaths
+    trainable: int
+
+
+def report(run: TaskRun, tuned: EvalResult, found: BaselineResults, trainable: int) -> Reported:
+    """Tuned vs baselines: <root>/report/{report.md, chart, predictions} and the metrics JSON."""
+    results = {**found, report_format.TUNED: tuned}
+    counts = {name: 0 for name in results} | {report_format.TUNED: trainable}
+    split = next(iter(tuned.metrics)).split("/", 1)[0]
+    files = report_format.write_report(run.name, results, run.paths.report_dir, counts,
+                                       examples=run.examples(split), notes=found.notes,
+                                       metrics_file=run.paths.metrics_file)
+    return Reported(tuned, found, files, trainable)
+
+
+# ---- registry ------------------------------------------------------------------------------------
+
+
+def register(run: TaskRun, trained: Trained, reported: Reported) -> model_registry.RegisteredPrompt:
+    """Record test and baseline metrics in prompt.json, close the MLflow run with the report and validation
+    files attached (a new run when training was not tracked), and register a version of `ptune-<task>`."""
+    final = {**reported.tuned.metrics, **tracking.baseline_metrics(reported.baselines)}
+    meta = dataclasses.replace(trained.meta, metrics={**trained.metrics, **final})
+    save_prompt(trained.prompt_dir, trained.prompt, meta)
+    mlflow_run = tracking.resume(run.name, trained.run_id) if trained.run_id else tracking.TrainingRun(
+        run.name, tracking.training_params(run.name, meta.base_spec, meta.base_fingerprint, meta.train_config,
+                                           meta.data_version))
+    files = reported.files
+    run_id = mlflow_run.finish(trained.prompt_dir, reported.tuned.metrics, reported.baselines,
+                               report_files=[files.markdown, files.metrics, files.chart],
+                               predictions=files.predictions, validation_dir=paths.validation_dir(run.name))
+    return model_registry.register_prompt(run.name, trained.prompt_dir, run_id,
+                                          primary_metric=f"test/{run.spec.metrics[0]}")
+
+
+def promote(run: TaskRun, version: str, base: BaseModel | None = None, *, dry_run: bool = False,
+            reevaluate_candidate: bool = False) -> promotion.Decision:
+    """Move @champion to `version` only if it beats the best baseline by `promote.min_gain` and the current
+    champion, re-evaluated here on the current split with the candidate's example cap."""
+    return promotion.promote_if_better(run.name, version, run.params.promote.min_gain, evaluator=version_evaluator(run, base),
+                                       dry_run=dry_run, reevaluate_candidate=reevaluate_candidate)
+
+
+def version_evaluator(run: TaskRun, base: BaseModel | None = None) -> promotion.Evaluator:
+    """Scores a registered version on a split of `run` (its cap), reusing `base` when the fingerprint matches."""
+
+    def evaluate_version(version: str, split: str) -> dict[str, float]:
+        loaded = load_prompt_with_base(f"models:/{model_registry.model_name(run.name)}/{version}", base=base)
+        return dict(evaluate(run, loaded.base, loaded.prompt, split=split, progress=False).metrics)
+    return evaluate_version
+
+
+def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None) -> tuple[torch.Tensor, BaseModel]:
+    """(prompt, base) of a prompt left on disk (default <root>/prompt), for `ptune eval/report/predict`."""
+    loaded = load_prompt_with_base(prompt_dir or run.paths.prompt_dir)
+    return loaded.prompt, loaded.base
+

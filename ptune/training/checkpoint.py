@@ -1,0 +1,91 @@
+"""Training checkpoints without pickle: one safetensors file holding every tensor, the rest as JSON.
+
+`out_dir/checkpoint/state.safetensors` carries the prompt, best prompt, optimizer state tensors and the
+torch RNG state(s); its safetensors header metadata carries one JSON document (step, history, best-so-far,
+optimizer scalars and param groups, python RNG state, compatibility key). Written to a temp file in the
+same directory and moved into place with `os.replace`, so a kill mid-write leaves the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ptune.fileio import atomic_path
+
+FILE = "state.safetensors"
+_OPT = "optimizer."
+_RNG = "rng."
+
+
+def write_checkpoint(ckpt_dir: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
+    """Atomically write `tensors` + JSON-able `state` to `ckpt_dir/state.safetensors`."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / FILE
+    plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(final) as tmp:
+        save_file(plain, str(tmp), metadata={"state": json.dumps(state)})
+    return final
+
+
+def read_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """(tensors on CPU, state) from `ckpt_dir`, or None when there is no checkpoint."""
+    path = ckpt_dir / FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as fh:
+        tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+        state = json.loads((fh.metadata() or {})["state"])
+    return tensors, state
+
+
+def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state_dict -> (tensors keyed 'optimizer.<param id>.<name>', JSON rest)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, values in state_dict["state"].items():
+        scalars[str(pid)] = {}
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{_OPT}{pid}.{name}"] = value
+            else:
+                scalars[str(pid)][name] = value
+    return tensors, {"scalars": scalars, "param_groups": state_dict["param_groups"]}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of `flatten_optimizer` (JSON lists stand in for tuples such as betas/eps)."""
+    state: dict[int, dict[str, Any]] = {int(pid): dict(values) for pid, values in saved["scalars"].items()}
+    for key, value in tensors.items():
+        if key.startswith(_OPT):
+            pid, name = key[len(_OPT):].split(".", 1)
+            state.setdefault(int(pid), {})[name] = value
+    groups = [{k: tuple(v) if k in ("betas", "eps") and isinstance(v, list) else v for k, v in g.items()}
+              for g in saved["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """torch (CPU + every CUDA device) RNG states as tensors, python's `random` state as JSON."""
+    tensors = {f"{_RNG}torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"{_RNG}cuda.{i}"] = s
+    version, internal, gauss = random.getstate()
+    return tensors, {"python": [version, list(internal), gauss]}
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
+    """Put back the RNG states captured by `capture_rng` (CUDA ones only where that device exists)."""
+    torch.set_rng_state(tensors[f"{_RNG}torch"])
+    cuda = sorted((k for k in tensors if k.startswith(f"{_RNG}cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    version, internal, gauss = saved["python"]
+    random.setstate((version, tuple(internal), gauss))

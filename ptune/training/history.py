@@ -1,0 +1,52 @@
+"""What a training records: one `StepInfo` per step, the `TrainResult`, and the curve CSV that
+`dvc plots` and the README show (step, train/loss, validation metrics at evaluation steps)."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptune.fileio import atomic_path
+from ptune.model.soft_prompt import SoftPrompt
+
+
+@dataclass
+class StepInfo:
+    """One optimizer step: its 1-based number, train loss, lr, and validation metrics if it evaluated."""
+
+    step: int
+    loss: float
+    metrics: dict[str, float] | None
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    """The best prompt (fp32) and how training went. `steps_run` counts all steps, resumed ones included."""
+
+    prompt: SoftPrompt
+    best_step: int
+    best_metrics: dict[str, float]
+    history: list[StepInfo]
+    steps_run: int
+    seconds: float  # wall time of this call
+    resumed_from: int | None  # checkpoint step this call started from
+    device: str = "cpu"  # where training ran
+    autocast: str | None = None  # autocast dtype used ("bfloat16") or None
+
+
+def write_curve(history: list[StepInfo], path: Path) -> Path:
+    """One CSV row per step: step, train/loss and, at evaluation steps, every validation metric (atomic)."""
+    metric_names = sorted({k for info in history for k in (info.metrics or {})})
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["step", "train/loss", *metric_names])
+        for info in history:
+            metrics = info.metrics or {}
+            writer.writerow([info.step, f"{info.loss:.6f}", *(_cell(metrics.get(m)) for m in metric_names)])
+    return path
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
