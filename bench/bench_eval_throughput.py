@@ -9,7 +9,6 @@ Usage: python bench/bench_eval_throughput.py [--n N] [--batch B] [--tiny]
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_rank import load  # noqa: E402  (bench/ is on sys.path when run as a script)
 
+from bench.common import bench_args  # noqa: E402
 from ptune.data.catalog import get_task  # noqa: E402
 from ptune.data.splits import Example, load_split  # noqa: E402
 from ptune.evaluation.scoring import evaluate  # noqa: E402
@@ -58,11 +58,7 @@ def plain_loop(model, tok, sources: list[str], labels: tuple[str, ...], batch: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--tiny", action="store_true")
-    args = ap.parse_args()
+    args = bench_args(__doc__.splitlines()[0], n=64, batch=16)
     base, name = load(args.tiny)
     spec = get_task("rotten_tomatoes")
     rows, origin = examples(args.n)

@@ -8,7 +8,6 @@ Usage: python bench/bench_rank.py [--reps N] [--batch B] [--tiny]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import bench_args  # noqa: E402
 from ptune.data.catalog import get_task  # noqa: E402
 from ptune.evaluation.scoring import score_labels, score_labels_naive  # noqa: E402
 from ptune.model.base import BaseModel, from_objects, load_base_model  # noqa: E402
@@ -57,11 +57,7 @@ def timed(fn, *args) -> tuple[float, torch.Tensor]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--tiny", action="store_true")
-    args = ap.parse_args()
+    args = bench_args(__doc__.splitlines()[0], reps=3, batch=8)
     base, name = load(args.tiny)
     prompt = torch.randn(20, base.hidden_size) * 0.05  # (P, d)
     srcs = sources(base, args.batch)

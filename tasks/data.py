@@ -6,7 +6,6 @@ nothing changed skips the stage, and any change (params, raw data, prepared file
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from prefect.context import TaskRunContext
 from ptune import stages
 from ptune.data.spec import spec_identity
 from ptune.data.splits import SPLITS
-from ptune.fileio import sha256_of
+from ptune.fileio import sha256_of, sha256_text
 from ptune.paths import prepared_dir, raw_path, validation_dir
 from tasks.policies import retry_on
 
@@ -29,7 +28,7 @@ def data_key(stage: str, run: stages.TaskRun, files: list[Path]) -> str | None:
         return None
     parts = {"stage": stage, "task": spec_identity(run.spec), "data": run.params.data.to_dict(),
              "files": [sha256_of(f) for f in files]}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_text(json.dumps(parts, sort_keys=True, default=str))
 
 
 def _prepared_files(name: str) -> list[Path]:

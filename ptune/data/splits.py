@@ -19,7 +19,7 @@ from ptune.config import DataConfig
 from ptune.data.sources import SPLIT_KEY, LocalSource, read_table
 from ptune.data.spec import TaskSpec
 from ptune.errors import DataError
-from ptune.fileio import atomic_write_bytes, sha256_of
+from ptune.fileio import atomic_write_bytes, sha256_of, sha256_text
 from ptune.paths import prepared_dir, raw_path
 
 SPLITS = ("train", "validation", "test")
@@ -96,7 +96,7 @@ def _format_rows(spec: TaskSpec, rows: list[dict[str, Any]], raw: Path) -> tuple
         if len(source) > spec.max_source_chars:
             too_long += 1
             continue
-        digest = hashlib.sha256(f"{source}\x1f{target}".encode()).hexdigest()[:12]
+        digest = sha256_text(f"{source}\x1f{target}")[:12]
         out.append({"id": f"{spec.name}-{digest}", "source": source, "target": target, "fields": fields,
                     SPLIT_KEY: row.get(SPLIT_KEY)})
     if errors:

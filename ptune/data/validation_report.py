@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ptune.data.spec import TaskSpec
 from ptune.fileio import atomic_write_bytes
 
 EXAMPLES = 3
@@ -67,7 +68,7 @@ def _examples(split: str, frame: Any, column: str, rows: list[Any]) -> list[str]
     return out
 
 
-def _split_rows(spec: Any, frames: Mapping[str, Any], results: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _split_rows(spec: TaskSpec, frames: Mapping[str, Any], results: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for split, frame in frames.items():
         result = results[split]
@@ -84,7 +85,7 @@ def _leakage(frames: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [(f"{a} ∩ {b}", len(sets[a] & sets[b])) for a, b in pairs if a in sets and b in sets]
 
 
-def write_reports(out: Path, spec: Any, frames: Mapping[str, Any], results: Mapping[str, Any],
+def write_reports(out: Path, spec: TaskSpec, frames: Mapping[str, Any], results: Mapping[str, Any],
                   failures: list[Failure]) -> dict[str, Any]:
     """Write gx_results.json, summary.json, report.md and report.html under `out`; return the summary."""
     summary = {"task": spec.name, "success": not failures, "splits": _split_rows(spec, frames, results),
@@ -109,7 +110,7 @@ def _expectation_rows(results: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
-def render_markdown(spec: Any, summary: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+def render_markdown(spec: TaskSpec, summary: Mapping[str, Any], results: Mapping[str, Any]) -> str:
     """The report as GitHub-flavoured markdown."""
     status = "PASSED" if summary["success"] else "FAILED"
     lines = [f"# Validation report: `{spec.name}` — {status}", "",
@@ -132,7 +133,7 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_html(spec: Any, summary: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+def render_html(spec: TaskSpec, summary: Mapping[str, Any], results: Mapping[str, Any]) -> str:
     """Self-contained HTML (inline CSS, no scripts, no network)."""
     esc = html.escape
     head = ["split", "expectation", "column", "result", "unexpected", "a failure means"]

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ptune.data.spec import TaskSpec
+from ptune.data.splits import Example
 from ptune.evaluation.scoring import evaluate, join_prefix
 from ptune.model.base import BaseModel
 
@@ -41,7 +43,7 @@ def trainable_params(prompt: torch.Tensor | None) -> int:
     return 0 if prompt is None else int(prompt.numel())
 
 
-def few_shot_prefix(base: BaseModel, spec: Any, train: Sequence[Any], test: Sequence[Any], k: int,
+def few_shot_prefix(base: BaseModel, spec: TaskSpec, train: Sequence[Example], test: Sequence[Example], k: int,
                     seed: int = 0) -> tuple[str, int]:
     """(prefix, k_used): instruction + up to k demonstrations that keep every test input within
     `spec.max_source_tokens` (untruncated). Drawn with `random.Random(seed)`: deterministic."""
@@ -57,7 +59,7 @@ def few_shot_prefix(base: BaseModel, spec: Any, train: Sequence[Any], test: Sequ
         demos.pop()
 
 
-def prompt_window(base: BaseModel, spec: Any, k: int) -> int:
+def prompt_window(base: BaseModel, spec: TaskSpec, k: int) -> int:
     """Tokens a hard prompt may use: room for the instruction, k demonstrations and the input, i.e.
     (k + 2) x the task's source budget, capped by the model's context. The soft prompt needs none of it;
     giving the baselines this room keeps the comparison fair (no demonstration is cut for lack of space)."""
@@ -65,14 +67,14 @@ def prompt_window(base: BaseModel, spec: Any, k: int) -> int:
     return max(spec.max_source_tokens, min((k + 2) * spec.max_source_tokens, int(limit) - spec.max_target_tokens))
 
 
-def _longest_source(base: BaseModel, spec: Any, test: Sequence[Any]) -> str:
+def _longest_source(base: BaseModel, spec: TaskSpec, test: Sequence[Example]) -> str:
     """The test source that is longest in tokens once placed after the instruction (the binding one)."""
     texts = [join_prefix(spec.instruction, ex.source) for ex in test]
     lengths = [len(ids) for ids in base.tokenizer(texts, add_special_tokens=True)["input_ids"]]
     return test[max(range(len(test)), key=lengths.__getitem__)].source
 
 
-def chat_examples(base: BaseModel, spec: Any, examples: Sequence[Any]) -> list[Any] | None:
+def chat_examples(base: BaseModel, spec: TaskSpec, examples: Sequence[Example]) -> list[Any] | None:
     """Examples whose source is the chat-templated user turn (instruction + source) followed by the
     assistant cue; None when the tokenizer has no chat template."""
     tok = base.tokenizer
@@ -94,7 +96,7 @@ def _adds_bos(base: BaseModel) -> bool:
     return bool(ids) and ids[0] == base.tokenizer.bos_token_id
 
 
-def run_baselines(base: BaseModel, spec: Any, train: Sequence[Any], test: Sequence[Any], *, k: int | None = None,
+def run_baselines(base: BaseModel, spec: TaskSpec, train: Sequence[Example], test: Sequence[Example], *, k: int | None = None,
                   seed: int = 0, batch_size: int = 16, mode: str | None = None, split: str = "test",
                   max_examples: int | None = None, progress: bool = True) -> BaselineResults:
     """zero_shot, k_shot and (where the tokenizer has one) chat_zero_shot results on `test`."""

@@ -13,8 +13,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from ptune.data.splits import Example
 from ptune.evaluation.scoring import EvalResult
 from ptune.fileio import atomic_path, atomic_write_text
 
@@ -120,7 +120,7 @@ def bar_chart(task: str, results: Mapping[str, EvalResult], path: Path) -> Path:
     return path
 
 
-def write_predictions(results: Mapping[str, EvalResult], examples: Sequence[Any] | None, path: Path) -> Path:
+def write_predictions(results: Mapping[str, EvalResult], examples: Sequence[Example] | None, path: Path) -> Path:
     """JSONL, one line per example: id, source, target, best baseline's and tuned prediction, and
     every approach's prediction under "predictions"."""
     n = next(iter(results.values())).n
@@ -138,7 +138,7 @@ def write_predictions(results: Mapping[str, EvalResult], examples: Sequence[Any]
 
 
 def write_report(task: str, results: Mapping[str, EvalResult], out_dir: str | Path, trainable: Mapping[str, int],
-                 *, examples: Sequence[Any] | None = None, notes: Mapping[str, str] | None = None,
+                 *, examples: Sequence[Example] | None = None, notes: Mapping[str, str] | None = None,
                  metrics_file: str | Path | None = None) -> ReportPaths:
     """Write report.md, the metrics JSON, the chart and predictions.jsonl for one task.
 

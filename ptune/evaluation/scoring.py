@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ptune.data.spec import TaskSpec
+from ptune.data.splits import Example
 from ptune.errors import ConfigError, DataError
 from ptune.evaluation.metrics import compute_metrics
 from ptune.model.base import BaseModel
@@ -127,7 +129,7 @@ def score_labels_naive(base: BaseModel, source_ids: Sequence[Sequence[int]], lab
     return torch.stack(cols, dim=1)
 
 
-def _metric_meta(spec: Any, examples: Sequence[Any]) -> dict[str, Any]:
+def _metric_meta(spec: TaskSpec, examples: Sequence[Example]) -> dict[str, Any]:
     """What some metrics need beyond (predictions, references): label set, MultiRC question ids,
     ReCoRD answer lists (from each example's raw `fields`)."""
     meta: dict[str, Any] = {"label_words": tuple(spec.label_words)}
@@ -151,7 +153,7 @@ def _question_id(fields: dict[str, Any]) -> Any:
     return None
 
 
-def evaluate(base: BaseModel, spec: Any, examples: Sequence[Any], prompt: torch.Tensor | None = None, *,
+def evaluate(base: BaseModel, spec: TaskSpec, examples: Sequence[Example], prompt: torch.Tensor | None = None, *,
              prefix: str = "", batch_size: int = 16, mode: str | None = None, split: str = "test",
              max_examples: int | None = None, length_normalize: bool = False, num_beams: int = 1,
              progress: bool = True) -> EvalResult:
@@ -173,7 +175,7 @@ def evaluate(base: BaseModel, spec: Any, examples: Sequence[Any], prompt: torch.
                       time.perf_counter() - start, {"mode": mode, "prefix_chars": len(prefix)})
 
 
-def _mode(spec: Any, mode: str | None) -> str:
+def _mode(spec: TaskSpec, mode: str | None) -> str:
     mode = mode or ("rank" if spec.kind == "classification" else "generate")
     if mode not in ("rank", "generate") or (mode == "rank" and not spec.label_words):
         raise ConfigError(f"task {spec.name!r}: evaluation mode {mode!r} is not possible; use 'rank' "
@@ -181,7 +183,7 @@ def _mode(spec: Any, mode: str | None) -> str:
     return mode
 
 
-def predict(base: BaseModel, spec: Any, sources: Sequence[str], prompt: torch.Tensor | None = None, *,
+def predict(base: BaseModel, spec: TaskSpec, sources: Sequence[str], prompt: torch.Tensor | None = None, *,
             mode: str | None = None, batch_size: int = 16, length_normalize: bool = False, num_beams: int = 1,
             progress: bool = False, desc: str = "predict") -> tuple[list[str], list[bool]]:
     """(predictions, invalid flags) for formatted source texts, in order. A prediction is a label word,
@@ -197,7 +199,7 @@ def predict(base: BaseModel, spec: Any, sources: Sequence[str], prompt: torch.Te
     return [m if m is not None else t for m, t in zip(matched, raw, strict=True)], [m is None for m in matched]
 
 
-def _predict(base: BaseModel, spec: Any, sources: list[list[int]], prompt: torch.Tensor | None, mode: str,
+def _predict(base: BaseModel, spec: TaskSpec, sources: list[list[int]], prompt: torch.Tensor | None, mode: str,
              batch_size: int, length_normalize: bool, num_beams: int, progress: bool, desc: str) -> list[str]:
     """Predictions in input order; batches are formed from length-sorted sources (less padding)."""
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))

@@ -16,6 +16,8 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from ptune.data.spec import TaskSpec
+
 SOURCE_COLUMNS = ("source", "text")  # pre-formatted source text, used as-is when the task's columns are absent
 
 
@@ -50,7 +52,7 @@ class PtunePromptModel(PythonModel):
         return list(result.predictions)
 
 
-def input_sources(spec: Any, frame: pd.DataFrame) -> list[str]:
+def input_sources(spec: TaskSpec, frame: pd.DataFrame) -> list[str]:
     """Source texts for the rows of `frame`: through the task's formatter when its input columns are
     present, else the "source" (or "text") column as already-formatted source text."""
     rows = frame.to_dict(orient="records")
@@ -69,7 +71,7 @@ def input_sources(spec: Any, frame: pd.DataFrame) -> list[str]:
                      f"got {list(frame.columns)}")
 
 
-def _with_blanks(spec: Any, row: dict[str, Any]) -> dict[str, Any]:
+def _with_blanks(spec: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
     """The row with task columns it lacks (the target, at prediction time) set to a harmless value."""
     filler = spec.label_words[0] if spec.label_words else ""
     return {**{c: filler for c in spec.columns}, **row}

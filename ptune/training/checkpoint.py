@@ -3,7 +3,7 @@
 `out_dir/checkpoint/state.safetensors` carries the prompt, best prompt, optimizer state tensors and the
 torch RNG state(s); its safetensors header metadata carries one JSON document (step, history, best-so-far,
 optimizer scalars and param groups, python RNG state, compatibility key). Written to a temp file in the
-same directory and moved into place with `os.replace`, so a kill mid-write leaves the previous checkpoint.
+same directory and moved into place (`ptune.fileio.atomic_path`), so a kill mid-write leaves the previous checkpoint.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ the same final prompt as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import random
@@ -18,13 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from ptune.config import TrainConfig
+from ptune.data.spec import TaskSpec
+from ptune.data.splits import Example
 from ptune.errors import ConfigError, DataError
+from ptune.fileio import sha256_text
 from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
 from ptune.model.soft_prompt import SoftPrompt, prompt_inputs, target_loss
@@ -53,7 +54,7 @@ class _State:
     history: list[StepInfo] = field(default_factory=list)
 
 
-def train_prompt(base: BaseModel, spec: Any, train: Sequence[Any], validation: Sequence[Any], cfg: TrainConfig,
+def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], validation: Sequence[Example], cfg: TrainConfig,
                  out_dir: Path, callback: Callable[[StepInfo], None] | None = None,
                  init_path: Path | None = None) -> TrainResult:
     """Train a soft prompt for `spec` on `train` (Examples), validating on `validation`; see module doc."""
@@ -86,7 +87,7 @@ def train_prompt(base: BaseModel, spec: Any, train: Sequence[Any], validation: S
                        str(amp).removeprefix("torch.") if amp else None)
 
 
-def _step(base: BaseModel, spec: Any, state: _State, batch: dict[str, torch.Tensor], validation: Sequence[Any],
+def _step(base: BaseModel, spec: TaskSpec, state: _State, batch: dict[str, torch.Tensor], validation: Sequence[Example],
           cfg: TrainConfig, amp: torch.dtype | None) -> StepInfo:
     """One optimizer step, then validation (and best/early-stop bookkeeping) when it is due."""
     lr = _set_lr(state.optimizer, cfg, state.step)
@@ -125,7 +126,7 @@ def _autocast_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | Non
     return torch.bfloat16 if device.type == "cuda" and supported else None
 
 
-def _encode(base: BaseModel, spec: Any, examples: Sequence[Any]) -> list[Encoded]:
+def _encode(base: BaseModel, spec: TaskSpec, examples: Sequence[Example]) -> list[Encoded]:
     """Tokenise every (source, target) once, with the one rule shared with scoring (ptune.model.batching)."""
     if not examples:
         raise DataError(f"task {spec.name!r}: the train split is empty, nothing to train on")
@@ -152,7 +153,7 @@ class _BatchOrder:
         return self._cache[1][index]
 
 
-def _initial_prompt(base: BaseModel, spec: Any, cfg: TrainConfig, init_path: Path | None) -> SoftPrompt:
+def _initial_prompt(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Path | None) -> SoftPrompt:
     """The starting prompt from cfg.init (ptune.model.soft_prompt.init_prompt; local uniform ±0.5 for 'random'
     while that function is not available)."""
     path = init_path or cfg.init_path
@@ -169,7 +170,7 @@ def _initial_prompt(base: BaseModel, spec: Any, cfg: TrainConfig, init_path: Pat
                        path=path, seed=cfg.seed)
 
 
-def _new_state(base: BaseModel, spec: Any, cfg: TrainConfig, init_path: Path | None, device: torch.device) -> _State:
+def _new_state(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Path | None, device: torch.device) -> _State:
     """Fresh prompt (fp32, on `device`) and an optimizer over the prompt only."""
     torch.manual_seed(cfg.seed)
     prompt = _initial_prompt(base, spec, cfg, init_path).to(device=device, dtype=torch.float32)
@@ -209,7 +210,7 @@ def _train_step(base: BaseModel, state: _State, batch: dict[str, torch.Tensor], 
 
 
 @torch.no_grad()
-def _validation_loss(base: BaseModel, spec: Any, examples: Sequence[Any], weight: torch.Tensor, batch_size: int,
+def _validation_loss(base: BaseModel, spec: TaskSpec, examples: Sequence[Example], weight: torch.Tensor, batch_size: int,
                      amp: torch.dtype | None) -> float:
     """Mean loss per target token over `examples`, with prompt `weight` (P, d)."""
     items = _encode(base, spec, examples)
@@ -224,7 +225,7 @@ def _validation_loss(base: BaseModel, spec: Any, examples: Sequence[Any], weight
     return total / max(count, 1)
 
 
-def _validate(base: BaseModel, spec: Any, validation: Sequence[Any], weight: torch.Tensor,
+def _validate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], weight: torch.Tensor,
               cfg: TrainConfig) -> dict[str, float]:
     """Task metrics on the validation split ('validation/<metric>'), the one call into ptune.evaluation.scoring."""
     from ptune.evaluation.scoring import evaluate
@@ -232,7 +233,7 @@ def _validate(base: BaseModel, spec: Any, validation: Sequence[Any], weight: tor
     return dict(evaluate(base, spec, list(validation), prompt=weight, split="validation", progress=False).metrics)
 
 
-def _evaluate(base: BaseModel, spec: Any, validation: Sequence[Any], weight: torch.Tensor, cfg: TrainConfig,
+def _evaluate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], weight: torch.Tensor, cfg: TrainConfig,
               amp: torch.dtype | None) -> dict[str, float]:
     """Validation loss + task metrics for prompt `weight` (P, d)."""
     metrics = {"validation/loss": _validation_loss(base, spec, validation, weight, cfg.batch_size, amp)}
@@ -254,9 +255,9 @@ def _track_best(state: _State, metrics: dict[str, float], key: str, patience: in
         state.stopped_early = bool(patience) and state.bad_evals >= patience
 
 
-def _compat_key(base: BaseModel, spec: Any, cfg: TrainConfig, train: Sequence[Any], init_path: Path | None) -> dict:
+def _compat_key(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, train: Sequence[Example], init_path: Path | None) -> dict:
     """What must match for a checkpoint to be resumed: base, task, data, trajectory-shaping settings."""
-    data = hashlib.sha256(json.dumps([[ex.source, ex.target] for ex in train]).encode()).hexdigest()[:16]
+    data = sha256_text(json.dumps([[ex.source, ex.target] for ex in train]))[:16]
     config = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
     key = {"fingerprint": base.fingerprint, "task": spec.name, "data": data, "config": config,
            "init_path": str(init_path) if init_path else None}
