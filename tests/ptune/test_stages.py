@@ -60,7 +60,7 @@ def test_steps_chain_from_raw_data_to_a_promoted_version(toy_project, tmp_path, 
     decision = stages.promote(run, registered.version, base)
 
     assert decision.promoted  # promote.min_gain is -1 in the toy project: the first version wins
-    assert model_registry.alias_version("toy", "champion").version == registered.version
+    assert str(model_registry.alias_version("toy", "champion").version) == registered.version
     assert MlflowClient().get_run(trained.run_id).info.status == "FINISHED"
     saved = json.loads((trained.prompt_dir / "prompt.json").read_text())["metrics"]
     assert saved["test/accuracy"] == metrics["test/accuracy"] and "validation/accuracy" in saved
