@@ -38,7 +38,7 @@ class PromptInit(StrEnum):
 INITS = tuple(PromptInit.allowed())
 OPTIMIZERS = ("adafactor", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
-BF16 = ("auto", True, False)
+PRECISIONS = ("auto", "fp32", "bf16")  # ptune.model.precision
 SECTIONS = ("data", "train", "evaluate", "promote")
 
 
@@ -110,7 +110,8 @@ class TrainConfig(_Section):
         "lr": (0, None), "weight_decay": (0, None), "grad_clip": (0, None),
     }
     OPEN_LOW: ClassVar[tuple[str, ...]] = ("lr",)
-    CHOICES: ClassVar[dict[str, tuple]] = {"init": INITS, "optimizer": OPTIMIZERS, "device": DEVICES, "bf16": BF16}
+    CHOICES: ClassVar[dict[str, tuple]] = {"init": INITS, "optimizer": OPTIMIZERS, "device": DEVICES,
+                                         "precision": PRECISIONS}
     n_tokens: int = 20             # virtual tokens in the prompt, 1..1000
     init: PromptInit = PromptInit.LABELS  # random | vocab | labels | text | file (see ptune.model.soft_prompt)
     init_text: str | None = None   # sentence whose embeddings start the prompt (init: text)
@@ -128,7 +129,7 @@ class TrainConfig(_Section):
     grad_clip: float = 1.0         # max global grad norm of the prompt (0 = no clipping)
     warmup_steps: int = 0          # linear lr warmup steps (0 = constant lr, the paper's default)
     device: str = "auto"           # auto (the base model's device) | cpu | cuda
-    bf16: str | bool = "auto"      # auto: bf16 autocast on CUDA when supported; true / false force it
+    precision: str = "auto"        # auto (bf16 autocast where the hardware has bf16 units) | fp32 | bf16
     threads: int | None = None     # torch.set_num_threads (None = leave as the base-model loader set it)
 
     def __post_init__(self) -> None:
@@ -159,9 +160,11 @@ class EvalConfig(_Section):
     batch_size: int = 16           # examples per forward pass, >= 1
     max_examples: int = 400        # per split (0 = all)
     k_shot: int | None = None      # examples in the k-shot baseline, >= 0 (None = the task spec's own k_shot)
+    precision: str = "auto"        # auto (bf16 autocast where the hardware has bf16 units) | fp32 | bf16
 
     def __post_init__(self) -> None:
         problems: list[str] = []
+        choice(problems, "evaluate.precision", self.precision, PRECISIONS)
         number(problems, "evaluate.batch_size", self.batch_size, 1, integer=True)
         number(problems, "evaluate.max_examples", self.max_examples, 0, integer=True)
         if self.k_shot is not None:

@@ -15,6 +15,7 @@ re-resolves a task name, re-applies `task_overrides` or repeats the glue between
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_base_model
+from ptune.model.precision import autocast, autocast_dtype
 from ptune.registry import model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.training.history import StepInfo, write_curve
@@ -215,16 +217,23 @@ def _prompt_meta(run: TaskRun, base: BaseModel, metrics: dict[str, float]) -> Pr
 
 def evaluate(run: TaskRun, base: BaseModel, prompt: torch.Tensor | None, *, split: str = "test",
              mode: str | None = None, progress: bool = True) -> EvalResult:
-    """A prompt (P, d) on a split, capped at `evaluate.max_examples`."""
-    return score(base, run.spec, run.examples(split), prompt, batch_size=run.params.evaluate.batch_size,
-                 mode=mode, split=split, progress=progress)
+    """A prompt (P, d) on a split, capped at `evaluate.max_examples`, in `evaluate.precision`."""
+    with _eval_precision(run, base):
+        return score(base, run.spec, run.examples(split), prompt, batch_size=run.params.evaluate.batch_size,
+                     mode=mode, split=split, progress=progress)
 
 
 def baselines(run: TaskRun, base: BaseModel, *, split: str = "test", progress: bool = True) -> BaselineResults:
-    """Hard prompts (zero-shot, k-shot, chat template) on the same frozen model, split and cap."""
+    """Hard prompts (zero-shot, k-shot, chat template) on the same frozen model, split, cap and precision."""
     cfg = run.params.evaluate
-    return run_baselines(base, run.spec, run.examples("train"), run.examples(split), k=cfg.k_shot,
-                         seed=run.params.data.seed, batch_size=cfg.batch_size, split=split, progress=progress)
+    with _eval_precision(run, base):
+        return run_baselines(base, run.spec, run.examples("train"), run.examples(split), k=cfg.k_shot,
+                             seed=run.params.data.seed, batch_size=cfg.batch_size, split=split, progress=progress)
+
+
+def _eval_precision(run: TaskRun, base: BaseModel) -> contextlib.AbstractContextManager:
+    policy = run.params.evaluate.precision
+    return autocast(base.device, autocast_dtype(policy, base.device, base.n_params, "evaluate.precision"))
 
 
 @dataclass(frozen=True)

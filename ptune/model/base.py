@@ -28,6 +28,7 @@ from transformers import (
 
 from ptune.errors import ConfigError, ModelError
 from ptune.model.gguf import BUILTIN_MODELS, cached_model_dir
+from ptune.model.precision import bf16_support
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class BaseModel:
         tok = self.tokenizer
         return {"spec": self.spec, "path": self.path, "fingerprint": self.fingerprint, "params": self.n_params,
                 "threads": self.threads, "device": str(self.device), "dtype": str(self.model.dtype),
+                "bf16": bf16_support(self.device),
                 "is_encoder_decoder": self.is_encoder_decoder, "hidden_size": self.hidden_size,
                 "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
                 "bos_token_id": tok.bos_token_id, "padding_side": tok.padding_side}
@@ -147,7 +149,7 @@ def _offline() -> bool:
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """`device` if given (checked), else cuda when available, else cpu. Weights stay fp32 either way;
-    training uses bf16 autocast on CUDA."""
+    bf16 autocast follows the precision policy (`ptune.model.precision`)."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -9,7 +9,6 @@ the same final prompt as an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
@@ -28,6 +27,7 @@ from ptune.errors import ConfigError, DataError
 from ptune.fileio import sha256_text
 from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
+from ptune.model.precision import autocast, autocast_dtype
 from ptune.model.soft_prompt import SoftPrompt, prompt_inputs, target_loss
 from ptune.training import checkpoint as ckpt
 from ptune.training.history import StepInfo, TrainResult
@@ -35,7 +35,7 @@ from ptune.training.history import StepInfo, TrainResult
 log = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resumption without making the checkpoint unusable.
-_RESUME_FREE = ("max_steps", "patience", "checkpoint_every", "threads", "device", "bf16")
+_RESUME_FREE = ("max_steps", "patience", "checkpoint_every", "threads", "device", "precision")
 
 
 @dataclass
@@ -62,7 +62,7 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _resolve_device(base, cfg)
-    amp = _autocast_dtype(device, cfg)
+    amp = autocast_dtype(cfg.precision, device, base.n_params, "train.precision")
     items = _encode(base, spec, train)
     state = _new_state(base, spec, cfg, init_path, device)
     meta = _compat_key(base, spec, cfg, train, init_path)
@@ -112,18 +112,6 @@ def _resolve_device(base: BaseModel, cfg: TrainConfig) -> torch.device:
     if base.device.type != device.type:
         base.model.to(device)
     return base.device
-
-
-def _autocast_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
-    """bf16 autocast on CUDA when supported ('auto'), forced on/off by true/false."""
-    if cfg.bf16 is False:
-        return None
-    supported = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if cfg.bf16 is True:
-        if not supported:
-            raise ConfigError(f"train.bf16 = true: bf16 autocast is not supported on {device}")
-        return torch.bfloat16
-    return torch.bfloat16 if device.type == "cuda" and supported else None
 
 
 def _encode(base: BaseModel, spec: TaskSpec, examples: Sequence[Example]) -> list[Encoded]:
@@ -192,14 +180,10 @@ def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> float:
     return lr
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
 def _train_step(base: BaseModel, state: _State, batch: dict[str, torch.Tensor], cfg: TrainConfig,
                 amp: torch.dtype | None) -> float:
     """One optimizer step on the prompt; returns the batch loss."""
-    with _autocast(base.device, amp):
+    with autocast(base.device, amp):
         loss = target_loss(base, prompt_inputs(base, state.prompt(batch["input_ids"].shape[0]), **batch))
     loss.backward()
     if cfg.grad_clip > 0:
@@ -219,7 +203,7 @@ def _validation_loss(base: BaseModel, spec: TaskSpec, examples: Sequence[Example
         batch = {k: v.to(base.device) for k, v in collate(items[i:i + batch_size], base.tokenizer.pad_token_id,
                                                            base.is_encoder_decoder).items()}
         n = int((batch["labels"] != -100).sum())
-        with _autocast(base.device, amp):
+        with autocast(base.device, amp):
             loss = target_loss(base, prompt_inputs(base, weight, **batch))
         total, count = total + float(loss.float()) * n, count + n
     return total / max(count, 1)
@@ -230,7 +214,8 @@ def _validate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], we
     """Task metrics on the validation split ('validation/<metric>'), the one call into ptune.evaluation.scoring."""
     from ptune.evaluation.scoring import evaluate
 
-    return dict(evaluate(base, spec, list(validation), prompt=weight, split="validation", progress=False).metrics)
+    with autocast(base.device, autocast_dtype(cfg.precision, base.device, base.n_params, "train.precision")):
+        return dict(evaluate(base, spec, list(validation), prompt=weight, split="validation", progress=False).metrics)
 
 
 def _evaluate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], weight: torch.Tensor, cfg: TrainConfig,

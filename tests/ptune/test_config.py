@@ -35,7 +35,7 @@ def test_shipped_params_yaml_is_valid_and_mirrored():
 def test_defaults_are_the_paper_defaults():
     cfg = TrainConfig()
     assert (cfg.optimizer, cfg.lr, cfg.warmup_steps, cfg.grad_clip) == ("adafactor", 0.3, 0, 1.0)
-    assert (cfg.device, cfg.bf16, cfg.threads) == ("auto", "auto", None)
+    assert (cfg.device, cfg.precision, cfg.threads) == ("auto", "auto", None)
     assert cfg.to_dict()["n_tokens"] == 20 and "section" not in cfg.to_dict()
 
 
@@ -59,12 +59,12 @@ def test_with_overrides_validates_and_names_its_source():
 
 def test_train_config_lists_every_problem_at_once():
     with pytest.raises(ConfigError) as info:
-        TrainConfig(n_tokens=0, init="zeros", optimizer="sgd", lr=0.0, batch_size=0, device="tpu", bf16="yes",
+        TrainConfig(n_tokens=0, init="zeros", optimizer="sgd", lr=0.0, batch_size=0, device="tpu", precision="yes",
                     threads=0, weight_decay=-1)
     message = str(info.value)
     for expected in ("train.n_tokens = 0", "1000", "train.init = 'zeros'", "random, vocab, labels, text, file",
                      "train.optimizer = 'sgd'", "adafactor, adamw", "train.lr = 0.0", "> 0",
-                     "train.batch_size = 0", "train.device = 'tpu'", "train.bf16 = 'yes'", "train.threads = 0",
+                     "train.batch_size = 0", "train.device = 'tpu'", "train.precision = 'yes'", "train.threads = 0",
                      "train.weight_decay = -1"):
         assert expected in message
     assert len(info.value.problems) == 9
@@ -98,7 +98,7 @@ def test_params_file_reports_all_sections_unknown_keys_and_overrides(tmp_path):
 def test_yaml_number_quirks_are_accepted():
     cfg = TrainConfig.from_dict({"lr": "1e-3", "weight_decay": 0, "grad_clip": 1})
     assert (cfg.lr, cfg.weight_decay, cfg.grad_clip) == (1e-3, 0.0, 1.0)
-    assert TrainConfig.from_dict({"bf16": False, "device": "cpu", "threads": 2}).threads == 2
+    assert TrainConfig.from_dict({"precision": "fp32", "device": "cpu", "threads": 2}).threads == 2
 
 
 def test_missing_sections_take_defaults_and_bad_shapes_are_errors(tmp_path):

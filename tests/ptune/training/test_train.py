@@ -190,14 +190,14 @@ def test_config_and_data_errors(tiny_causal, tmp_path):
 
 
 def test_forced_bf16_autocast_keeps_the_prompt_fp32(tiny_causal, tmp_path):
-    """The autocast path the CUDA default takes, exercised on CPU (bf16: true)."""
-    cfg = replace(BASE_CFG, max_steps=3, eval_every=3, checkpoint_every=0, bf16=True)
+    """precision bf16: autocast runs, the prompt and the optimizer state stay fp32; fp32 turns it off."""
+    cfg = replace(BASE_CFG, max_steps=3, eval_every=3, checkpoint_every=0, precision="bf16")
     result = train_prompt(tiny_causal, SPEC, TRAIN, VALID, cfg, tmp_path)
     assert result.autocast == "bfloat16" and result.device == "cpu"
     assert result.prompt.weight.dtype == torch.float32
     assert all(h.loss == h.loss and h.loss < 100 for h in result.history)
-    default = train_prompt(tiny_causal, SPEC, TRAIN, VALID, replace(cfg, bf16="auto"), tmp_path / "auto")
-    assert default.autocast is None  # auto: bf16 only on CUDA
+    plain = train_prompt(tiny_causal, SPEC, TRAIN, VALID, replace(cfg, precision="fp32"), tmp_path / "fp32")
+    assert plain.autocast is None
 
 
 def test_cli_train_writes_a_prompt_artifact(tiny_causal, tmp_path, monkeypatch):

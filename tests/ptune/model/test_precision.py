@@ -1,0 +1,76 @@
+"""Precision policy: what each setting picks on this hardware, and how far bf16 autocast moves the loss and
+the task predictions from fp32 (tiny model here; SmolLM2 on real rotten_tomatoes rows in the slow test)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from ptune.errors import ConfigError
+from ptune.evaluation.scoring import evaluate
+from ptune.model.batching import collate, encode_pair
+from ptune.model.precision import BF16_MIN_PARAMS, autocast, autocast_dtype, bf16_support, cpu_bf16_units
+from ptune.model.soft_prompt import init_prompt, prompt_inputs, target_loss
+from tests.ptune.evaluation.eval_helpers import make_examples, make_spec
+
+CPU = torch.device("cpu")
+
+
+def test_policy_choices_on_this_cpu():
+    assert autocast_dtype("fp32", CPU, 10**9) is None
+    assert autocast_dtype("bf16", CPU, 10) is torch.bfloat16  # asked for: runs even on a tiny model
+    has_units = bool(cpu_bf16_units())
+    assert autocast_dtype("auto", CPU, BF16_MIN_PARAMS) is (torch.bfloat16 if has_units else None)
+    assert autocast_dtype("auto", CPU, BF16_MIN_PARAMS - 1) is None  # tiny models stay fp32
+    assert bf16_support(CPU).startswith("yes") == has_units
+    with pytest.raises(ConfigError, match=r"evaluate.precision = 'half': allowed values are auto, fp32, bf16"):
+        autocast_dtype("half", CPU, 10, "evaluate.precision")
+
+
+def test_model_info_reports_bf16_support(tiny_causal):
+    assert tiny_causal.info()["bf16"] == bf16_support(CPU)
+
+
+def _loss(base, prompt, dtype) -> float:
+    spec, examples = make_spec(), make_examples(n=8)
+    items = [encode_pair(base.tokenizer, ex.source, ex.target, encoder_decoder=base.is_encoder_decoder,
+                         max_source_tokens=64, add_eos=False) for ex in examples]
+    batch = collate(items, base.tokenizer.pad_token_id, base.is_encoder_decoder)
+    with torch.no_grad(), autocast(CPU, dtype):
+        return float(target_loss(base, prompt_inputs(base, prompt, **batch)))
+
+
+def test_bf16_stays_close_to_fp32_on_the_tiny_model(tiny_base):
+    prompt = init_prompt(tiny_base, 4, "random", seed=0).weight.detach()  # (P, d)
+    fp32, bf16 = _loss(tiny_base, prompt, None), _loss(tiny_base, prompt, torch.bfloat16)
+    assert abs(bf16 - fp32) <= 0.02 * abs(fp32)  # bf16 keeps 8 mantissa bits: ~0.4 % per op
+    spec, examples = make_spec(), make_examples(n=16)
+    plain = evaluate(tiny_base, spec, examples, prompt, progress=False)
+    with autocast(CPU, torch.bfloat16):
+        low = evaluate(tiny_base, spec, examples, prompt, progress=False)
+    flips = sum(a != b for a, b in zip(plain.predictions, low.predictions, strict=True))
+    assert flips <= 2, (plain.predictions, low.predictions)  # near-ties of a random model may flip
+
+
+@pytest.mark.slow
+def test_bf16_stays_close_to_fp32_on_smollm2(tmp_path, monkeypatch):
+    """SmolLM2-135M, 64 real rotten_tomatoes test rows, zero-shot and a class-label prompt."""
+    from ptune import stages
+    from ptune.config import Params
+
+    monkeypatch.setenv("PTUNE_PROJECT_DIR", str(tmp_path))
+    run = stages.TaskRun.build("rotten_tomatoes", Params())
+    stages.fetch(run)
+    stages.prepare(run)
+    base = stages.load_base(run)
+    rows = run.examples("test")[:64]
+    prompt = init_prompt(base, 20, "labels", label_words=run.spec.label_words, seed=0).weight.detach()
+    for weight in (None, prompt):
+        results = {}
+        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            with autocast(CPU, dtype) if dtype else contextlib.nullcontext():
+                results[name] = evaluate(base, run.spec, rows, weight, batch_size=16, progress=False)
+        gap = abs(results["bf16"].metrics["test/accuracy"] - results["fp32"].metrics["test/accuracy"])
+        assert gap <= 0.05, {k: v.metrics for k, v in results.items()}  # at most 3 of 64 rows differ
