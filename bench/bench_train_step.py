@@ -2,6 +2,7 @@
 
 1. ptune step / PEFT PromptTuning step (fwd + bwd + Adafactor lr 0.3, 20-token prompt), goal <= 1.0.
 2. ptune step / forward-only pass (torch.inference_mode, same batch and prompt), goal <= 2.5.
+   Both also under bf16 autocast: fp32 time / bf16 time, goals >= 1.25 (step) and >= 1.8 (forward).
 3. peak RSS of prompt tuning / full fine-tuning (AdamW on every parameter), each measured in a fresh
    child process of this script (hidden `--memory-child prompt|full`) that loads the model, records its
    RSS, runs 2 steps and reports ru_maxrss; goal <= 0.5.
@@ -34,11 +35,13 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_peft import PROMPT, peft_step, ptune_step  # noqa: E402
 from ptune.model.base import BaseModel, load_base_model  # noqa: E402
 from ptune.model.batching import collate, encode_pair  # noqa: E402
+from ptune.model.precision import autocast  # noqa: E402
 from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # noqa: E402
 from tests.tiny_models import WORDS, build_causal  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-GOALS = {"ptune_over_peft": 1.0, "train_over_forward": 2.5, "prompt_over_full_peak_rss": 0.5}
+GOALS = {"ptune_over_peft": 1.0, "train_over_forward": 2.5, "prompt_over_full_peak_rss": 0.5,
+         "bf16_speedup": 1.25, "eval_bf16_speedup": 1.8}  # speed-ups: at least; the others: at most
 BATCH, TOKENS, MEMORY_STEPS = 8, 64, 2
 Batch = dict[str, torch.Tensor]
 
@@ -78,15 +81,27 @@ def forward_only(base: BaseModel, weight: torch.Tensor) -> Callable[[Batch], flo
     return run
 
 
+def in_bf16(step: Callable[[Batch], float]) -> Callable[[Batch], float]:
+    """`step` under bf16 autocast (ptune's precision policy `bf16`: weights and prompt stay fp32)."""
+
+    def run(batch: Batch) -> float:
+        with autocast(torch.device("cpu"), torch.bfloat16):
+            return step(batch)
+
+    return run
+
+
 def time_steps(base: BaseModel, batch: Batch, reps: int) -> dict:
-    """Interleaved timings of ptune step, PEFT step and forward-only on one batch; medians in seconds."""
+    """Interleaved timings of ptune step, PEFT step and forward-only on one batch, in fp32 and (ptune step,
+    forward) in bf16 autocast; medians in seconds."""
     weight = init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().cpu()  # (P, d)
-    runs = {"ptune": ptune_step(base, weight), "peft": peft_step(base, weight), "forward": forward_only(base, weight)}
+    runs = {"ptune": ptune_step(base, weight), "peft": peft_step(base, weight), "forward": forward_only(base, weight),
+            "ptune_bf16": in_bf16(ptune_step(base, weight)), "forward_bf16": in_bf16(forward_only(base, weight))}
     times: dict[str, list[float]] = {k: [] for k in runs}
     losses: dict[str, list[float]] = {k: [] for k in runs}
     keys = list(runs)
     for rep in range(reps + 1):
-        for key in keys[rep % 3:] + keys[:rep % 3]:  # rotate the order so no side always goes first
+        for key in keys[rep % len(keys):] + keys[:rep % len(keys)]:  # rotate: no side always goes first
             start = time.perf_counter()
             losses[key].append(runs[key](batch))
             if rep > 0:  # repetition 0 is warm-up
@@ -97,7 +112,10 @@ def time_steps(base: BaseModel, batch: Batch, reps: int) -> dict:
     return {"median_s": med, "min_s": fastest, "times_s": times,
             "min_ptune_over_peft": fastest["ptune"] / fastest["peft"],
             "min_train_over_forward": fastest["ptune"] / fastest["forward"], "losses": losses, "max_abs_loss_diff_ptune_peft": drift,
-            "ptune_over_peft": med["ptune"] / med["peft"], "train_over_forward": med["ptune"] / med["forward"]}
+            "ptune_over_peft": med["ptune"] / med["peft"], "train_over_forward": med["ptune"] / med["forward"],
+            "bf16_speedup": med["ptune"] / med["ptune_bf16"], "eval_bf16_speedup": med["forward"] / med["forward_bf16"],
+            "max_abs_loss_diff_fp32_bf16": max(abs(a - b) for a, b in zip(losses["forward"], losses["forward_bf16"],
+                                                                            strict=True))}
 
 
 def rss_kb() -> int:
@@ -178,12 +196,19 @@ def print_table(res: dict) -> None:
              f"|loss diff| {t['max_abs_loss_diff_ptune_peft']:.1e}"),
             ("train step / forward-only", t["train_over_forward"], GOALS["train_over_forward"],
              f"train {med['ptune']:.1f} ms, forward {med['forward']:.1f} ms (min-based {t['min_train_over_forward']:.3f})"),
+            ("bf16 speed-up, train step", t["bf16_speedup"], GOALS["bf16_speedup"],
+             f"fp32 {med['ptune']:.1f} ms, bf16 {med['ptune_bf16']:.1f} ms"),
+            ("bf16 speed-up, forward", t["eval_bf16_speedup"], GOALS["eval_bf16_speedup"],
+             f"fp32 {med['forward']:.1f} ms, bf16 {med['forward_bf16']:.1f} ms, "
+             f"|loss diff| {t['max_abs_loss_diff_fp32_bf16']:.1e}"),
             ("peak RSS prompt / full FT", m["prompt_over_full_peak_rss"], GOALS["prompt_over_full_peak_rss"],
              f"prompt {m['prompt']['peak_rss_kb'] / 1024:.0f} MiB (+{m['prompt']['increase_over_load_kb'] / 1024:.0f}), "
              f"full {m['full']['peak_rss_kb'] / 1024:.0f} MiB (+{m['full']['increase_over_load_kb'] / 1024:.0f})")]
     print(f"  {'ratio':<27}{'value':>7}  {'goal':<8}{'met':<5}detail")
     for name, value, goal, detail in rows:
-        print(f"  {name:<27}{value:>7.3f}  <= {goal:<5}{'yes' if value <= goal else 'no':<5}{detail}")
+        at_least = name.startswith("bf16")  # speed-ups are goals from below
+        met = value >= goal if at_least else value <= goal
+        print(f"  {name:<27}{value:>7.3f}  {'>=' if at_least else '<='} {goal:<5}{'yes' if met else 'no':<5}{detail}")
 
 
 def run(args: argparse.Namespace) -> dict:
