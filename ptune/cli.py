@@ -177,12 +177,10 @@ def register_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Register a prompt directory as a new version of ptune-<task> (e.g. after the tracking server was down)."""
-    from ptune.data.catalog import get_task
     from ptune.model.artifacts import load_prompt
     from ptune.registry.model_registry import register_dir
 
-    name = task or load_prompt(prompt_dir)[1].task
-    reg = register_dir(prompt_dir, get_task(name, project_params(params)))
+    reg = register_dir(prompt_dir, _run(task or load_prompt(prompt_dir)[1].task, params).spec)
     typer.echo(f"registered {reg.name} version {reg.version} (run {reg.run_id}); promote with "
                f"`ptune promote {task or reg.name.removeprefix('ptune-')} --version {reg.version}`")
 
