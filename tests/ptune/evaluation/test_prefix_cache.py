@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ptune.evaluation import scoring as ev
-from ptune.evaluation.baseline import few_shot_prefix
+from ptune.evaluation.baseline import few_shot_prefix, run_baselines
 from ptune.evaluation.scoring import evaluate, join_prefix, score_labels, score_labels_naive
 from ptune.model.batching import encode_source
 from ptune.model.generate import generate_ids
@@ -73,6 +73,21 @@ def test_evaluate_with_a_k_shot_prefix_matches_the_plain_path(tiny_causal, monke
                          progress=False)
         monkeypatch.setattr(ev, "SHARE_PREFIX", True)
         assert cached.predictions == plain.predictions and cached.metrics == plain.metrics
+
+
+@pytest.mark.parametrize("mode", ["rank", "generate"])
+def test_all_baselines_match_the_plain_path(tiny_causal, monkeypatch, mode):
+    tiny_causal.tokenizer.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n"
+                                           "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
+    spec, examples = make_spec(), make_examples()
+    kw = dict(k=3, batch_size=3, mode=mode, progress=False)
+    cached = run_baselines(tiny_causal, spec, examples * 2, examples, **kw)
+    monkeypatch.setattr(ev, "SHARE_PREFIX", False)
+    plain = run_baselines(tiny_causal, spec, examples * 2, examples, **kw)
+    assert set(cached) == set(plain) == {"zero_shot", "k_shot", "chat_zero_shot"}
+    for name in cached:
+        assert cached[name].predictions == plain[name].predictions, name
+    assert cached["k_shot"].details["k_used"] == 3
 
 
 def _count_batch_one_forwards(base) -> list[int]:
