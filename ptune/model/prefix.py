@@ -64,15 +64,20 @@ def build_prefix(base: BaseModel, prompt: torch.Tensor | None, ids: Sequence[int
     if prompt is not None:
         embeds = torch.cat([prompt.to(device=embeds.device, dtype=embeds.dtype).unsqueeze(0), embeds], dim=1)
     length = embeds.shape[1]  # K
-    if length == 0:
+    cache = DynamicCache(config=base.model.config)  # layer types known from the config, before any forward
+    if length == 0 or not _full_attention(cache):
         return None
-    cache = DynamicCache(config=base.model.config)
     mask = torch.ones(1, length, dtype=torch.long, device=base.device)
     base.model.base_model(inputs_embeds=embeds, attention_mask=mask, cache=cache, use_cache=True,
                           position_ids=torch.arange(length, device=base.device).unsqueeze(0))
-    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
-        return None  # sliding-window / linear / shared-KV layers: keep the plain path
+    if not cache.layers or not _full_attention(cache):
+        return None
     return PrefixCache(tuple((layer.keys, layer.values) for layer in cache.layers), length, len(ids))
+
+
+def _full_attention(cache: DynamicCache) -> bool:
+    """Every layer is a plain DynamicLayer (sliding-window, linear and shared-KV layers: plain path)."""
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 def expand_prefix(prefix: PrefixCache, batch: int) -> DynamicCache:

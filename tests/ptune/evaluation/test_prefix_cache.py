@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import MistralConfig, MistralForCausalLM
 
 from ptune.evaluation import scoring as ev
 from ptune.evaluation.baseline import few_shot_prefix, run_baselines
 from ptune.evaluation.scoring import evaluate, join_prefix, score_labels, score_labels_naive
+from ptune.model.base import from_objects
 from ptune.model.batching import encode_source
 from ptune.model.generate import generate_ids
 from ptune.model.prefix import build_prefix, shared_len, split_shared
@@ -137,6 +139,18 @@ def test_plain_path_for_t5_and_per_row_prompts(tiny_causal, tiny_t5):
         assert build_prefix(tiny_t5, _prompt(tiny_t5), [5, 6]) is None
         assert build_prefix(tiny_causal, torch.zeros(2, 4, tiny_causal.hidden_size), [5, 6]) is None
         assert build_prefix(tiny_causal, None, []) is None
+
+
+def test_sliding_window_models_keep_the_plain_path_without_a_prefix_pass(tiny_causal):
+    """A sliding window counts padding positions, so moving the padding behind the prefix is not exact."""
+    config = MistralConfig(vocab_size=len(tiny_causal.tokenizer), hidden_size=16, intermediate_size=32,
+                           num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, sliding_window=4)
+    base = from_objects(MistralForCausalLM(config), tiny_causal.tokenizer, "tiny-mistral")
+    sizes = _count_batch_one_forwards(base)
+    rows = _rows(base, HARD)
+    with torch.inference_mode():
+        assert split_shared(base, _prompt(base), rows) == (None, rows)
+    assert sizes == []
 
 
 def test_a_prefix_cache_and_a_prompt_cannot_be_combined(tiny_causal):
