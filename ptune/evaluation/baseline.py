@@ -8,6 +8,9 @@
   generation prompt; the label is scored as the assistant's continuation (same target tokenisation as
   training). Omitted, with a note, when the tokenizer has no chat template.
 Baselines train nothing: 0 trainable parameters, against P*d for a soft prompt.
+The shared text (instruction + demonstrations, and the chat template's head) is encoded once per
+`evaluate` call and its keys/values reused for every row (`ptune.model.prefix`): each row is still
+tokenised whole, exactly as without the cache, and only its leading ids common to all rows are cached.
 """
 
 from __future__ import annotations

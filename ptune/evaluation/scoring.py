@@ -11,6 +11,9 @@ The source is run once per example and shared across its L labels:
 - T5: the encoder runs once, its output is repeated L times, the decoder scores all labels at once.
 `score_labels_naive` (one full forward per label) is the reference both must equal, used by the tests
 and benchmarks. Labels are tokenised with `encode_target`, exactly as in training.
+What every source of a `predict` call starts with (the (P, d) soft prompt, a baseline's instruction and
+demonstrations, BOS) is run once per call and its keys/values reused by every batch (causal LMs, rank
+and greedy generation; `ptune.model.prefix`, `_shared_prefix`); same results as the plain path (tested).
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ from ptune.evaluation.metrics import compute_metrics
 from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, _pad, collate, encode_source, encode_target, left_pad
 from ptune.model.generate import generate_batch, match_label, max_label_tokens
+from ptune.model.prefix import PrefixCache, prefix_inputs, split_shared
 from ptune.model.soft_prompt import prompt_inputs
+
+SHARE_PREFIX = True  # False: every batch runs prompt + full source (the plain path tests compare against)
 
 
 @dataclass
@@ -59,19 +65,19 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
 
 
 def _score_causal(base: BaseModel, source_ids: Sequence[Sequence[int]], label_ids: list[list[int]],
-                  prompt: torch.Tensor | None) -> torch.Tensor:
+                  prompt: torch.Tensor | None, prefix: PrefixCache | None = None) -> torch.Tensor:
     model, dev, n_labels = base.model, base.device, len(label_ids)
     ids, mask = (t.to(dev) for t in left_pad(source_ids, base.tokenizer.pad_token_id))  # (B, S)
-    kwargs = prompt_inputs(base, prompt, ids, mask)
+    kwargs = prompt_inputs(base, prompt, ids, mask) if prefix is None else prefix_inputs(base, prefix, ids, mask)
     out = model(**kwargs, use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): next token after the source
     cache = out.cache  # transformers 5: DynamicCache (formerly past_key_values)
-    cache.batch_repeat_interleave(n_labels)  # (B*L, heads, P+S, hd) per layer
+    cache.batch_repeat_interleave(n_labels)  # (B*L, heads, P+S or K+S, hd) per layer
     lab = _pad(label_ids, base.tokenizer.pad_token_id).to(dev)  # (L, T)
     lab_mask = _pad([[1] * len(x) for x in label_ids], 0).to(dev)  # (L, T)
     batch = ids.shape[0]
     lab_ids, lab_mask = lab.repeat(batch, 1), lab_mask.repeat(batch, 1)  # (B*L, T), row b*L + l
-    past_mask = kwargs["attention_mask"].repeat_interleave(n_labels, dim=0)  # (B*L, P+S)
+    past_mask = kwargs["attention_mask"].repeat_interleave(n_labels, dim=0)  # (B*L, P+S) or (B*L, K+S)
     start = past_mask.sum(-1, keepdim=True)  # each row's own length = position of its first label token
     positions = start + torch.arange(lab.shape[1], device=dev)  # (B*L, T)
     logits = model(input_ids=lab_ids, attention_mask=torch.cat([past_mask, lab_mask], dim=1),
@@ -98,13 +104,21 @@ def _score_seq2seq(base: BaseModel, source_ids: Sequence[Sequence[int]], label_i
 
 
 def score_labels(base: BaseModel, source_ids: Sequence[Sequence[int]], labels: Sequence[str],
-                 prompt: torch.Tensor | None = None, *, length_normalize: bool = False) -> torch.Tensor:
+                 prompt: torch.Tensor | None = None, *, length_normalize: bool = False,
+                 prefix: PrefixCache | None = None) -> torch.Tensor:
     """(B, L) log-likelihood of each label given each source, sharing the source pass across labels.
 
-    source_ids: B lists from `encode_source`; labels: L label words; prompt: (P, d), (B, P, d) or None."""
+    source_ids: B lists from `encode_source`; labels: L label words; prompt: (P, d), (B, P, d) or None.
+    prefix (causal LMs): a cached shared prefix from `split_shared`, which already holds the prompt
+    (pass prompt=None) and the shared ids (source_ids are then each row's remaining ids)."""
     label_ids = _label_ids(base, labels)
-    fn = _score_seq2seq if base.is_encoder_decoder else _score_causal
-    scores = fn(base, source_ids, label_ids, prompt)
+    if prefix is not None:
+        if prompt is not None or base.is_encoder_decoder:
+            raise ValueError("score_labels: a prefix cache replaces the prompt (causal LMs only); pass prompt=None")
+        scores = _score_causal(base, source_ids, label_ids, None, prefix)
+    else:
+        fn = _score_seq2seq if base.is_encoder_decoder else _score_causal
+        scores = fn(base, source_ids, label_ids, prompt)
     if length_normalize:
         scores = scores / torch.tensor([len(x) for x in label_ids], device=scores.device, dtype=scores.dtype)
     return scores
@@ -209,15 +223,28 @@ def _predict(base: BaseModel, spec: TaskSpec, sources: list[list[int]], prompt: 
     else:
         new_tokens = spec.max_target_tokens
     with torch.inference_mode(), tqdm(total=len(sources), desc=desc, disable=not progress, leave=False) as bar:
+        prefix, sources = _shared_prefix(base, sources, prompt, mode, num_beams)  # once per call, not per batch
+        prompt = None if prefix is not None else prompt  # the prefix holds it
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             rows = [sources[j] for j in idx]
             if mode == "rank":
-                best = score_labels(base, rows, spec.label_words, prompt, length_normalize=length_normalize)
+                best = score_labels(base, rows, spec.label_words, prompt, length_normalize=length_normalize,
+                                    prefix=prefix)
                 texts = [spec.label_words[k] for k in best.argmax(-1).tolist()]
             else:
-                texts = generate_batch(base, rows, prompt, new_tokens, num_beams)
+                texts = generate_batch(base, rows, prompt, new_tokens, num_beams, prefix=prefix)
             for j, text in zip(idx, texts, strict=True):
                 out[j] = text
             bar.update(len(idx))
     return out
+
+
+def _shared_prefix(base: BaseModel, sources: list[list[int]], prompt: torch.Tensor | None, mode: str,
+                   num_beams: int) -> tuple[PrefixCache | None, list[list[int]]]:
+    """(cached prefix, each source's own ids) when every source starts with the same soft prompt and/or
+    ids (`ptune.model.prefix`); (None, sources) for the plain path: encoder-decoders, per-row prompts,
+    beam search, nothing shared, or SHARE_PREFIX off."""
+    if not SHARE_PREFIX or (mode == "generate" and num_beams != 1):
+        return None, sources
+    return split_shared(base, prompt, sources)

@@ -18,6 +18,7 @@ from ptune.errors import ConfigError
 from ptune.model.artifacts import load_prompt
 from ptune.model.base import BaseModel
 from ptune.model.batching import encode_target
+from ptune.model.prefix import build_prefix, prefix_inputs
 
 logger = logging.getLogger(__name__)
 VOCAB_INIT_TOP_IDS = 5000  # `vocab` init samples among the first ids (see `vocab_candidate_ids`)
@@ -74,6 +75,26 @@ def prompt_inputs(
         kwargs = {"inputs_embeds": embeds, "attention_mask": attention_mask}
     if not base.is_encoder_decoder:
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, P+T)
+    if labels is not None:
+        kwargs["labels"] = labels
+    return kwargs
+
+
+def shared_prompt_inputs(base: BaseModel, prompt: torch.Tensor, input_ids: torch.Tensor,
+                         attention_mask: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+    """`prompt_inputs` for one (P, d) prompt shared by every row, with the prompt's pass run once.
+
+    In a causal LM the prompt positions attend only to the prompt, so their keys/values are the same in
+    every row: they are computed at batch size 1 (`ptune.model.prefix.build_prefix`), repeated over the
+    batch, and only the rows' T tokens run after them. Returns inputs_embeds (B, T, d), attention_mask
+    (B, P+T), position_ids (B, T), the prompt's `cache` and labels (B, T) as given (the prompt positions
+    are not in the output, and predict no target). The gradient reaches `prompt` through the cached
+    keys/values. Same loss and prompt gradient as `prompt_inputs` (tested, left and right padding);
+    encoder-decoders and models with sliding-window/linear layers get `prompt_inputs` itself."""
+    prefix = build_prefix(base, prompt, []) if prompt.ndim == 2 else None
+    if prefix is None:
+        return prompt_inputs(base, prompt, input_ids, attention_mask, labels)
+    kwargs: dict = prefix_inputs(base, prefix, input_ids, attention_mask)
     if labels is not None:
         kwargs["labels"] = labels
     return kwargs
@@ -203,14 +224,15 @@ def target_loss(base: BaseModel, kwargs: dict[str, torch.Tensor]) -> torch.Tenso
     For causal LMs the LM head runs only at the positions that predict a target token, not over the
     whole (B, P+T) sequence: with a 49k-word vocabulary the full (B, P+T, V) logits and their gradient
     dominate a prompt-tuning step's memory. Same value as the model's own loss (tested); models that
-    post-process logits (soft-capping, logit scale) take the ordinary path.
+    post-process logits (soft-capping, logit scale) take the ordinary path. kwargs may also come from
+    `shared_prompt_inputs` (a cached prompt: `cache` is then used and labels cover the rows only).
     """
     model = base.model
     if base.is_encoder_decoder or _rescales_logits(model.config):
         return model(**kwargs).loss.float()
     kwargs = dict(kwargs)
     labels = kwargs.pop("labels")[:, 1:]  # (B, L-1): token t+1 is predicted at position t
-    hidden = model.base_model(**kwargs, use_cache=False).last_hidden_state[:, :-1]  # (B, L-1, d)
+    hidden = model.base_model(**kwargs, use_cache="cache" in kwargs).last_hidden_state[:, :-1]  # (B, L-1, d)
     keep = labels != -100
     logits = model.get_output_embeddings()(hidden[keep])  # (N, V), N = target tokens in the batch
     return torch.nn.functional.cross_entropy(logits.float(), labels[keep])

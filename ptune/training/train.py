@@ -1,7 +1,8 @@
 """Train one soft prompt on a frozen base model (Lester et al. 2021): only the prompt is optimised.
 
 Loop: length-bucketed, dynamically padded batches whose order is a pure function of (seed, epoch);
-loss = target_loss(base, prompt_inputs(base, prompt(B), **batch)); validation every `eval_every` steps
+loss = target_loss(base, shared_prompt_inputs(base, prompt.weight, **batch)) (the prompt's own pass runs once
+per batch at batch size 1; same loss and gradient as prompt_inputs); validation every `eval_every` steps
 (primary metric = first of spec.metrics, higher is better) with early stopping; the best prompt is kept.
 Checkpoints go to `out_dir/checkpoint/` (see ptune.training.checkpoint) and a rerun resumes from them, reaching
 the same final prompt as an uninterrupted run.
@@ -28,7 +29,7 @@ from ptune.fileio import sha256_text
 from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
 from ptune.model.precision import autocast, autocast_dtype
-from ptune.model.soft_prompt import SoftPrompt, prompt_inputs, target_loss
+from ptune.model.soft_prompt import SoftPrompt, shared_prompt_inputs, target_loss
 from ptune.training import checkpoint as ckpt
 from ptune.training.history import StepInfo, TrainResult
 
@@ -184,7 +185,7 @@ def _train_step(base: BaseModel, state: _State, batch: dict[str, torch.Tensor], 
                 amp: torch.dtype | None) -> float:
     """One optimizer step on the prompt; returns the batch loss."""
     with autocast(base.device, amp):
-        loss = target_loss(base, prompt_inputs(base, state.prompt(batch["input_ids"].shape[0]), **batch))
+        loss = target_loss(base, shared_prompt_inputs(base, state.prompt.weight, **batch))  # prompt pass run once
     loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(state.prompt.parameters(), cfg.grad_clip)
@@ -204,7 +205,7 @@ def _validation_loss(base: BaseModel, spec: TaskSpec, examples: Sequence[Example
                                                            base.is_encoder_decoder).items()}
         n = int((batch["labels"] != -100).sum())
         with autocast(base.device, amp):
-            loss = target_loss(base, prompt_inputs(base, weight, **batch))
+            loss = target_loss(base, shared_prompt_inputs(base, weight, **batch))
         total, count = total + float(loss.float()) * n, count + n
     return total / max(count, 1)
 

@@ -34,7 +34,7 @@ def test_model_info_reports_bf16_support(tiny_causal):
 
 
 def _loss(base, prompt, dtype) -> float:
-    spec, examples = make_spec(), make_examples(n=8)
+    examples = make_examples(n=8)
     items = [encode_pair(base.tokenizer, ex.source, ex.target, encoder_decoder=base.is_encoder_decoder,
                          max_source_tokens=64, add_eos=False) for ex in examples]
     batch = collate(items, base.tokenizer.pad_token_id, base.is_encoder_decoder)

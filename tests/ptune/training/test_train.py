@@ -222,3 +222,17 @@ def test_cli_train_writes_a_prompt_artifact(tiny_causal, tmp_path, monkeypatch):
     assert weight.shape == (4, tiny_causal.hidden_size) and meta.data_version == "v-test"
     assert meta.train_config["max_steps"] == 4 and "validation/accuracy" in meta.metrics
     assert (out / "checkpoint" / ckpt.FILE).is_file() and '"steps_run": 4' in res.output
+
+
+def test_shared_prompt_pass_trains_the_same_prompt_as_the_plain_path(tiny_causal, tmp_path, monkeypatch):
+    """Training runs the prompt's pass once per batch (`shared_prompt_inputs`); over several steps with
+    padded batches it moves the prompt exactly as the plain per-row prompt pass does."""
+    from ptune.model.soft_prompt import prompt_inputs
+
+    cfg = replace(BASE_CFG, max_steps=6, eval_every=3, checkpoint_every=0)
+    shared = train_prompt(tiny_causal, SPEC, TRAIN, VALID, cfg, tmp_path / "shared")
+    monkeypatch.setattr(train_mod, "shared_prompt_inputs", prompt_inputs)
+    plain = train_prompt(tiny_causal, SPEC, TRAIN, VALID, cfg, tmp_path / "plain")
+    assert torch.allclose(shared.prompt.weight, plain.prompt.weight, atol=1e-5, rtol=0)
+    assert [h.loss for h in shared.history] == pytest.approx([h.loss for h in plain.history], abs=1e-5)
+    assert shared.best_metrics == pytest.approx(plain.best_metrics, abs=1e-5)
