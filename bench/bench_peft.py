@@ -23,7 +23,7 @@ from transformers.optimization import Adafactor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ptune.model.base import BaseModel, from_objects  # noqa: E402
-from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs, target_loss  # noqa: E402
+from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs, shared_prompt_inputs, target_loss  # noqa: E402
 from tests.tiny_models import build_causal  # noqa: E402
 
 PROMPT = 20
@@ -47,13 +47,16 @@ def adafactor(params: list[torch.nn.Parameter]) -> Adafactor:
     return Adafactor(params, lr=0.3, scale_parameter=False, relative_step=False, warmup_init=False)
 
 
-def ptune_step(base: BaseModel, weight: torch.Tensor) -> Callable[[dict[str, torch.Tensor]], float]:
-    """A train-step closure for ptune's SoftPrompt + prompt_inputs."""
+def ptune_step(base: BaseModel, weight: torch.Tensor, shared: bool = True) -> Callable[[dict[str, torch.Tensor]], float]:
+    """A train-step closure for ptune's SoftPrompt: `shared_prompt_inputs` (the prompt's pass once per batch,
+    ptune's training path) or, with shared=False, the plain `prompt_inputs`."""
     prompt = SoftPrompt(weight)
     opt = adafactor([prompt.weight])
 
     def step(batch: dict[str, torch.Tensor]) -> float:
-        loss = target_loss(base, prompt_inputs(base, prompt(batch["input_ids"].shape[0]), **batch))  # ptune's train path
+        inputs = shared_prompt_inputs(base, prompt.weight, **batch) if shared else \
+            prompt_inputs(base, prompt(batch["input_ids"].shape[0]), **batch)
+        loss = target_loss(base, inputs)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
