@@ -1,11 +1,14 @@
 """One prompt-tuning train step, three ways: vs PEFT, vs a forward-only pass, and in memory vs full fine-tuning.
 
-1. ptune step / PEFT PromptTuning step (fwd + bwd + Adafactor lr 0.3, 20-token prompt), goal <= 1.0.
-2. ptune step / forward-only pass (torch.inference_mode, same batch and prompt), goal <= 2.5.
+1. ptune step / PEFT PromptTuning step (fwd + bwd + Adafactor lr 0.3, 20-token prompt, fp32), goal <= 0.65.
+2. ptune step / forward-only pass (torch.inference_mode, same batch and prompt), goal <= 2.0.
    Both also under bf16 autocast: fp32 time / bf16 time, goals >= 1.25 (step) and >= 1.8 (forward).
-3. peak RSS of prompt tuning / full fine-tuning (AdamW on every parameter), each measured in a fresh
-   child process of this script (hidden `--memory-child prompt|full`) that loads the model, records its
-   RSS, runs 2 steps and reports ru_maxrss; goal <= 0.5.
+   Roofline: the step's FLOPs (torch FlopCounterMode) / its time, against an n x n matmul's FLOP/s measured
+   in the same process, per dtype; goal >= 0.5.
+3. peak RSS of prompt tuning (ptune's default precision policy: bf16 autocast on CPUs with bf16 units) /
+   full fine-tuning (fp32, AdamW on every parameter), each measured in a fresh child process of this
+   script (hidden `--memory-child prompt|full`) that loads the model, records its RSS, runs 2 steps and
+   reports ru_maxrss; goal <= 0.4.
 Timings are interleaved (order rotated each repetition, first repetition is warm-up) and medians are
 reported. Results are printed and written to bench/results/train_step_<model>.json. Asserts nothing.
 Usage: python bench/bench_train_step.py [--model tiny|smollm2] [--reps N] [--threads N]
@@ -35,13 +38,14 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_peft import PROMPT, peft_step, ptune_step  # noqa: E402
 from ptune.model.base import BaseModel, load_base_model  # noqa: E402
 from ptune.model.batching import collate, encode_pair  # noqa: E402
-from ptune.model.precision import autocast  # noqa: E402
+from ptune.model.precision import autocast, autocast_dtype  # noqa: E402
 from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # noqa: E402
 from tests.tiny_models import WORDS, build_causal  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-GOALS = {"ptune_over_peft": 1.0, "train_over_forward": 2.5, "prompt_over_full_peak_rss": 0.5,
-         "bf16_speedup": 1.25, "eval_bf16_speedup": 1.8, "shared_prompt_speedup": 1.0}  # speed-ups: at least; the others: at most
+GOALS = {"ptune_over_peft": 0.65, "train_over_forward": 2.0, "prompt_over_full_peak_rss": 0.4,
+         "bf16_speedup": 1.25, "eval_bf16_speedup": 1.8, "shared_prompt_speedup": 1.0,
+         "fraction_of_peak": 0.5}  # speed-ups: at least; the others: at most
 BATCH, TOKENS, MEMORY_STEPS = 8, 64, 2
 Batch = dict[str, torch.Tensor]
 
@@ -109,15 +113,46 @@ def time_steps(base: BaseModel, batch: Batch, reps: int) -> dict:
                 times[key].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
     fastest = {k: min(v) for k, v in times.items()}  # less sensitive to other processes than the median
-    drift = max(abs(a - b) for a, b in zip(losses["ptune"], losses["peft"], strict=True))
+    # first step only: same prompt, same batch; later steps drift apart because lr 0.3 amplifies rounding
+    drift = abs(losses["ptune"][0] - losses["peft"][0])
     return {"median_s": med, "min_s": fastest, "times_s": times,
             "min_ptune_over_peft": fastest["ptune"] / fastest["peft"],
             "min_train_over_forward": fastest["ptune"] / fastest["forward"], "losses": losses, "max_abs_loss_diff_ptune_peft": drift,
             "ptune_over_peft": med["ptune"] / med["peft"], "train_over_forward": med["ptune"] / med["forward"],
             "shared_prompt_speedup": med["ptune_plain"] / med["ptune"],
             "bf16_speedup": med["ptune"] / med["ptune_bf16"], "eval_bf16_speedup": med["forward"] / med["forward_bf16"],
-            "max_abs_loss_diff_fp32_bf16": max(abs(a - b) for a, b in zip(losses["forward"], losses["forward_bf16"],
-                                                                            strict=True))}
+            "max_abs_loss_diff_fp32_bf16": abs(losses["forward"][0] - losses["forward_bf16"][0])}
+
+
+def step_flops(base: BaseModel, batch: Batch) -> int:
+    """FLOPs of one ptune train step (forward + backward to the prompt), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = ptune_step(base, init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().cpu())
+    with FlopCounterMode(display=False) as counter:
+        step(batch)
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of an n x n matmul in `dtype` on this CPU with torch's threads: the in-process roofline."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times)
+
+
+def roofline(base: BaseModel, batch: Batch, timing: dict) -> dict:
+    """Achieved FLOP/s of the train step (fp32 and bf16 autocast) against the matmul peak of each dtype."""
+    flops = step_flops(base, batch)
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    achieved = {"fp32": flops / timing["median_s"]["ptune"], "bf16": flops / timing["median_s"]["ptune_bf16"]}
+    return {"flops_per_step": flops, "matmul_peak_flops": peak, "achieved_flops": achieved,
+            "fraction_of_peak": {k: achieved[k] / peak[k] for k in peak}}
 
 
 def rss_kb() -> int:
@@ -150,15 +185,18 @@ def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | Non
     gc.collect()
     after_load, load_peak = rss_kb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     batch = make_batch(base)
-    if mode == "prompt":
+    amp = None
+    if mode == "prompt":  # ptune's default precision policy (auto): bf16 autocast where the CPU has bf16 units
         step = ptune_step(base, init_prompt(base, PROMPT, "vocab", seed=0).weight.detach())
-    else:
+        amp = autocast_dtype("auto", torch.device("cpu"), base.n_params)
+        step = in_bf16(step) if amp is not None else step
+    else:  # the reference a user would otherwise run: full fine-tuning in fp32 with AdamW
         step = full_step(base)
     trainable = sum(p.numel() for p in base.model.parameters() if p.requires_grad) if mode == "full" else PROMPT * base.hidden_size
     start = time.perf_counter()
     losses = [step(batch) for _ in range(MEMORY_STEPS)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
-    return {"mode": mode, "rss_after_load_kb": after_load, "peak_rss_during_load_kb": load_peak,
+    return {"mode": mode, "autocast": str(amp), "rss_after_load_kb": after_load, "peak_rss_during_load_kb": load_peak,
             "peak_rss_kb": peak, "increase_over_load_kb": peak - after_load, "trainable_params": trainable,
             "steps": MEMORY_STEPS, "losses": losses, "seconds": time.perf_counter() - start}
 
@@ -208,9 +246,14 @@ def print_table(res: dict) -> None:
             ("peak RSS prompt / full FT", m["prompt_over_full_peak_rss"], GOALS["prompt_over_full_peak_rss"],
              f"prompt {m['prompt']['peak_rss_kb'] / 1024:.0f} MiB (+{m['prompt']['increase_over_load_kb'] / 1024:.0f}), "
              f"full {m['full']['peak_rss_kb'] / 1024:.0f} MiB (+{m['full']['increase_over_load_kb'] / 1024:.0f})")]
+    r = t["roofline"]
+    for dtype in ("fp32", "bf16"):
+        rows.append((f"step FLOP/s / peak, {dtype}", r["fraction_of_peak"][dtype], GOALS["fraction_of_peak"],
+                     f"{r['achieved_flops'][dtype] / 1e9:.1f} of {r['matmul_peak_flops'][dtype] / 1e9:.1f} GFLOP/s "
+                     f"({r['flops_per_step'] / 1e9:.1f} GFLOP per step)"))
     print(f"  {'ratio':<27}{'value':>7}  {'goal':<8}{'met':<5}detail")
     for name, value, goal, detail in rows:
-        at_least = "speed-up" in name  # speed-ups are goals from below
+        at_least = "speed-up" in name or "peak," in name  # goals from below
         met = value >= goal if at_least else value <= goal
         print(f"  {name:<27}{value:>7.3f}  {'>=' if at_least else '<='} {goal:<5}{'yes' if met else 'no':<5}{detail}")
 
@@ -226,6 +269,7 @@ def run(args: argparse.Namespace) -> dict:
     batch = make_batch(base)
     torch.manual_seed(0)
     timing = time_steps(base, batch, args.reps)
+    timing["roofline"] = roofline(base, batch, timing)
     mask = batch["attention_mask"]
     shape = {"batch": int(mask.shape[0]), "width": int(mask.shape[1]), "prompt_tokens": PROMPT,
              "real_tokens_per_row": mask.sum(1).tolist(), "pad_fraction": float(1 - mask.float().mean())}

@@ -50,7 +50,8 @@ class TrainProgress:
             update_progress_artifact(self.artifact_id, percent, description=f"step {info.step}/{self.max_steps}, "
                                      f"loss {info.loss:.4f}" + (f", {info.metrics}" if info.metrics else ""))
         if info.metrics:
-            self.logger.info("step %d: loss %.4f, %s", info.step, info.loss, info.metrics)
+            self.logger.info("step %d: loss %.4f, %s (step %.2f s, validation %.1f s)", info.step, info.loss,
+                             info.metrics, info.step_seconds, info.validation_seconds or 0.0)
 
     def finish(self, steps: int) -> None:
         update_progress_artifact(self.artifact_id, 100.0, description=f"done: {steps} steps")

@@ -131,8 +131,10 @@ class TrainingRun:
         return self.run_id
 
     def __call__(self, info: StepInfo) -> None:
-        """Record one training step: train/loss, train/lr and any validation metrics, at `info.step`."""
-        values = {"train/loss": info.loss, "train/lr": info.lr, **(info.metrics or {})}
+        """Record one training step: train/loss, train/lr, train/step_seconds and, on evaluation steps, the
+        validation metrics and validation/seconds (the validation pass alone), at `info.step`."""
+        values = {"train/loss": info.loss, "train/lr": info.lr, "train/step_seconds": info.step_seconds,
+                  "validation/seconds": info.validation_seconds, **(info.metrics or {})}
         stamp = _now_ms()
         self._pending += [Metric(k, float(v), stamp, int(info.step)) for k, v in values.items() if v is not None]
         if len(self._pending) >= self.flush_every and not self._offline:

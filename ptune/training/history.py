@@ -19,6 +19,8 @@ class StepInfo:
     loss: float
     metrics: dict[str, float] | None
     lr: float
+    step_seconds: float = 0.0  # forward + backward + optimizer update
+    validation_seconds: float | None = None  # the validation pass, on evaluation steps only
 
 
 @dataclass
@@ -34,6 +36,16 @@ class TrainResult:
     resumed_from: int | None  # checkpoint step this call started from
     device: str = "cpu"  # where training ran
     autocast: str | None = None  # autocast dtype used ("bfloat16") or None
+
+    @property
+    def validation_seconds(self) -> float:
+        """Time spent validating, over every recorded step (resumed ones included)."""
+        return sum(h.validation_seconds or 0.0 for h in self.history)
+
+    @property
+    def step_seconds(self) -> float:
+        """Time spent in optimizer steps, over every recorded step."""
+        return sum(h.step_seconds for h in self.history)
 
 
 def write_curve(history: list[StepInfo], path: Path) -> Path:

@@ -81,6 +81,8 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
         if callback is not None:
             callback(info)
     bar.close()
+    log.info("trained %s: %d steps, %.1f s in steps, %.1f s in validation", spec.name, state.step,
+             sum(h.step_seconds for h in state.history), sum(h.validation_seconds or 0.0 for h in state.history))
     best = state.best_weight if state.best_weight is not None else state.prompt.weight.detach()
     best_step = state.best_step if state.best_weight is not None else state.step
     return TrainResult(SoftPrompt(best), best_step, dict(state.best_metrics), state.history, state.step,
@@ -92,13 +94,18 @@ def _step(base: BaseModel, spec: TaskSpec, state: _State, batch: dict[str, torch
           cfg: TrainConfig, amp: torch.dtype | None) -> StepInfo:
     """One optimizer step, then validation (and best/early-stop bookkeeping) when it is due."""
     lr = _set_lr(state.optimizer, cfg, state.step)
+    start = time.perf_counter()
     loss = _train_step(base, state, batch, cfg, amp)
-    state.step += 1
-    metrics = None
+    step_seconds, state.step = time.perf_counter() - start, state.step + 1
+    metrics, validation_seconds = None, None
     if cfg.eval_every and validation and (state.step % cfg.eval_every == 0 or state.step == cfg.max_steps):
+        start = time.perf_counter()
         metrics = _evaluate(base, spec, validation, state.prompt.weight.detach(), cfg, amp)
+        validation_seconds = time.perf_counter() - start
         _track_best(state, metrics, f"validation/{spec.metrics[0]}", cfg.patience)
-    info = StepInfo(state.step, loss, metrics, lr)
+        log.info("%s step %d: loss %.4f, %s (validation %.1f s)", spec.name, state.step, loss, metrics,
+                 validation_seconds)
+    info = StepInfo(state.step, loss, metrics, lr, step_seconds, validation_seconds)
     state.history.append(info)
     return info
 

@@ -62,6 +62,8 @@ def test_steps_chain_from_raw_data_to_a_promoted_version(toy_project, tmp_path, 
     assert decision.promoted  # promote.min_gain is -1 in the toy project: the first version wins
     assert str(model_registry.alias_version("toy", "champion").version) == registered.version
     assert MlflowClient().get_run(trained.run_id).info.status == "FINISHED"
+    timing = MlflowClient().get_metric_history(trained.run_id, "validation/seconds")
+    assert [m.step for m in timing] == [3, 6] and all(m.value > 0 for m in timing)  # eval_every 3 in the toy project
     saved = json.loads((trained.prompt_dir / "prompt.json").read_text())["metrics"]
     assert saved["test/accuracy"] == metrics["test/accuracy"] and "validation/accuracy" in saved
     assert sorted(reads) == ["test", "train", "validation"]  # each prepared split parsed once for all steps

@@ -119,6 +119,10 @@ def test_real_validation_metrics_are_reported(tiny_causal, tmp_path):
     assert len(evals) == 2 and all(0.0 <= m["validation/accuracy"] <= 1.0 for m in evals)
     assert all(m["validation/loss"] > 0 for m in evals)
     assert result.best_step in (3, 6) and result.best_metrics in evals
+    # step time and validation time are recorded apart; validation only on evaluation steps
+    assert all(h.step_seconds > 0 for h in result.history)
+    assert [h.step for h in result.history if h.validation_seconds is not None] == [3, 6]
+    assert result.validation_seconds > 0 and result.step_seconds > 0
 
 
 class Kill(Exception):
