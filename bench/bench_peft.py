@@ -87,6 +87,27 @@ def peft_step(base: BaseModel, weight: torch.Tensor) -> Callable[[dict[str, torc
     return step
 
 
+def lora_step(base: BaseModel, rank: int = 8) -> Callable[[dict[str, torch.Tensor]], float]:
+    """LoRA (PEFT, r 8 on q_proj/v_proj, AdamW lr 1e-4): the method a user would pick instead of prompt
+    tuning. It runs on a copy of the base module, because LoRA injects its layers into the module it gets."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(copy.deepcopy(base.model), LoraConfig(task_type="CAUSAL_LM", r=rank, lora_alpha=16,
+                                                                  target_modules=["q_proj", "v_proj"]))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step(batch: dict[str, torch.Tensor]) -> float:
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step
+
+
 def compare(name: str, base: BaseModel, reps: int, batch: int, tokens: int) -> None:
     """Time both steps interleaved on identical batches and print medians and ratio."""
     base.model.train(False)  # frozen base: dropout off in both, as in ptune's training

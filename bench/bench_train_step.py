@@ -2,6 +2,7 @@
 
 1. ptune step / PEFT PromptTuning step (fwd + bwd + Adafactor lr 0.3, 20-token prompt, fp32), goal <= 0.65.
 2. ptune step / forward-only pass (torch.inference_mode, same batch and prompt), goal <= 2.0.
+   ptune step / LoRA step (PEFT, r 8 on q/v, AdamW; fp32, same batch), goal <= 0.9.
    Both also under bf16 autocast: fp32 time / bf16 time, goals >= 1.25 (step) and >= 1.8 (forward).
    Roofline: the step's FLOPs (torch FlopCounterMode) / its time, against an n x n matmul's FLOP/s measured
    in the same process, per dtype; goal >= 0.5.
@@ -35,7 +36,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.bench_peft import PROMPT, peft_step, ptune_step  # noqa: E402
+from bench.bench_peft import PROMPT, lora_step, peft_step, ptune_step  # noqa: E402
 from ptune.model.base import BaseModel, load_base_model  # noqa: E402
 from ptune.model.batching import collate, encode_pair  # noqa: E402
 from ptune.model.precision import autocast, autocast_dtype  # noqa: E402
@@ -43,7 +44,7 @@ from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # no
 from tests.tiny_models import WORDS, build_causal  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-GOALS = {"ptune_over_peft": 0.65, "train_over_forward": 2.0, "prompt_over_full_peak_rss": 0.4,
+GOALS = {"ptune_over_peft": 0.65, "ptune_over_lora": 0.9, "train_over_forward": 2.0, "prompt_over_full_peak_rss": 0.4,
          "bf16_speedup": 1.25, "eval_bf16_speedup": 1.8, "shared_prompt_speedup": 1.0,
          "fraction_of_peak": 0.5}  # speed-ups: at least; the others: at most
 BATCH, TOKENS, MEMORY_STEPS = 8, 64, 2
@@ -100,7 +101,7 @@ def time_steps(base: BaseModel, batch: Batch, reps: int) -> dict:
     forward) in bf16 autocast; medians in seconds."""
     weight = init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().cpu()  # (P, d)
     runs = {"ptune": ptune_step(base, weight), "peft": peft_step(base, weight), "forward": forward_only(base, weight),
-            "ptune_plain": ptune_step(base, weight, shared=False),
+            "ptune_plain": ptune_step(base, weight, shared=False), "lora": lora_step(base),
             "ptune_bf16": in_bf16(ptune_step(base, weight)), "forward_bf16": in_bf16(forward_only(base, weight))}
     times: dict[str, list[float]] = {k: [] for k in runs}
     losses: dict[str, list[float]] = {k: [] for k in runs}
@@ -120,6 +121,7 @@ def time_steps(base: BaseModel, batch: Batch, reps: int) -> dict:
             "min_train_over_forward": fastest["ptune"] / fastest["forward"], "losses": losses, "max_abs_loss_diff_ptune_peft": drift,
             "ptune_over_peft": med["ptune"] / med["peft"], "train_over_forward": med["ptune"] / med["forward"],
             "shared_prompt_speedup": med["ptune_plain"] / med["ptune"],
+            "ptune_over_lora": med["ptune"] / med["lora"],
             "bf16_speedup": med["ptune"] / med["ptune_bf16"], "eval_bf16_speedup": med["forward"] / med["forward_bf16"],
             "max_abs_loss_diff_fp32_bf16": abs(losses["forward"][0] - losses["forward_bf16"][0])}
 
@@ -236,6 +238,8 @@ def print_table(res: dict) -> None:
              f"|loss diff| {t['max_abs_loss_diff_ptune_peft']:.1e}"),
             ("train step / forward-only", t["train_over_forward"], GOALS["train_over_forward"],
              f"train {med['ptune']:.1f} ms, forward {med['forward']:.1f} ms (min-based {t['min_train_over_forward']:.3f})"),
+            ("train step ptune / LoRA r8", t["ptune_over_lora"], GOALS["ptune_over_lora"],
+             f"ptune {med['ptune']:.1f} ms, LoRA (q,v) {med['lora']:.1f} ms"),
             ("shared prompt pass speed-up", t["shared_prompt_speedup"], GOALS["shared_prompt_speedup"],
              f"plain {med['ptune_plain']:.1f} ms, shared {med['ptune']:.1f} ms"),
             ("bf16 speed-up, train step", t["bf16_speedup"], GOALS["bf16_speedup"],
