@@ -75,7 +75,11 @@ def peft_step(base: BaseModel, weight: torch.Tensor) -> Callable[[dict[str, torc
         model.prompt_encoder["default"].embedding.weight.copy_(weight)
     params = [p for p in model.parameters() if p.requires_grad]
     assert len(params) == 1, f"expected only the prompt to train, got {len(params)} tensors"
-    opt = adafactor(params)
+    return model_step(model, adafactor(params))
+
+
+def model_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> Callable[[dict[str, torch.Tensor]], float]:
+    """A train-step closure on a PEFT model's own loss (the full-sequence LM head, as a PEFT user runs it)."""
 
     def step(batch: dict[str, torch.Tensor]) -> float:
         loss = model(**batch, use_cache=False).loss
@@ -96,16 +100,7 @@ def lora_step(base: BaseModel, rank: int = 8) -> Callable[[dict[str, torch.Tenso
 
     model = get_peft_model(copy.deepcopy(base.model), LoraConfig(task_type="CAUSAL_LM", r=rank, lora_alpha=16,
                                                                   target_modules=["q_proj", "v_proj"]))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step(batch: dict[str, torch.Tensor]) -> float:
-        loss = model(**batch, use_cache=False).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    return step
+    return model_step(model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4))
 
 
 def compare(name: str, base: BaseModel, reps: int, batch: int, tokens: int) -> None:

@@ -31,12 +31,18 @@ def _prompt(base, n: int = 4):
     return torch.randn(n, base.hidden_size, generator=torch.Generator().manual_seed(0))
 
 
+def _case(base, kind: str):
+    """(prompt or None, full rows, cached prefix, rows without the shared ids) for a soft/hard/both prefix."""
+    prompt = _prompt(base) if "soft" in kind else None
+    rows = _rows(base, HARD if "hard" in kind else "")
+    prefix, rest = split_shared(base, prompt, rows)
+    return prompt, rows, prefix, rest
+
+
 @pytest.mark.parametrize("kind", ["soft", "hard", "soft+hard"])
 def test_cached_rank_scores_equal_the_plain_path(tiny_causal, kind):
-    prompt = _prompt(tiny_causal) if "soft" in kind else None
-    rows = _rows(tiny_causal, HARD if "hard" in kind else "")
     with torch.inference_mode():
-        prefix, rest = split_shared(tiny_causal, prompt, rows)
+        prompt, rows, prefix, rest = _case(tiny_causal, kind)
         cached = score_labels(tiny_causal, rest, LABELS, prefix=prefix)
         plain = score_labels(tiny_causal, rows, LABELS, prompt)
         naive = score_labels_naive(tiny_causal, rows, LABELS, prompt)
@@ -51,10 +57,8 @@ def test_cached_rank_scores_equal_the_plain_path(tiny_causal, kind):
 
 @pytest.mark.parametrize("kind", ["soft", "hard", "soft+hard"])
 def test_cached_greedy_generation_equals_the_plain_path(tiny_causal, kind):
-    prompt = _prompt(tiny_causal) if "soft" in kind else None
-    rows = _rows(tiny_causal, HARD if "hard" in kind else "")
     with torch.inference_mode():
-        prefix, rest = split_shared(tiny_causal, prompt, rows)
+        prompt, rows, prefix, rest = _case(tiny_causal, kind)
         cached = generate_ids(tiny_causal, rest, None, max_new_tokens=6, prefix=prefix)
         plain = generate_ids(tiny_causal, rows, prompt, max_new_tokens=6)
         alone = [generate_ids(tiny_causal, [r], prompt, max_new_tokens=6)[0] for r in rows]
