@@ -98,15 +98,15 @@ class TaskRun:
     def examples(self, split: str, *, capped: bool = True) -> list[Example]:
         """A prepared split; validation and test are capped at `evaluate.max_examples` unless `capped=False`."""
         path = paths.prepared_dir(self.name) / f"{split}.jsonl"
-        stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
+        stamp = (str(path), path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
         rows = _read_split(self.name, split, stamp)
         limit = self.params.evaluate.max_examples if capped and split != "train" else 0
         return list(rows[:limit or None])
 
 
 @functools.lru_cache(maxsize=16)
-def _read_split(task: str, split: str, stamp: tuple[int, int] | None) -> tuple[Example, ...]:
-    """Read once per file version (`stamp` = mtime and size): every step of a run shares the parse."""
+def _read_split(task: str, split: str, stamp: tuple[str, int, int] | None) -> tuple[Example, ...]:
+    """Read once per file version (`stamp` = path, mtime and size): every step of a run shares the parse."""
     return tuple(splits.load_split(task, split))
 
 
