@@ -106,7 +106,6 @@ def predict_cmd(task: TaskArg,
                 params: ParamsOpt = Path("params.yaml")) -> None:
     """Print the label (classification) or generated text for one input."""
     from ptune import stages
-
     from ptune.data.spec import format_input
     from ptune.evaluation.scoring import predict
 
