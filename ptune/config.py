@@ -287,7 +287,10 @@ def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+DEFAULT_PARAMS = "params.yaml"
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read and validate params.yaml (all problems reported at once, prefixed by the file name)."""
     path = Path(path)
     if not path.is_file():
@@ -300,10 +303,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def project_params(path: str | Path | None = None) -> Params:
-    """The project's params: `path` (default params.yaml; relative paths start at the project directory,
-    `$PTUNE_PROJECT_DIR` or the working directory) when that file exists, else the defaults with the project
-    directory as base. The one place where a params file is found implicitly."""
-    path = project_dir() / Path(path or "params.yaml")
-    return load_params(path) if path.is_file() else Params(base_dir=project_dir())
-
-
+    """The project's params. Relative paths start at the project directory (`$PTUNE_PROJECT_DIR` or the
+    working directory). The default `params.yaml` is optional (missing: the defaults, with the project
+    directory as base); a file the caller names must exist, so a typo is an error, not a run on defaults.
+    The one place where a params file is found implicitly."""
+    named = path is not None and Path(path) != Path(DEFAULT_PARAMS)
+    full = project_dir() / Path(path or DEFAULT_PARAMS)
+    if full.is_file() or named:
+        return load_params(full)
+    return Params(base_dir=project_dir())

@@ -111,3 +111,14 @@ def test_missing_sections_take_defaults_and_bad_shapes_are_errors(tmp_path):
         params_from_dict({"train": [1, 2]})
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_project_params_default_file_is_optional_a_named_one_is_not(tmp_path, monkeypatch):
+    from ptune.config import project_params
+
+    monkeypatch.setenv("PTUNE_PROJECT_DIR", str(tmp_path))
+    assert project_params() == Params() and project_params("params.yaml").base_dir == tmp_path
+    with pytest.raises(ConfigError, match=r"typo\.yaml: params file not found"):
+        project_params("typo.yaml")
+    (tmp_path / "other.yaml").write_text("train: {max_steps: 7}\n")
+    assert project_params("other.yaml").train.max_steps == 7

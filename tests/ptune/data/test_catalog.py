@@ -124,8 +124,11 @@ def test_invalid_user_tasks_are_listed_in_one_error() -> None:
         assert expected in message
 
 
-def test_cli_tasks_lists_catalog() -> None:
-    result = CliRunner().invoke(app, ["tasks", "--params", "/nonexistent/params.yaml"])
+def test_cli_tasks_lists_catalog(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PTUNE_PROJECT_DIR", str(tmp_path))  # no params.yaml: the built-ins only
+    missing = CliRunner().invoke(app, ["tasks", "--params", "/nonexistent/params.yaml"])
+    assert isinstance(missing.exception, ConfigError) and "params file not found" in str(missing.exception)
+    result = CliRunner().invoke(app, ["tasks"])
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line for line in result.output.splitlines()}
     assert set(builtin_tasks()) <= set(lines)

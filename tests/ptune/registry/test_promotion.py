@@ -142,8 +142,7 @@ def test_default_evaluator_and_cli_promote_use_the_current_test_split(store, tin
     weight, _ = artifacts.load_prompt(tmp_path / "prompt-0-0.0")
     expected = evaluate(tiny_causal, get_task(TASK), examples(), weight, split="test", progress=False).metrics
     assert metrics == pytest.approx(expected)
-    result = CliRunner().invoke(app, ["promote", TASK, "--version", reg.version, "--dry-run",
-                                      "--params", str(tmp_path / "missing.yaml")])
+    result = CliRunner().invoke(app, ["promote", TASK, "--version", reg.version, "--dry-run"])  # no params.yaml
     assert result.exit_code == 0, result.output
     assert f"[dry run] would set ptune-{TASK}@champion -> version {reg.version}" in result.output
     assert f"test/accuracy={expected['test/accuracy']:.4f}" in result.output  # candidate re-evaluated by the CLI
