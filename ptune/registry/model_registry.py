@@ -54,7 +54,7 @@ def register_prompt(task: str, prompt_dir: str | Path, run_id: str, primary_metr
         tags = {"task": task, "data_version": meta.data_version, "base_model": meta.base_spec,
                 "base_fingerprint": meta.base_fingerprint, "git_commit": params.get("git_commit", git_commit()),
                 "primary_metric": primary_metric, "run_id": run_id,
-                **{k: repr(v) for k, v in metrics.items() if not k.startswith("train/")}}
+                **{k: repr(v) for k, v in metrics.items() if _is_result(k)}}
         set_version_tags(task, version, tags)
     return RegisteredPrompt(model_name(task), version, run_id, f"models:/{model_name(task)}/{version}")
 
@@ -135,6 +135,11 @@ def _pip_requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "transformers", "safetensors", "pandas")]
 
 
+
+
+def _is_result(metric: str) -> bool:
+    """Final results become version tags; training curves and timings (train/*, */seconds) stay on the run."""
+    return not metric.startswith("train/") and not metric.endswith("/seconds")
 
 
 def set_version_tags(task: str, version: str, tags: dict[str, str]) -> None:

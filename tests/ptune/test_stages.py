@@ -64,6 +64,8 @@ def test_steps_chain_from_raw_data_to_a_promoted_version(toy_project, tmp_path, 
     assert MlflowClient().get_run(trained.run_id).info.status == "FINISHED"
     timing = MlflowClient().get_metric_history(trained.run_id, "validation/seconds")
     assert [m.step for m in timing] == [3, 6] and all(m.value > 0 for m in timing)  # eval_every 3 in the toy project
+    tags = model_registry.version_tags("toy", registered.version)
+    assert "test/accuracy" in tags and not any(k.endswith("/seconds") or k.startswith("train/") for k in tags)
     saved = json.loads((trained.prompt_dir / "prompt.json").read_text())["metrics"]
     assert saved["test/accuracy"] == metrics["test/accuracy"] and "validation/accuracy" in saved
     assert sorted(reads) == ["test", "train", "validation"]  # each prepared split parsed once for all steps
