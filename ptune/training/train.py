@@ -218,11 +218,11 @@ def _validation_loss(base: BaseModel, spec: TaskSpec, examples: Sequence[Example
 
 
 def _validate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], weight: torch.Tensor,
-              cfg: TrainConfig) -> dict[str, float]:
+              amp: torch.dtype | None) -> dict[str, float]:
     """Task metrics on the validation split ('validation/<metric>'), the one call into ptune.evaluation.scoring."""
     from ptune.evaluation.scoring import evaluate
 
-    with autocast(base.device, autocast_dtype(cfg.precision, base.device, base.n_params, "train.precision")):
+    with autocast(base.device, amp):
         return dict(evaluate(base, spec, list(validation), prompt=weight, split="validation", progress=False).metrics)
 
 
@@ -230,7 +230,7 @@ def _evaluate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], we
               amp: torch.dtype | None) -> dict[str, float]:
     """Validation loss + task metrics for prompt `weight` (P, d)."""
     metrics = {"validation/loss": _validation_loss(base, spec, validation, weight, cfg.batch_size, amp)}
-    metrics.update(_validate(base, spec, validation, weight, cfg))
+    metrics.update(_validate(base, spec, validation, weight, amp))
     return metrics
 
 

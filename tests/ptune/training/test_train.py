@@ -96,7 +96,7 @@ def test_loss_falls_on_a_learnable_toy_task(tiny_base, tmp_path):
 def test_early_stopping_keeps_the_best_prompt(tiny_causal, tmp_path, monkeypatch):
     scripted, seen = iter([0.1, 0.5, 0.5, 0.4, 0.9, 0.9]), []
 
-    def fake_validate(base, spec, validation, weight, cfg):
+    def fake_validate(base, spec, validation, weight, amp):
         seen.append(weight.clone())
         return {"validation/accuracy": next(scripted)}
 
