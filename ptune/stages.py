@@ -264,9 +264,7 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
     final = {**reported.tuned.metrics, **tracking.baseline_metrics(reported.baselines)}
     meta = dataclasses.replace(trained.meta, metrics={**trained.metrics, **final})
     save_prompt(trained.prompt_dir, trained.prompt, meta)
-    mlflow_run = tracking.resume(run.name, trained.run_id) if trained.run_id else tracking.TrainingRun(
-        run.name, tracking.training_params(run.name, meta.base_spec, meta.base_fingerprint, meta.train_config,
-                                           meta.data_version))
+    mlflow_run = tracking.resume(run.name, trained.run_id) if trained.run_id else tracking.run_for_prompt(meta)
     files = reported.files
     run_id = mlflow_run.finish(trained.prompt_dir, reported.tuned.metrics, reported.baselines,
                                report_files=[files.markdown, files.metrics, files.chart],

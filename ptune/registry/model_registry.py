@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from ptune.data.spec import TaskSpec
 from ptune.errors import ConfigError, RegistryError
 from ptune.model import artifacts
-from ptune.registry.tracking import TrainingRun, client, git_commit, guard, log_final_metrics, run_record
+from ptune.registry.tracking import client, git_commit, guard, log_final_metrics, run_for_prompt, run_record
 
 PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
 
@@ -65,10 +65,7 @@ def register_dir(prompt_dir: str | Path, spec: TaskSpec) -> RegisteredPrompt:
     _, meta = artifacts.load_prompt(prompt_dir)
     if spec.name != meta.task:
         raise RegistryError(f"{prompt_dir} holds a prompt for task {meta.task!r}, not {spec.name!r}")
-    params = {**meta.train_config, "task": meta.task, "base_model": meta.base_spec, "init": meta.init,
-              "base_fingerprint": meta.base_fingerprint, "data_version": meta.data_version,
-              "n_tokens": meta.n_tokens, "git_commit": git_commit(), "registered_from": str(prompt_dir)}
-    run = TrainingRun(meta.task, params)
+    run = run_for_prompt(meta, registered_from=str(prompt_dir))
     metrics = {k: v for k, v in meta.metrics.items() if not k.startswith("baseline/")}
     baselines = {k: v for k, v in meta.metrics.items() if k.startswith("baseline/")}
     log_final_metrics(run.start(), baselines)

@@ -20,8 +20,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ptune.errors import ArtifactError, RegistryError
+from ptune.model.artifacts import PromptMeta
 from ptune.paths import project_dir
-from ptune.training.train import StepInfo
+from ptune.training.history import StepInfo
 
 _ENV_DEFAULTS = {  # telemetry off; HTTP retries bounded (~1+2+4 s back-off, 30 s timeout each)
     "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
@@ -104,6 +105,13 @@ def training_params(task: str, base_spec: str, base_fingerprint: str, train_conf
     params.update(task=task, base_model=base_spec, base_fingerprint=base_fingerprint,
                   data_version=data_version, git_commit=git_commit())
     return params
+
+
+def run_for_prompt(meta: PromptMeta, **extra: Any) -> TrainingRun:
+    """A new run for a prompt trained without one (untracked `ptune train`, a prompt left on disk): its
+    params come from prompt.json, plus `extra` (e.g. registered_from)."""
+    params = training_params(meta.task, meta.base_spec, meta.base_fingerprint, meta.train_config, meta.data_version)
+    return TrainingRun(meta.task, {**params, "init": meta.init, "n_tokens": meta.n_tokens, **extra})
 
 
 class TrainingRun:
