@@ -30,12 +30,8 @@ class PromptInit(StrEnum):
     TEXT = "text"  # embeddings of an init sentence, cycled/truncated to n_tokens
     FILE = "file"  # an existing prompt artifact (transfer), same base model and shape
 
-    @classmethod
-    def allowed(cls) -> list[str]:
-        return [mode.value for mode in cls]
 
-
-INITS = tuple(PromptInit.allowed())
+INITS = tuple(mode.value for mode in PromptInit)
 OPTIMIZERS = ("adafactor", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")  # ptune.model.precision
@@ -303,10 +299,8 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
 
 
 def project_params(path: str | Path | None = None) -> Params:
-    """The project's params. Relative paths start at the project directory (`$PTUNE_PROJECT_DIR` or the
-    working directory). The default `params.yaml` is optional (missing: the defaults, with the project
-    directory as base); a file the caller names must exist, so a typo is an error, not a run on defaults.
-    The one place where a params file is found implicitly."""
+    """The project's params, relative paths from the project directory; the one place a params file is found
+    implicitly. The default `params.yaml` is optional (missing: defaults); a named file must exist."""
     named = path is not None and Path(path) != Path(DEFAULT_PARAMS)
     full = project_dir() / Path(path or DEFAULT_PARAMS)
     if full.is_file() or named:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ptune.config import PromptInit
+from ptune.config import INITS, PromptInit
 from ptune.errors import ConfigError
 from ptune.model.artifacts import load_prompt
 from ptune.model.base import BaseModel
@@ -136,7 +136,7 @@ def _check_init_args(n_tokens: int, init: PromptInit | str, label_words: Sequenc
         mode = PromptInit(init.value if isinstance(init, PromptInit) else str(init).lower())
     except ValueError:
         mode = None
-        problems.append(f"init={init!r}: allowed values are {PromptInit.allowed()}")
+        problems.append(f"init={init!r}: allowed values are {list(INITS)}")
     if mode is PromptInit.LABELS and any(not str(w).strip() for w in label_words):
         problems.append(f"label_words={tuple(label_words)!r}: init 'labels' needs non-empty label words")
     if mode is PromptInit.TEXT and not (text and text.strip()):
