@@ -1,4 +1,4 @@
-"""Validated configuration mirroring params.yaml: one frozen dataclass per section, defaults from the paper.
+"""Validated configuration mirroring params.yaml: `Params` over the sections of ptune.config_sections.
 
 Every section checks itself in `__post_init__` and raises one `ConfigError` listing every bad field with
 its value and what is allowed; `load_params` gathers the problems of all sections (unknown keys
@@ -10,177 +10,27 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 
-from ptune.checks import choice, error, floatify, number, unknown
+from ptune.checks import error, unknown
+from ptune.config_sections import (  # noqa: F401  (re-exported: the public names of the sections)
+    DEVICES,
+    INITS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SECTIONS,
+    DataConfig,
+    EvalConfig,
+    PromoteConfig,
+    PromptInit,
+    TrainConfig,
+    _Section,
+)
 from ptune.errors import ConfigError
 from ptune.paths import project_dir
-
-
-class PromptInit(StrEnum):
-    """How the soft prompt starts (Lester et al. 2021, section 2.2 / 3.2)."""
-
-    RANDOM = "random"  # uniform in [-0.5, 0.5]
-    VOCAB = "vocab"  # embeddings of sampled frequent tokens
-    LABELS = "labels"  # mean embedding of each label word, rest from vocab (the paper's best)
-    TEXT = "text"  # embeddings of an init sentence, cycled/truncated to n_tokens
-    FILE = "file"  # an existing prompt artifact (transfer), same base model and shape
-
-
-INITS = tuple(mode.value for mode in PromptInit)
-OPTIMIZERS = ("adafactor", "adamw")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")  # ptune.model.precision
-SECTIONS = ("data", "train", "evaluate", "promote")
-
-
-class _Section:
-    """Shared behaviour: raise the collected problems once; build from a mapping, rejecting unknown keys."""
-
-    section: ClassVar[str] = ""
-
-    def _raise_if(self, problems: list[str]) -> None:
-        if problems:
-            raise error(problems)
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None, where: str | None = None):
-        """Build the section from a params.yaml mapping; unknown keys and bad values in one ConfigError."""
-        where = where or cls.section
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise error([f"{where}: must be a mapping of settings, got {raw!r}"])
-        names = [f.name for f in dataclasses.fields(cls)]
-        problems = [unknown(f"{where}.{key}", str(key), names) for key in raw if key not in names]
-        obj = None
-        try:
-            obj = cls(**{k: v for k, v in raw.items() if k in names})
-        except ConfigError as exc:
-            problems += [p.replace(f"{cls.section}.", f"{where}.", 1) for p in getattr(exc, "problems", [str(exc)])]
-        if problems:
-            raise error(problems)
-        return obj
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the settings (for logging to MLflow, prompt.json, checkpoints)."""
-        raw = dataclasses.asdict(self)  # type: ignore[call-overload]
-        return {k: v.value if isinstance(v, StrEnum) else v for k, v in raw.items()}
-
-
-@dataclass(frozen=True)
-class DataConfig(_Section):
-    """How prepared splits are cut from the raw data."""
-
-    section: ClassVar[str] = "data"
-    seed: int = 0                  # shuffling seed for the split
-    max_train: int = 2000          # cap per split after dedup (0 = no cap)
-    max_validation: int = 200      # cap on the validation split (0 = no cap)
-    max_test: int = 400            # cap on the test split (0 = no cap)
-    min_class_share: float = 0.05  # GX: every label must hold at least this share of a split, in [0, 1]
-
-    def __post_init__(self) -> None:
-        floatify(self, "min_class_share")
-        problems: list[str] = []
-        number(problems, "data.seed", self.seed, 0, integer=True)
-        for name in ("max_train", "max_validation", "max_test"):
-            number(problems, f"data.{name}", getattr(self, name), 0, integer=True)
-        number(problems, "data.min_class_share", self.min_class_share, 0, 1)
-        self._raise_if(problems)
-
-
-@dataclass(frozen=True)
-class TrainConfig(_Section):
-    """Soft-prompt training (Lester et al. 2021 defaults: Adafactor, constant lr 0.3, 20-100 tokens)."""
-
-    section: ClassVar[str] = "train"
-    # (low, high) bounds of the numeric fields (high None = unbounded; low excluded for OPEN_LOW) and the
-    # choices of the others: validation below and the Prefect form (flows/params.py) are both built from these
-    LIMITS: ClassVar[dict[str, tuple[float, float | None]]] = {
-        "n_tokens": (1, 1000), "batch_size": (1, None), "max_steps": (1, None), "eval_every": (0, None),
-        "patience": (0, None), "checkpoint_every": (0, None), "seed": (0, None), "warmup_steps": (0, None),
-        "lr": (0, None), "weight_decay": (0, None), "grad_clip": (0, None),
-    }
-    OPEN_LOW: ClassVar[tuple[str, ...]] = ("lr",)
-    CHOICES: ClassVar[dict[str, tuple]] = {"init": INITS, "optimizer": OPTIMIZERS, "device": DEVICES,
-                                         "precision": PRECISIONS}
-    n_tokens: int = 20             # virtual tokens in the prompt, 1..1000
-    init: PromptInit = PromptInit.LABELS  # random | vocab | labels | text | file (see ptune.model.soft_prompt)
-    init_text: str | None = None   # sentence whose embeddings start the prompt (init: text)
-    init_path: str | None = None   # prompt artifact dir to start from (init: file; or train_prompt(init_path=))
-    optimizer: str = "adafactor"   # adafactor | adamw
-    lr: float = 0.3                # learning rate, > 0 (0.3 with Adafactor as in the paper)
-    adafactor_scale: bool = True   # Adafactor scale_parameter: step relative to the prompt's RMS (docs/training.md)
-    weight_decay: float = 1e-5     # decoupled weight decay on the prompt, >= 0
-    batch_size: int = 8            # examples per step, >= 1
-    max_steps: int = 150           # optimizer steps, >= 1
-    eval_every: int = 50           # validate every N steps and at the last step (0 = never validate)
-    patience: int = 3              # evaluations without improvement before stopping (0 = never stop early)
-    checkpoint_every: int = 50     # write out_dir/checkpoint every N steps (0 = never)
-    seed: int = 0                  # prompt init, batch order (a function of (seed, epoch))
-    grad_clip: float = 1.0         # max global grad norm of the prompt (0 = no clipping)
-    warmup_steps: int = 0          # linear lr warmup steps (0 = constant lr, the paper's default)
-    device: str = "auto"           # auto (the base model's device) | cpu | cuda
-    precision: str = "auto"        # auto (bf16 autocast where the hardware has bf16 units) | fp32 | bf16
-    threads: int | None = None     # torch.set_num_threads (None = leave as the base-model loader set it)
-
-    def __post_init__(self) -> None:
-        floatify(self, "lr", "weight_decay", "grad_clip")
-        problems: list[str] = []
-        for name, (low, high) in self.LIMITS.items():
-            integer = isinstance(getattr(TrainConfig, name), int)
-            number(problems, f"train.{name}", getattr(self, name), low, high, integer=integer,
-                    lo_open=name in self.OPEN_LOW)
-        for name, allowed in self.CHOICES.items():
-            choice(problems, f"train.{name}", getattr(self, name), allowed)
-        if self.init in INITS and not isinstance(self.init, PromptInit):
-            object.__setattr__(self, "init", PromptInit(self.init))
-        if not isinstance(self.adafactor_scale, bool):
-            problems.append(f"train.adafactor_scale = {self.adafactor_scale!r}: allowed values: true, false")
-        if self.threads is not None:
-            number(problems, "train.threads", self.threads, 1, integer=True)
-        if self.init == "text" and not (isinstance(self.init_text, str) and self.init_text.strip()):
-            problems.append(f"train.init_text = {self.init_text!r}: init 'text' needs a non-empty init_text")
-        self._raise_if(problems)
-
-
-@dataclass(frozen=True)
-class EvalConfig(_Section):
-    """Evaluation of tuned prompts and hard-prompt baselines."""
-
-    section: ClassVar[str] = "evaluate"
-    batch_size: int = 16           # examples per forward pass, >= 1
-    max_examples: int = 400        # per split (0 = all)
-    k_shot: int | None = None      # examples in the k-shot baseline, >= 0 (None = the task spec's own k_shot)
-    precision: str = "auto"        # auto (bf16 autocast where the hardware has bf16 units) | fp32 | bf16
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        choice(problems, "evaluate.precision", self.precision, PRECISIONS)
-        number(problems, "evaluate.batch_size", self.batch_size, 1, integer=True)
-        number(problems, "evaluate.max_examples", self.max_examples, 0, integer=True)
-        if self.k_shot is not None:
-            number(problems, "evaluate.k_shot", self.k_shot, 0, integer=True)
-        self._raise_if(problems)
-
-
-@dataclass(frozen=True)
-class PromoteConfig(_Section):
-    """When the registry alias @champion moves (see ARCHITECTURE.md, promotion rule)."""
-
-    section: ClassVar[str] = "promote"
-    min_gain: float = 0.0          # candidate must beat the best hard-prompt baseline by this much
-
-    def __post_init__(self) -> None:
-        floatify(self, "min_gain")
-        problems: list[str] = []
-        number(problems, "promote.min_gain", self.min_gain)
-        self._raise_if(problems)
-
 
 _SECTION_TYPES: dict[str, type[_Section]] = {
     "data": DataConfig, "train": TrainConfig, "evaluate": EvalConfig, "promote": PromoteConfig,

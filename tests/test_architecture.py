@@ -18,7 +18,7 @@ FORBIDDEN = {"ptune": ("tasks", "flows", "prefect", "dvc"), "tasks": ("flows",)}
 LAZY_ONLY = {"great_expectations": ("ptune.data.validation",)}  # allowed inside functions of these modules only
 # Layers inside ptune, lowest first: a module may import its own layer and the ones below it.
 LAYERS = (
-    ("ptune.errors", "ptune.paths", "ptune.fileio", "ptune.checks", "ptune.packages", "ptune.config"),
+    ("ptune.errors", "ptune.paths", "ptune.fileio", "ptune.checks", "ptune.packages", "ptune.config_sections", "ptune.config"),
     ("ptune.data",), ("ptune.model",), ("ptune.evaluation",), ("ptune.training",), ("ptune.registry",),
     ("ptune.stages", "ptune.repro"), ("ptune.cli",),
 )
