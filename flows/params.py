@@ -35,6 +35,10 @@ TRAIN_FIELDS = {
     "batch_size": "Training batch size.",
     "eval_every": "Validate every N steps (0 = never).",
     "seed": "Random seed.",
+    "schedule": "Learning-rate schedule after warmup (constant, linear or cosine decay).",
+    "warmup_steps": "Linear learning-rate warmup steps (0 = none).",
+    "spike_factor": "Skip a step whose loss exceeds this multiple of the recent median (0 = off).",
+    "reparam": "Residual reparameterization of the prompt (folded into a plain prompt at save).",
 }
 
 

@@ -29,6 +29,8 @@ INITS = tuple(mode.value for mode in PromptInit)
 OPTIMIZERS = ("adafactor", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")  # ptune.model.precision
+SCHEDULES = ("constant", "linear", "cosine")  # lr after warmup (transformers.get_scheduler)
+REPARAMS = ("none", "residual")  # ptune.model.reparam
 SECTIONS = ("data", "train", "evaluate", "promote")
 
 
@@ -97,11 +99,12 @@ class TrainConfig(_Section):
     LIMITS: ClassVar[dict[str, tuple[float, float | None]]] = {
         "n_tokens": (1, 1000), "batch_size": (1, None), "max_steps": (1, None), "eval_every": (0, None),
         "patience": (0, None), "checkpoint_every": (0, None), "seed": (0, None), "warmup_steps": (0, None),
-        "lr": (0, None), "weight_decay": (0, None), "grad_clip": (0, None),
+        "lr": (0, None), "weight_decay": (0, None), "grad_clip": (0, None), "spike_factor": (0, None),
+        "reparam_bottleneck": (1, 100_000),
     }
     OPEN_LOW: ClassVar[tuple[str, ...]] = ("lr",)
     CHOICES: ClassVar[dict[str, tuple]] = {"init": INITS, "optimizer": OPTIMIZERS, "device": DEVICES,
-                                         "precision": PRECISIONS}
+                                         "precision": PRECISIONS, "schedule": SCHEDULES, "reparam": REPARAMS}
     n_tokens: int = 20             # virtual tokens in the prompt, 1..1000
     init: PromptInit = PromptInit.LABELS  # random | vocab | labels | text | file (see ptune.model.soft_prompt)
     init_text: str | None = None   # sentence whose embeddings start the prompt (init: text)
@@ -117,13 +120,17 @@ class TrainConfig(_Section):
     checkpoint_every: int = 50     # write out_dir/checkpoint every N steps (0 = never)
     seed: int = 0                  # prompt init, batch order (a function of (seed, epoch))
     grad_clip: float = 1.0         # max global grad norm of the prompt (0 = no clipping)
-    warmup_steps: int = 0          # linear lr warmup steps (0 = constant lr, the paper's default)
+    warmup_steps: int = 0          # linear lr warmup steps (0 = none, the paper's default)
+    schedule: str = "constant"     # lr after warmup: constant (the paper's) | linear | cosine (decay to 0 at max_steps)
+    spike_factor: float = 0.0      # skip a step whose loss > this x median of the last 20 losses (0 = off; else > 1)
+    reparam: str = "none"          # none | residual: prompt through a residual bottleneck MLP, folded at save
+    reparam_bottleneck: int = 400  # hidden width of that MLP (reparam: residual)
     device: str = "auto"           # auto (the base model's device) | cpu | cuda
     precision: str = "auto"        # auto (bf16 autocast where the hardware has bf16 units) | fp32 | bf16
     threads: int | None = None     # torch.set_num_threads (None = leave as the base-model loader set it)
 
     def __post_init__(self) -> None:
-        floatify(self, "lr", "weight_decay", "grad_clip")
+        floatify(self, "lr", "weight_decay", "grad_clip", "spike_factor")
         problems: list[str] = []
         for name, (low, high) in self.LIMITS.items():
             integer = isinstance(getattr(TrainConfig, name), int)
@@ -135,6 +142,8 @@ class TrainConfig(_Section):
             object.__setattr__(self, "init", PromptInit(self.init))
         if not isinstance(self.adafactor_scale, bool):
             problems.append(f"train.adafactor_scale = {self.adafactor_scale!r}: allowed values: true, false")
+        if isinstance(self.spike_factor, float) and 0 < self.spike_factor <= 1:
+            problems.append(f"train.spike_factor = {self.spike_factor!r}: must be 0 (off) or > 1")
         if self.threads is not None:
             number(problems, "train.threads", self.threads, 1, integer=True)
         if self.init == "text" and not (isinstance(self.init_text, str) and self.init_text.strip()):

@@ -139,9 +139,11 @@ class TrainingRun:
         return self.run_id
 
     def __call__(self, info: StepInfo) -> None:
-        """Record one training step: train/loss, train/lr, train/step_seconds and, on evaluation steps, the
-        validation metrics and validation/seconds (the validation pass alone), at `info.step`."""
+        """Record one training step: train/loss, train/lr, train/step_seconds, train/skipped_steps (the spike
+        guard's count so far) and, on evaluation steps, the validation metrics and validation/seconds (the
+        validation pass alone), at `info.step`."""
         values = {"train/loss": info.loss, "train/lr": info.lr, "train/step_seconds": info.step_seconds,
+                  "train/skipped_steps": info.skipped_steps,
                   "validation/seconds": info.validation_seconds, **(info.metrics or {})}
         stamp = _now_ms()
         self._pending += [Metric(k, float(v), stamp, int(info.step)) for k, v in values.items() if v is not None]

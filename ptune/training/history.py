@@ -21,6 +21,8 @@ class StepInfo:
     lr: float
     step_seconds: float = 0.0  # forward + backward + optimizer update
     validation_seconds: float | None = None  # the validation pass, on evaluation steps only
+    skipped: bool = False  # the loss-spike guard skipped this step's update (train.spike_factor)
+    skipped_steps: int = 0  # steps the guard skipped so far in this training, this one included
 
 
 @dataclass

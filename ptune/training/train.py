@@ -15,7 +15,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,29 +29,15 @@ from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
 from ptune.model.precision import autocast, autocast_dtype
 from ptune.model.soft_prompt import SoftPrompt, shared_prompt_inputs, target_loss
-from ptune.training import checkpoint as ckpt
 from ptune.training.history import StepInfo, TrainResult
+from ptune.training.state import TrainState, new_state, resume, save
 
 log = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resumption without making the checkpoint unusable.
+# max_steps shapes the lr of a decaying schedule, so it is free only with schedule 'constant'.
 _RESUME_FREE = ("max_steps", "patience", "checkpoint_every", "threads", "device", "precision")
-
-
-@dataclass
-class _State:
-    """Everything a checkpoint must restore."""
-
-    prompt: SoftPrompt
-    optimizer: torch.optim.Optimizer
-    step: int = 0
-    best_weight: torch.Tensor | None = None  # (P, d)
-    best_step: int = 0
-    best_value: float | None = None
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    bad_evals: int = 0
-    stopped_early: bool = False
-    history: list[StepInfo] = field(default_factory=list)
+SPIKE_WINDOW, SPIKE_MIN_HISTORY = 20, 5  # the spike guard's running median: last 20 applied steps, from the 5th
 
 
 def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], validation: Sequence[Example], cfg: TrainConfig,
@@ -67,7 +52,7 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
     items = _encode(base, spec, train)
     state = _new_state(base, spec, cfg, init_path, device)
     meta = _compat_key(base, spec, cfg, train, init_path)
-    resumed_from = _resume(Path(out_dir) / "checkpoint", state, meta)
+    resumed_from = resume(Path(out_dir) / "checkpoint", state, meta)
     order = _BatchOrder([len(it.source_ids) + len(it.target_ids) for it in items], cfg.batch_size, cfg.seed)
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {spec.name}", disable=None, leave=False)
     while not state.stopped_early and state.step < cfg.max_steps:
@@ -75,37 +60,39 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
         info = _step(base, spec, state, {k: v.to(device) for k, v in batch.items()}, validation, cfg, amp)
         last = state.stopped_early or state.step >= cfg.max_steps
         if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or last):
-            _save(Path(out_dir) / "checkpoint", state, meta)
+            save(Path(out_dir) / "checkpoint", state, meta)
         bar.update(1)
         bar.set_postfix(loss=f"{info.loss:.4f}", **({"best": f"{state.best_value:.4f}"} if state.best_value is not None else {}))
         if callback is not None:
             callback(info)
     bar.close()
-    log.info("trained %s: %d steps, %.1f s in steps, %.1f s in validation", spec.name, state.step,
-             sum(h.step_seconds for h in state.history), sum(h.validation_seconds or 0.0 for h in state.history))
-    best = state.best_weight if state.best_weight is not None else state.prompt.weight.detach()
+    log.info("trained %s: %d steps (%d skipped by the spike guard), %.1f s in steps, %.1f s in validation",
+             spec.name, state.step, state.skipped_steps, sum(h.step_seconds for h in state.history),
+             sum(h.validation_seconds or 0.0 for h in state.history))
+    best = state.best_weight if state.best_weight is not None else state.prompt.fold()
     best_step = state.best_step if state.best_weight is not None else state.step
     return TrainResult(SoftPrompt(best), best_step, dict(state.best_metrics), state.history, state.step,
                        time.perf_counter() - start, resumed_from, str(device),
                        str(amp).removeprefix("torch.") if amp else None)
 
 
-def _step(base: BaseModel, spec: TaskSpec, state: _State, batch: dict[str, torch.Tensor], validation: Sequence[Example],
-          cfg: TrainConfig, amp: torch.dtype | None) -> StepInfo:
+def _step(base: BaseModel, spec: TaskSpec, state: TrainState, batch: dict[str, torch.Tensor],
+          validation: Sequence[Example], cfg: TrainConfig, amp: torch.dtype | None) -> StepInfo:
     """One optimizer step, then validation (and best/early-stop bookkeeping) when it is due."""
-    lr = _set_lr(state.optimizer, cfg, state.step)
+    lr = float(state.optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
-    loss = _train_step(base, state, batch, cfg, amp)
+    loss, skipped = _train_step(base, state, batch, cfg, amp)
     step_seconds, state.step = time.perf_counter() - start, state.step + 1
     metrics, validation_seconds = None, None
     if cfg.eval_every and validation and (state.step % cfg.eval_every == 0 or state.step == cfg.max_steps):
         start = time.perf_counter()
-        metrics = _evaluate(base, spec, validation, state.prompt.weight.detach(), cfg, amp)
+        metrics = _evaluate(base, spec, validation, state.prompt.fold(), cfg, amp)
         validation_seconds = time.perf_counter() - start
         _track_best(state, metrics, f"validation/{spec.metrics[0]}", cfg.patience)
         log.info("%s step %d: loss %.4f, %s (validation %.1f s)", spec.name, state.step, loss, metrics,
                  validation_seconds)
-    info = StepInfo(state.step, loss, metrics, lr, step_seconds, validation_seconds)
+    info = StepInfo(state.step, loss, metrics, lr, step_seconds, validation_seconds, skipped,
+                    state.skipped_steps + skipped)
     state.history.append(info)
     return info
 
@@ -166,39 +153,45 @@ def _initial_prompt(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path
                        path=path, seed=cfg.seed)
 
 
-def _new_state(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Path | None, device: torch.device) -> _State:
-    """Fresh prompt (fp32, on `device`) and an optimizer over the prompt only."""
+def _new_state(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Path | None,
+               device: torch.device) -> TrainState:
+    """Fresh prompt (fp32, on `device`), reparam MLP, optimizer and lr schedule (ptune.training.state)."""
     torch.manual_seed(cfg.seed)
-    prompt = _initial_prompt(base, spec, cfg, init_path).to(device=device, dtype=torch.float32)
-    prompt.weight.requires_grad_(True)
-    if cfg.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
-        opt = Adafactor(prompt.parameters(), lr=cfg.lr, scale_parameter=cfg.adafactor_scale, relative_step=False,
-                        warmup_init=False, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.AdamW(prompt.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return _State(prompt, opt)
+    return new_state(_initial_prompt(base, spec, cfg, init_path).to(device=device, dtype=torch.float32), cfg)
 
 
-def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> float:
-    """Constant lr, with linear warmup over the first `warmup_steps` steps (step is 0-based)."""
-    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-    for group in opt.param_groups:
-        group["lr"] = lr
-    return lr
-
-
-def _train_step(base: BaseModel, state: _State, batch: dict[str, torch.Tensor], cfg: TrainConfig,
-                amp: torch.dtype | None) -> float:
-    """One optimizer step on the prompt; returns the batch loss."""
+def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tensor], cfg: TrainConfig,
+                amp: torch.dtype | None) -> tuple[float, bool]:
+    """One step on the prompt (and reparam MLP): (batch loss, skipped). A loss above `spike_factor` x the
+    running median is not applied (no backward, no update); the lr schedule advances either way."""
     with autocast(base.device, amp):
-        loss = target_loss(base, shared_prompt_inputs(base, state.prompt.weight, **batch))  # prompt pass run once
-    loss.backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(state.prompt.parameters(), cfg.grad_clip)
-    state.optimizer.step()
+        loss = target_loss(base, shared_prompt_inputs(base, state.prompt(), **batch))  # prompt pass run once
+    value = float(loss.item())
+    skipped = _is_spike(value, state.history, cfg.spike_factor)
+    if skipped:
+        log.warning("step %d: loss %.4f > %g x running median: update skipped", state.step + 1, value,
+                    cfg.spike_factor)
+    else:
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(state.prompt.parameters(), cfg.grad_clip)
+        state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
-    return float(loss.item())
+    state.scheduler.step()
+    return value, skipped
+
+
+def _is_spike(loss: float, history: Sequence[StepInfo], factor: float) -> bool:
+    """Is `loss` above `factor` x the median loss of the last SPIKE_WINDOW applied steps? (factor 0: never)"""
+    if not factor:
+        return False
+    recent = [h.loss for h in history if not h.skipped][-SPIKE_WINDOW:]
+    if len(recent) < SPIKE_MIN_HISTORY:
+        return False
+    recent.sort()
+    mid = len(recent) // 2
+    median = recent[mid] if len(recent) % 2 else (recent[mid - 1] + recent[mid]) / 2
+    return not loss <= factor * median  # NaN counts as a spike
 
 
 @torch.no_grad()
@@ -234,14 +227,14 @@ def _evaluate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], we
     return metrics
 
 
-def _track_best(state: _State, metrics: dict[str, float], key: str, patience: int) -> None:
+def _track_best(state: TrainState, metrics: dict[str, float], key: str, patience: int) -> None:
     """Keep a copy of the prompt when `key` improves (strictly); stop after `patience` evals without."""
     if key not in metrics:
         raise KeyError(f"validation returned {sorted(metrics)}, without the primary metric {key!r}")
     value = float(metrics[key])
     if state.best_value is None or value > state.best_value:
         state.best_value, state.best_step, state.best_metrics = value, state.step, dict(metrics)
-        state.best_weight = state.prompt.weight.detach().clone()  # (P, d)
+        state.best_weight = state.prompt.fold()  # (P, d)
         state.bad_evals = 0
     else:
         state.bad_evals += 1
@@ -251,42 +244,8 @@ def _track_best(state: _State, metrics: dict[str, float], key: str, patience: in
 def _compat_key(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, train: Sequence[Example], init_path: Path | None) -> dict:
     """What must match for a checkpoint to be resumed: base, task, data, trajectory-shaping settings."""
     data = sha256_text(json.dumps([[ex.source, ex.target] for ex in train]))[:16]
-    config = {k: v for k, v in cfg.to_dict().items() if k not in _RESUME_FREE}
+    free = _RESUME_FREE if cfg.schedule == "constant" else tuple(k for k in _RESUME_FREE if k != "max_steps")
+    config = {k: v for k, v in cfg.to_dict().items() if k not in free}
     key = {"fingerprint": base.fingerprint, "task": spec.name, "data": data, "config": config,
            "init_path": str(init_path) if init_path else None}
     return json.loads(json.dumps(key))
-
-
-def _save(ckpt_dir: Path, state: _State, meta: dict) -> None:
-    """Write the whole training state (atomically, see ptune.training.checkpoint)."""
-    opt_tensors, opt_json = ckpt.flatten_optimizer(state.optimizer.state_dict())
-    rng_tensors, rng_json = ckpt.capture_rng()
-    tensors = {"prompt": state.prompt.weight, **opt_tensors, **rng_tensors}
-    if state.best_weight is not None:
-        tensors["best_prompt"] = state.best_weight
-    doc = {"meta": meta, "step": state.step, "best_step": state.best_step, "best_value": state.best_value,
-           "best_metrics": state.best_metrics, "bad_evals": state.bad_evals, "stopped_early": state.stopped_early,
-           "history": [asdict(h) for h in state.history], "optimizer": opt_json, "rng": rng_json}
-    ckpt.write_checkpoint(ckpt_dir, tensors, doc)
-
-
-def _resume(ckpt_dir: Path, state: _State, meta: dict) -> int | None:
-    """Load a compatible checkpoint into `state`; returns its step, or None when starting fresh."""
-    loaded = ckpt.read_checkpoint(ckpt_dir)
-    if loaded is None:
-        return None
-    tensors, doc = loaded
-    if doc.get("meta") != meta:
-        log.warning("checkpoint in %s was made with other settings, data or base model: starting fresh", ckpt_dir)
-        return None
-    with torch.no_grad():
-        state.prompt.weight.copy_(tensors["prompt"])
-    state.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, doc["optimizer"]))
-    best = tensors.get("best_prompt")
-    state.best_weight = best.to(state.prompt.weight.device) if best is not None else None
-    state.step, state.best_step, state.best_value = doc["step"], doc["best_step"], doc["best_value"]
-    state.best_metrics, state.bad_evals, state.stopped_early = doc["best_metrics"], doc["bad_evals"], doc["stopped_early"]
-    state.history = [StepInfo(**h) for h in doc["history"]]
-    ckpt.restore_rng(tensors, doc["rng"])
-    log.info("resumed from %s at step %d", ckpt_dir, state.step)
-    return state.step

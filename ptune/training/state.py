@@ -1,0 +1,114 @@
+"""The training state a checkpoint restores, how it is made fresh, and how it is saved and resumed.
+
+`TrainState` holds the `TrainablePrompt` (raw prompt + optional residual MLP), the optimizer over all of
+it, the lr scheduler, the step, the best prompt so far (folded, (P, d)) and the history. Checkpoints hold
+every tensor (prompt, MLP, optimizer, RNG) and the scheduler's state (JSON), so a resumed run is bit-exact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ptune.config import TrainConfig
+from ptune.model.reparam import TrainablePrompt
+from ptune.model.soft_prompt import SoftPrompt
+from ptune.training import checkpoint as ckpt
+from ptune.training.history import StepInfo
+
+log = logging.getLogger(__name__)
+_SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint must restore."""
+
+    prompt: TrainablePrompt
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: int = 0
+    best_weight: torch.Tensor | None = None  # (P, d), folded
+    best_step: int = 0
+    best_value: float | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list[StepInfo] = field(default_factory=list)
+
+    @property
+    def skipped_steps(self) -> int:
+        return sum(h.skipped for h in self.history)
+
+
+def new_state(prompt: SoftPrompt, cfg: TrainConfig) -> TrainState:
+    """A fresh state around `prompt` (fp32, on its device): the reparam MLP (cfg.reparam), the optimizer over
+    prompt and MLP, and the lr schedule (cfg.schedule with cfg.warmup_steps, over cfg.max_steps)."""
+    prompt.weight.requires_grad_(True)
+    trainable = TrainablePrompt(prompt, cfg.reparam, cfg.reparam_bottleneck)
+    if cfg.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+        opt = Adafactor(trainable.parameters(), lr=cfg.lr, scale_parameter=cfg.adafactor_scale, relative_step=False,
+                        warmup_init=False, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(trainable.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return TrainState(trainable, opt, make_scheduler(opt, cfg))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """transformers' schedule (a LambdaLR): lr rises linearly from 0 over `warmup_steps`, then stays
+    (constant) or decays to 0 at `max_steps` (linear, cosine). Stepped once per training step."""
+    from transformers import get_scheduler
+
+    return get_scheduler(_SCHEDULER_NAMES[cfg.schedule], opt, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=cfg.max_steps)
+
+
+def _scheduler_json(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
+    """The scheduler's state_dict as JSON (its lr lambdas are rebuilt from the config, not saved)."""
+    state = dict(scheduler.state_dict())
+    state["lr_lambdas"] = [None] * len(state.get("lr_lambdas", []))
+    return json.loads(json.dumps(state))
+
+
+def save(ckpt_dir: Path, state: TrainState, meta: dict) -> None:
+    """Write the whole training state (atomically, see ptune.training.checkpoint)."""
+    opt_tensors, opt_json = ckpt.flatten_optimizer(state.optimizer.state_dict())
+    rng_tensors, rng_json = ckpt.capture_rng()
+    tensors = {"prompt": state.prompt.raw, **state.prompt.extra_tensors(), **opt_tensors, **rng_tensors}
+    if state.best_weight is not None:
+        tensors["best_prompt"] = state.best_weight
+    doc = {"meta": meta, "step": state.step, "best_step": state.best_step, "best_value": state.best_value,
+           "best_metrics": state.best_metrics, "bad_evals": state.bad_evals, "stopped_early": state.stopped_early,
+           "history": [asdict(h) for h in state.history], "optimizer": opt_json, "rng": rng_json,
+           "scheduler": _scheduler_json(state.scheduler)}
+    ckpt.write_checkpoint(ckpt_dir, tensors, doc)
+
+
+def resume(ckpt_dir: Path, state: TrainState, meta: dict) -> int | None:
+    """Load a compatible checkpoint into `state`; returns its step, or None when starting fresh."""
+    loaded = ckpt.read_checkpoint(ckpt_dir)
+    if loaded is None:
+        return None
+    tensors, doc = loaded
+    if doc.get("meta") != meta:
+        log.warning("checkpoint in %s was made with other settings, data or base model: starting fresh", ckpt_dir)
+        return None
+    with torch.no_grad():
+        state.prompt.raw.copy_(tensors["prompt"])
+    state.prompt.load_extra({k: v.to(state.prompt.raw.device) for k, v in tensors.items()})
+    state.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, doc["optimizer"]))
+    if "scheduler" in doc:
+        state.scheduler.load_state_dict(doc["scheduler"])
+    best = tensors.get("best_prompt")
+    state.best_weight = best.to(state.prompt.raw.device) if best is not None else None
+    state.step, state.best_step, state.best_value = doc["step"], doc["best_step"], doc["best_value"]
+    state.best_metrics, state.bad_evals, state.stopped_early = doc["best_metrics"], doc["bad_evals"], doc["stopped_early"]
+    state.history = [StepInfo(**h) for h in doc["history"]]
+    ckpt.restore_rng(tensors, doc["rng"])
+    log.info("resumed from %s at step %d", ckpt_dir, state.step)
+    return state.step
