@@ -145,7 +145,54 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = include_override_files(raw, path.resolve().parent, str(path))
     return dataclasses.replace(params_from_dict(raw, str(path)), base_dir=path.resolve().parent)
+
+
+INCLUDE_KEY = "file"  # task_overrides.<task>.file: a YAML file of sections (e.g. sweeps/<task>.yaml)
+_INCLUDE_INFO = "sweep"  # a key such files may carry for the reader (what wrote it, when); not a setting
+
+
+def include_override_files(raw: Any, base_dir: Path, source: str) -> Any:
+    """`task_overrides: {T: {file: sweeps/T.yaml, train: {...}}}` -> T's sections from the file (relative to
+    `base_dir`), with the inline sections' keys on top. One ConfigError lists every unreadable file."""
+    overrides = raw.get("task_overrides") if isinstance(raw, Mapping) else None
+    if not isinstance(overrides, Mapping):
+        return raw
+    merged, problems = {}, []
+    for task, sections in overrides.items():
+        if not (isinstance(sections, Mapping) and INCLUDE_KEY in sections):
+            merged[task] = sections
+            continue
+        where = f"task_overrides.{task}.{INCLUDE_KEY}"
+        included = _override_file(base_dir, sections[INCLUDE_KEY], where, problems)
+        inline = {k: v for k, v in sections.items() if k != INCLUDE_KEY}
+        merged[task] = {sec: {**included.get(sec, {}), **inline[sec]} if isinstance(inline.get(sec), Mapping)
+                        else inline.get(sec, included.get(sec)) for sec in {**included, **inline}}
+    if problems:
+        raise error(problems, source)
+    return {**raw, "task_overrides": merged}
+
+
+def _override_file(base_dir: Path, name: Any, where: str, problems: list[str]) -> dict[str, Any]:
+    """The sections of one included file ({} with a problem recorded when it cannot be used)."""
+    full = base_dir / str(name)
+    if not isinstance(name, str) or not full.is_file():
+        problems.append(f"{where} = {name!r}: file not found (looked for {full})")
+        return {}
+    try:
+        doc = yaml.safe_load(full.read_text()) or {}
+    except yaml.YAMLError as exc:
+        problems.append(f"{where} = {name!r}: not valid YAML: {exc}")
+        return {}
+    if not isinstance(doc, Mapping):
+        problems.append(f"{where} = {name!r}: expected a mapping of sections, got {type(doc).__name__}")
+        return {}
+    problems += [unknown(f"{full}: {key}", str(key), SECTIONS) for key in doc
+                 if key not in SECTIONS and key != _INCLUDE_INFO]
+    problems += [f"{full}: {k} = {v!r}: must be a mapping of settings" for k, v in doc.items()
+                 if k in SECTIONS and not isinstance(v, Mapping)]
+    return {k: dict(v) for k, v in doc.items() if k in SECTIONS and isinstance(v, Mapping)}
 
 
 def project_params(path: str | Path | None = None) -> Params:

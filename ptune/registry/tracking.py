@@ -122,8 +122,10 @@ class TrainingRun:
     steps are sent by `finish`, which raises RegistryError when MLflow is still unreachable (the
     prompt stays on disk; `ptune register DIR --task T` registers it later)."""
 
-    def __init__(self, task: str, params: Mapping[str, Any], flush_every: int = 20) -> None:
+    def __init__(self, task: str, params: Mapping[str, Any], flush_every: int = 20,
+                 tags: Mapping[str, str] | None = None) -> None:
         self.task, self.params, self.flush_every = task, dict(params), flush_every
+        self.tags = {"ptune.task": task, **(tags or {})}  # e.g. mlflow.parentRunId for a sweep trial
         self.run_id: str | None = None
         self._pending: list[Metric] = []
         self._offline = False
@@ -133,7 +135,7 @@ class TrainingRun:
         if self.run_id is None:
             mlc, experiment_id = client(), ensure_experiment(self.task)
             with guard(f"run creation for {self.task!r}"):
-                run = mlc.create_run(experiment_id, tags={"ptune.task": self.task})
+                run = mlc.create_run(experiment_id, tags=self.tags)
                 self.run_id = run.info.run_id
                 mlc.log_batch(self.run_id, params=[_param(k, v) for k, v in sorted(self.params.items())])
         return self.run_id

@@ -1,0 +1,74 @@
+"""MLflow runs of a sweep (`ptune sweep`): one parent run per Optuna study and one child run per trial
+(tag `mlflow.parentRunId`), so the MLflow UI nests the trials under the sweep and compares them; and where
+the study is stored: `optuna.db` (SQLite) next to the MLflow store, so a killed sweep resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, RunTag
+
+from ptune.paths import project_dir
+from ptune.registry.tracking import (
+    TrainingRun,
+    _now_ms,
+    _param,
+    client,
+    ensure_experiment,
+    guard,
+    tracking_uri,
+)
+
+PARENT_TAG = "mlflow.parentRunId"
+SWEEP_TAG = "ptune.sweep"  # the Optuna study name, on the parent and on every child
+
+
+def optuna_storage_url() -> str:
+    """`sqlite:///<dir of mlruns.db>/optuna.db` for a SQLite MLflow store; `<project>/optuna.db` otherwise."""
+    uri = tracking_uri()
+    folder = Path(uri.removeprefix("sqlite:///")).resolve().parent if uri.startswith("sqlite:///") else project_dir()
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def start_parent(task: str, study: str, params: Mapping[str, Any]) -> str:
+    """A new parent run `sweep-<task>` in experiment ptune/<task>; returns its id."""
+    mlc, experiment_id = client(), ensure_experiment(task)
+    with guard(f"sweep run creation for {task!r}"):
+        run = mlc.create_run(experiment_id, run_name=f"sweep-{task}", tags={"ptune.task": task, SWEEP_TAG: study})
+        mlc.log_batch(run.info.run_id, params=[_param(k, v) for k, v in sorted(params.items())])
+    return run.info.run_id
+
+
+def reopen_parent(run_id: str) -> None:
+    """Mark a resumed sweep's parent run RUNNING again."""
+    with guard(f"reopening sweep run {run_id}"):
+        client().update_run(run_id, status="RUNNING")
+
+
+def child_run(task: str, parent_id: str, study: str, trial: int, params: Mapping[str, Any]) -> TrainingRun:
+    """The training run of trial `trial`, nested under `parent_id`; started, so it shows at once."""
+    tags = {PARENT_TAG: parent_id, SWEEP_TAG: study, "ptune.trial": str(trial), "mlflow.runName": f"trial-{trial}"}
+    run = TrainingRun(task, params, tags=tags)
+    run.start()
+    return run
+
+
+def end_run(run_id: str, status: str, metrics: Mapping[str, float] = (), tags: Mapping[str, str] = ()) -> None:
+    """Log final metrics (step 0) and tags, then end the run: FINISHED, KILLED (pruned) or FAILED."""
+    mlc = client()
+    with guard(f"ending run {run_id}"):
+        mlc.log_batch(run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in dict(metrics).items()],
+                      tags=[RunTag(k, str(v)) for k, v in dict(tags).items()])
+        mlc.set_terminated(run_id, status)
+
+
+def child_runs(task: str, parent_id: str) -> list:
+    """The trials' runs under `parent_id` (mlflow Run objects), oldest first."""
+    mlc = client()
+    with guard(f"listing the trials of sweep run {parent_id}"):
+        runs = mlc.search_runs([ensure_experiment(task)], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                               max_results=10_000)
+    return sorted(runs, key=lambda r: r.info.start_time)
