@@ -101,3 +101,12 @@ class PromoteParams(_Form):
 
     task: str = Field(..., pattern=TASK_NAME, description="Task name (registered model `ptune-<task>`).")
     version: int | None = Field(None, ge=1, description="Model version to consider. Empty: the latest version.")
+
+
+class SweepParams(_Form):
+    """Search one task's training settings on its validation split (Optuna); writes sweeps/<task>.yaml."""
+
+    task: str = Field(..., pattern=TASK_NAME, description="Task name (its data must be prepared: run `validate`).")
+    budget_minutes: float = Field(30.0, ge=0, le=7 * 24 * 60, description="Stop starting trials after this long.")
+    trials: int | None = Field(None, ge=1, le=10_000, description="At most this many trials in this run. Empty: no cap.")
+    seed: int = Field(0, ge=0, description="Sampler seed.")

@@ -90,7 +90,7 @@ def test_deployments_schedule_and_forms(deployed):
     with temporary_settings({PREFECT_API_URL: deployed["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         nightly = client.read_deployment_by_name("nightly/nightly")
         train = client.read_deployment_by_name("train-task/train")
-        assert {d.name for d in client.read_deployments()} == {"nightly", "train", "validate", "promote"}
+        assert {d.name for d in client.read_deployments()} == {"nightly", "train", "validate", "promote", "sweep"}
         assert client.read_global_concurrency_limit_by_name("ptune-gpu").limit == 1
     schedule = nightly.schedules[0].schedule
     assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "Europe/Paris")

@@ -1,0 +1,18 @@
+"""The Optuna sweep of ptune.sweep as a Prefect task: a retry loads the same study and resumes it."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from ptune import stages
+from ptune.model.base import BaseModel
+from ptune.sweep import SweepResult, run_sweep
+from tasks.policies import retry_unless
+from tasks.training import MODEL_TASK
+
+
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless(), **MODEL_TASK)
+def sweep_recipe(run: stages.TaskRun, base: BaseModel, budget_minutes: float, trials: int | None,
+                 seed: int) -> SweepResult:
+    """Trials until the budget is spent (validation split only); finished trials survive a retry or a kill."""
+    return run_sweep(run, budget_minutes=budget_minutes, n_trials=trials, seed=seed, base=base)
