@@ -1,0 +1,85 @@
+"""Old training recipe vs new, on real tasks with the real base model: same data, seed and step budget.
+
+Recipes: `old` is params.yaml's `train:` as it is; each other recipe puts its settings on top of it (RECIPES).
+For each (task, recipe, seed) it trains, scores the best prompt on the test split, and records validation and
+test metrics, the wall time, the spike guard's skips and the largest loss/running-median ratio of the curve.
+Runs in a scratch project directory (nothing of the real project is touched). Writes
+bench/results/recipe_tasks.json. Times are wall-clock on whatever else the machine is doing.
+Usage: python bench/bench_recipe.py [--tasks rotten_tomatoes] [--recipes old new] [--seeds 0] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ptune import stages  # noqa: E402
+from ptune.config import load_params  # noqa: E402
+
+RESULT = ROOT / "bench" / "results" / "recipe_tasks.json"
+RECIPES = {
+    "old": {},
+    "new": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual"},
+    "new_noreparam": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0},
+}
+
+
+def worst_spike(losses: list[float], window: int = 20) -> float:
+    """Largest loss / median of the previous `window` losses (from the 5th step on)."""
+    ratios = [loss / statistics.median(losses[max(0, i - window):i]) for i, loss in enumerate(losses) if i >= 5]
+    return max(ratios, default=0.0)
+
+
+def one(task: str, recipe: str, seed: int, steps: int | None, scratch: Path, base) -> dict:
+    train = {**RECIPES[recipe], "seed": seed, **({"max_steps": steps} if steps else {})}
+    run = stages.TaskRun.build(task, load_params(ROOT / "params.yaml"), source="bench", train=train,
+                               run_dir=scratch / "outputs" / f"{task}-{recipe}-{seed}")
+    trained = stages.train(run, base)
+    start = time.perf_counter()
+    tuned = stages.evaluate(run, base, trained.prompt, progress=False)
+    history = [line.split(",") for line in trained.curve.read_text().splitlines()[1:]]
+    losses = [float(row[1]) for row in history]
+    return {"task": task, "recipe": recipe, "settings": train, "seed": seed, "steps": trained.steps_run,
+            "best_step": trained.best_step, "train_s": round(trained.seconds, 1),
+            "test_eval_s": round(time.perf_counter() - start, 1), "validation": trained.metrics,
+            "test": tuned.metrics, "n_test": tuned.n, "worst_spike": round(worst_spike(losses), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["rotten_tomatoes"])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--steps", type=int, default=None, help="override train.max_steps (default: params.yaml)")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-recipe-"))
+    os.environ["PTUNE_PROJECT_DIR"] = str(scratch)
+    rows = []
+    for task in args.tasks:
+        run = stages.TaskRun.build(task, load_params(ROOT / "params.yaml"))
+        stages.fetch(run), stages.prepare(run)
+        base = stages.load_base(run)
+        for seed in args.seeds:
+            for recipe in args.recipes:
+                rows.append(one(task, recipe, seed, args.steps, scratch, base))
+                print(json.dumps(rows[-1]), flush=True)
+                RESULT.parent.mkdir(parents=True, exist_ok=True)
+                RESULT.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\n{'task':18} {'recipe':14} {'seed':>4} {'steps':>5} {'best':>4} {'train s':>8} {'spike':>5}  validation / test")
+    for r in rows:
+        key = next(iter(r["test"]))
+        val = r["validation"].get(key.replace("test/", "validation/"), float("nan"))
+        print(f"{r['task']:18} {r['recipe']:14} {r['seed']:>4} {r['steps']:>5} {r['best_step']:>4} {r['train_s']:>8.1f} "
+              f"{r['worst_spike']:>5.1f}  {val:.4f} / {r['test'][key]:.4f} ({key}, n={r['n_test']})")
+
+
+if __name__ == "__main__":
+    main()
