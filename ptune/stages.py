@@ -31,6 +31,7 @@ from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
 from ptune.evaluation import report as report_format
+from ptune.evaluation.analysis import Analysis, analyse
 from ptune.evaluation.baseline import BaselineResults, run_baselines, trainable_params
 from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
@@ -224,11 +225,16 @@ def evaluate(run: TaskRun, base: BaseModel, prompt: torch.Tensor | None, *, spli
 
 
 def baselines(run: TaskRun, base: BaseModel, *, split: str = "test", progress: bool = True) -> BaselineResults:
-    """Hard prompts (zero-shot, k-shot, chat template) on the same frozen model, split, cap and precision."""
-    cfg = run.params.evaluate
+    """Every hard-prompt baseline on `split` and on validation (`.validation`: the best baseline is chosen there)."""
+    cfg, train = run.params.evaluate, run.examples("train")
+    test, validation = run.examples(split), (run.examples("validation") if split != "validation" else [])
+    common = dict(k=cfg.k_shot, seed=run.params.data.seed, batch_size=cfg.batch_size, progress=progress,
+                  majority=True, draws=cfg.kshot_draws, calibrate=cfg.calibrate)
     with _eval_precision(run, base):
-        return run_baselines(base, run.spec, run.examples("train"), run.examples(split), k=cfg.k_shot,
-                             seed=run.params.data.seed, batch_size=cfg.batch_size, split=split, progress=progress)
+        found = run_baselines(base, run.spec, train, test, split=split, fit=validation, **common)
+        if validation:
+            found.validation = run_baselines(base, run.spec, train, validation, split="validation", fit=test, **common)
+    return found
 
 
 def _eval_precision(run: TaskRun, base: BaseModel) -> contextlib.AbstractContextManager:
@@ -242,17 +248,24 @@ class Reported:
     baselines: BaselineResults
     files: report_format.ReportPaths
     trainable: int
+    analysis: Analysis | None = None  # best baseline (chosen on validation), 95% intervals, degenerate flags
+    stats: dict[str, float] = dataclasses.field(default_factory=dict)  # report_format.gate_metrics: for MLflow
 
 
 def report(run: TaskRun, tuned: EvalResult, found: BaselineResults, trainable: int) -> Reported:
-    """Tuned vs baselines: <root>/report/{report.md, chart, predictions} and the metrics JSON."""
+    """Tuned vs baselines: <root>/report/{report.md, chart, predictions} and the metrics JSON; best baseline
+    chosen on validation, bootstrap intervals on the test split."""
     results = {**found, report_format.TUNED: tuned}
     counts = {name: 0 for name in results} | {report_format.TUNED: trainable}
     split = next(iter(tuned.metrics)).split("/", 1)[0]
-    files = report_format.write_report(run.name, results, run.paths.report_dir, counts,
-                                       examples=run.examples(split), notes=found.notes,
-                                       metrics_file=run.paths.metrics_file)
-    return Reported(tuned, found, files, trainable)
+    cfg, examples = run.params.evaluate, run.examples(split)
+    analysis = analyse(run.spec, examples, results, found.validation or None, n_resamples=cfg.bootstrap_resamples,
+                       seed=run.params.data.seed, threshold=cfg.degenerate_share)
+    files = report_format.write_report(run.name, results, run.paths.report_dir, counts, examples=examples,
+                                       notes=found.notes, metrics_file=run.paths.metrics_file, analysis=analysis,
+                                       curve=run.paths.curve)
+    stats = report_format.gate_metrics(report_format.flat_metrics(results, counts, analysis))
+    return Reported(tuned, found, files, trainable, analysis, stats)
 
 
 # ---- registry ------------------------------------------------------------------------------------
@@ -261,12 +274,12 @@ def report(run: TaskRun, tuned: EvalResult, found: BaselineResults, trainable: i
 def register(run: TaskRun, trained: Trained, reported: Reported) -> model_registry.RegisteredPrompt:
     """Record test and baseline metrics in prompt.json, close the MLflow run with the report and validation
     files attached (a new run when training was not tracked), and register a version of `ptune-<task>`."""
-    final = {**reported.tuned.metrics, **tracking.baseline_metrics(reported.baselines)}
+    final = {**reported.tuned.metrics, **reported.stats, **tracking.baseline_metrics(reported.baselines)}
     meta = dataclasses.replace(trained.meta, metrics={**trained.metrics, **final})
     save_prompt(trained.prompt_dir, trained.prompt, meta)
     mlflow_run = tracking.resume(run.name, trained.run_id) if trained.run_id else tracking.run_for_prompt(meta)
     files = reported.files
-    run_id = mlflow_run.finish(trained.prompt_dir, reported.tuned.metrics, reported.baselines,
+    run_id = mlflow_run.finish(trained.prompt_dir, {**reported.tuned.metrics, **reported.stats}, reported.baselines,
                                report_files=[files.markdown, files.metrics, files.chart],
                                predictions=files.predictions, validation_dir=paths.validation_dir(run.name))
     return model_registry.register_prompt(run.name, trained.prompt_dir, run_id,

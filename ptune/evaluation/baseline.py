@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -42,25 +42,14 @@ BASELINES = ("zero_shot", "k_shot", "chat_zero_shot")
 
 class BaselineResults(dict):
     """`dict[name, EvalResult]` plus `notes[name]` saying why a baseline was skipped or cut short,
-    `k_used[name]` = (demonstrations used, seed) per k-shot draw, and, once `select` ran on another split,
-    `selected` (the row chosen there) and `validation` (that split's results)."""
+    `k_used[name]` = (demonstrations used, seed) per k-shot draw, and `validation`: the same rows on the
+    validation split, where the best baseline is chosen (`ptune.evaluation.analysis.select_best`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.notes: dict[str, str] = {}
         self.k_used: dict[str, tuple[int, int]] = {}
-        self.selected: str | None = None
         self.validation: dict[str, EvalResult] = {}
-
-    def select(self, on: Mapping[str, EvalResult]) -> str | None:
-        """Choose the row with the best primary metric on `on` (the validation split: model selection never
-        looks at test), remember it, and return its name. Ties go to the earlier row."""
-        names = [n for n in self if n in on]
-        if not names:
-            return None
-        primary = next(iter(on[names[0]].metrics))
-        self.selected, self.validation = max(names, key=lambda n: on[n].metrics[primary]), dict(on)
-        return self.selected
 
 
 def trainable_params(prompt: torch.Tensor | None) -> int:

@@ -73,29 +73,47 @@ def paired_bootstrap(metric: str, a: Sequence[str], b: Sequence[str], references
     return Interval(metric, diff, low, high, n, score_a, score_b, level, n_resamples)
 
 
-def _bounds(name: str, fn: Any, a: Sequence[str], b: Sequence[str], references: Sequence[Reference],
+def score_interval(metric: str, predictions: Sequence[str], references: Sequence[Reference], *,
+                   n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = LEVEL, **meta: Any) -> Interval:
+    """Bootstrap interval of one approach's own score (diff = a = the score, b = 0): the chart's error bars."""
+    from scipy.stats import bootstrap
+
+    name = metric.split("/", 1)[-1]
+    fn = get_metric(name)
+    score = float(fn(predictions, references, **meta))
+    if len(references) < 2:
+        return Interval(metric, score, score, score, len(references), score, 0.0, level, n_resamples)
+    low, high = _bounds(name, fn, predictions, None, references, meta, n_resamples, seed, level, bootstrap)
+    return Interval(metric, score, low, high, len(references), score, 0.0, level, n_resamples)
+
+
+def _bounds(name: str, fn: Any, a: Sequence[str], b: Sequence[str] | None, references: Sequence[Reference],
             meta: Mapping[str, Any], n_resamples: int, seed: int, level: float, bootstrap: Any) -> tuple[float, float]:
+    """Percentile bounds of metric(a) - metric(b) (b None: of metric(a)) over paired resamples."""
     rng = np.random.default_rng(seed)
     per_a = per_example_scores(name, a, references, **meta)
-    per_b = per_example_scores(name, b, references, **meta)
+    per_b = per_example_scores(name, b, references, **meta) if b is not None else [0.0] * len(references)
     if per_a is not None and per_b is not None:
         data: tuple = (np.asarray(per_a) - np.asarray(per_b),)  # (n,)
         stat, vectorized = (lambda d, axis=-1: np.mean(d, axis=axis)), True
     else:
         data = (np.arange(len(references)),)
         stat, vectorized = (lambda idx: _metric_diff(fn, a, b, references, meta, idx)), False
+    if np.ptp(data[0]) == 0 and vectorized:
+        return float(data[0][0]), float(data[0][0])  # every resample gives the same value
     res = bootstrap(data, stat, n_resamples=n_resamples, confidence_level=level, method="percentile",
                     vectorized=vectorized, random_state=rng)
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return (low if math.isfinite(low) else 0.0), (high if math.isfinite(high) else 0.0)
 
 
-def _metric_diff(fn: Any, a: Sequence[str], b: Sequence[str], references: Sequence[Reference],
+def _metric_diff(fn: Any, a: Sequence[str], b: Sequence[str] | None, references: Sequence[Reference],
                  meta: Mapping[str, Any], idx: np.ndarray) -> float:
     pick = [int(i) for i in idx]
-    sub = {k: [v[i] for i in pick] if k == "group_ids" or k == "answers" else v for k, v in meta.items()}
+    sub = {k: [v[i] for i in pick] if k in ("group_ids", "answers") else v for k, v in meta.items()}
     refs = [references[i] for i in pick]
-    return float(fn([a[i] for i in pick], refs, **sub)) - float(fn([b[i] for i in pick], refs, **sub))
+    other = 0.0 if b is None else float(fn([b[i] for i in pick], refs, **sub))
+    return float(fn([a[i] for i in pick], refs, **sub)) - other
 
 
 def majority_share(predictions: Sequence[str]) -> float:

@@ -7,6 +7,7 @@ import pytest
 from ptune.data.catalog import get_task
 from ptune.data.splits import Example
 from ptune.evaluation import baseline as baseline_module
+from ptune.evaluation.analysis import select_best
 from ptune.evaluation.baseline import run_baselines
 from ptune.evaluation.calibration import CONTENT_FREE, calibrate, content_free_sources, input_columns
 from ptune.evaluation.scoring import EvalResult
@@ -75,6 +76,6 @@ def test_select_picks_on_the_given_split_not_on_test():
     def res(acc: float) -> EvalResult:
         return EvalResult({"x/accuracy": acc}, [], 0.0, 1, 0.0)
 
-    found = baseline_module.BaselineResults()
-    found.update(zero_shot=res(0.9), k_shot=res(0.5))  # test scores
-    assert found.select({"zero_shot": res(0.4), "k_shot": res(0.6)}) == "k_shot" == found.selected
+    test = {"zero_shot": res(0.9), "k_shot": res(0.5), "tuned": res(0.95)}
+    assert select_best(test, {"zero_shot": res(0.4), "k_shot": res(0.6)}) == ("k_shot", "validation")
+    assert select_best(test, None) == ("zero_shot", "test")  # no validation results: said so in the report
