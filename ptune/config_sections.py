@@ -153,17 +153,19 @@ class EvalConfig(_Section):
     precision: str = "auto"        # auto (bf16 autocast where the hardware has bf16 units) | fp32 | bf16
     kshot_draws: int = 3           # k-shot baselines, one per demonstration draw (seeds data.seed, +1, ...), >= 1
     calibrate: bool = True         # add contextually calibrated twins of the rank-mode baselines (Zhao et al. 2021)
-    degenerate_share: float = 0.95  # an approach whose most frequent answer covers >= this share of rows is degenerate
+    degenerate_share: float | None = 0.95  # most frequent answer on >= this share of rows: degenerate (None: no check)
     bootstrap_resamples: int = 1000  # paired bootstrap resamples for the 95% intervals, >= 100
 
     def __post_init__(self) -> None:
-        floatify(self, "degenerate_share")
+        if self.degenerate_share is not None:
+            floatify(self, "degenerate_share")
         problems: list[str] = []
         choice(problems, "evaluate.precision", self.precision, PRECISIONS)
         number(problems, "evaluate.batch_size", self.batch_size, 1, integer=True)
         number(problems, "evaluate.max_examples", self.max_examples, 0, integer=True)
         number(problems, "evaluate.kshot_draws", self.kshot_draws, 1, 20, integer=True)
-        number(problems, "evaluate.degenerate_share", self.degenerate_share, 0, 1, lo_open=True)
+        if self.degenerate_share is not None:
+            number(problems, "evaluate.degenerate_share", self.degenerate_share, 0, 1, lo_open=True)
         number(problems, "evaluate.bootstrap_resamples", self.bootstrap_resamples, 100, 100_000, integer=True)
         if not isinstance(self.calibrate, bool):
             problems.append(f"evaluate.calibrate = {self.calibrate!r}: allowed values: true, false")

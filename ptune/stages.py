@@ -31,8 +31,8 @@ from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
 from ptune.evaluation import report as report_format
-from ptune.evaluation.analysis import Analysis, analyse
-from ptune.evaluation.baseline import BaselineResults, run_baselines, trainable_params
+from ptune.evaluation.analysis import analyse, paired_results
+from ptune.evaluation.baseline import BaselineResults, baselines_on_two_splits, trainable_params
 from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
@@ -226,15 +226,11 @@ def evaluate(run: TaskRun, base: BaseModel, prompt: torch.Tensor | None, *, spli
 
 def baselines(run: TaskRun, base: BaseModel, *, split: str = "test", progress: bool = True) -> BaselineResults:
     """Every hard-prompt baseline on `split` and on validation (`.validation`: the best baseline is chosen there)."""
-    cfg, train = run.params.evaluate, run.examples("train")
-    test, validation = run.examples(split), (run.examples("validation") if split != "validation" else [])
-    common = dict(k=cfg.k_shot, seed=run.params.data.seed, batch_size=cfg.batch_size, progress=progress,
-                  majority=True, draws=cfg.kshot_draws, calibrate=cfg.calibrate)
+    cfg, validation = run.params.evaluate, (run.examples("validation") if split != "validation" else [])
     with _eval_precision(run, base):
-        found = run_baselines(base, run.spec, train, test, split=split, fit=validation, **common)
-        if validation:
-            found.validation = run_baselines(base, run.spec, train, validation, split="validation", fit=test, **common)
-    return found
+        return baselines_on_two_splits(base, run.spec, run.examples("train"), run.examples(split), validation, k=cfg.k_shot,
+                                       split=split, seed=run.params.data.seed, majority=True, draws=cfg.kshot_draws,
+                                       batch_size=cfg.batch_size, progress=progress, calibrate=cfg.calibrate)
 
 
 def _eval_precision(run: TaskRun, base: BaseModel) -> contextlib.AbstractContextManager:
@@ -248,24 +244,20 @@ class Reported:
     baselines: BaselineResults
     files: report_format.ReportPaths
     trainable: int
-    analysis: Analysis | None = None  # best baseline (chosen on validation), 95% intervals, degenerate flags
     stats: dict[str, float] = dataclasses.field(default_factory=dict)  # report_format.gate_metrics: for MLflow
 
 
 def report(run: TaskRun, tuned: EvalResult, found: BaselineResults, trainable: int) -> Reported:
-    """Tuned vs baselines: <root>/report/{report.md, chart, predictions} and the metrics JSON; best baseline
-    chosen on validation, bootstrap intervals on the test split."""
+    """report.md, chart, predictions and metrics JSON: best baseline chosen on validation, test intervals."""
     results = {**found, report_format.TUNED: tuned}
     counts = {name: 0 for name in results} | {report_format.TUNED: trainable}
-    split = next(iter(tuned.metrics)).split("/", 1)[0]
-    cfg, examples = run.params.evaluate, run.examples(split)
+    cfg, examples = run.params.evaluate, run.examples(next(iter(tuned.metrics)).split("/", 1)[0])
     analysis = analyse(run.spec, examples, results, found.validation or None, n_resamples=cfg.bootstrap_resamples,
                        seed=run.params.data.seed, threshold=cfg.degenerate_share)
-    files = report_format.write_report(run.name, results, run.paths.report_dir, counts, examples=examples,
-                                       notes=found.notes, metrics_file=run.paths.metrics_file, analysis=analysis,
-                                       curve=run.paths.curve)
+    files = report_format.write_report(run.name, results, run.paths.report_dir, counts, examples=examples, notes=found.notes,
+                                       metrics_file=run.paths.metrics_file, analysis=analysis, curve=run.paths.curve)
     stats = report_format.gate_metrics(report_format.flat_metrics(results, counts, analysis))
-    return Reported(tuned, found, files, trainable, analysis, stats)
+    return Reported(tuned, found, files, trainable, stats)
 
 
 # ---- registry ------------------------------------------------------------------------------------
@@ -288,19 +280,27 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
 
 def promote(run: TaskRun, version: str, base: BaseModel | None = None, *, dry_run: bool = False,
             reevaluate_candidate: bool = False) -> promotion.Decision:
-    """Move @champion to `version` only if it beats the best baseline by `promote.min_gain` and the current
-    champion, re-evaluated here on the current split with the candidate's example cap."""
-    return promotion.promote_if_better(run.name, version, run.params.promote.min_gain, evaluator=version_evaluator(run, base),
-                                       dry_run=dry_run, reevaluate_candidate=reevaluate_candidate)
+    """Move @champion to `version` only if it passes `promote:` (docs/evaluation.md); the champion is re-scored."""
+    return promotion.promote_if_better(run.name, version, evaluator=version_evaluator(run, base), dry_run=dry_run,
+                                       reevaluate_candidate=reevaluate_candidate, gate=run.params.promote, compare=version_comparer(run, base))
 
 
 def version_evaluator(run: TaskRun, base: BaseModel | None = None) -> promotion.Evaluator:
     """Scores a registered version on a split of `run` (its cap), reusing `base` when the fingerprint matches."""
+    return lambda version, split: dict(_version_result(run, base, version, split).metrics)
 
-    def evaluate_version(version: str, split: str) -> dict[str, float]:
-        loaded = load_prompt_with_base(f"models:/{model_registry.model_name(run.name)}/{version}", base=base)
-        return dict(evaluate(run, loaded.base, loaded.prompt, split=split, progress=False).metrics)
-    return evaluate_version
+
+def version_comparer(run: TaskRun, base: BaseModel | None = None) -> promotion.Comparer:
+    """Paired bootstrap interval of (candidate - champion), both scored on the current split of `run`."""
+    score = functools.partial(_version_result, run, base)
+    return lambda candidate, champion, split: paired_results(
+        run.spec, run.examples(split), score(candidate, split), score(champion, split), seed=run.params.data.seed,
+        n_resamples=run.params.evaluate.bootstrap_resamples)
+
+
+def _version_result(run: TaskRun, base: BaseModel | None, version: str, split: str) -> EvalResult:
+    loaded = load_prompt_with_base(f"models:/{model_registry.model_name(run.name)}/{version}", base=base)
+    return evaluate(run, loaded.base, loaded.prompt, split=split, progress=False)
 
 
 def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None) -> tuple[torch.Tensor, BaseModel]:

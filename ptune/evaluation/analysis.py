@@ -34,12 +34,12 @@ class Analysis:
     intervals: dict[str, Interval]  # each approach's own score, 95% bootstrap interval
     gain: Interval | None  # paired (tuned - selected baseline)
     shares: dict[str, float]  # share of rows given the most frequent answer, per approach
-    threshold: float = DEGENERATE_SHARE
+    threshold: float | None = DEGENERATE_SHARE  # None: no approach is flagged
     kshot: dict[str, float] = field(default_factory=dict)  # "mean", "std", "best" (draw chosen on validation)
     best_draw: str | None = None
 
     def degenerate(self, name: str) -> bool:
-        return self.shares.get(name, 0.0) >= self.threshold
+        return self.threshold is not None and self.shares.get(name, 0.0) >= self.threshold
 
 
 def select_best(results: Mapping[str, EvalResult], validation: Mapping[str, EvalResult] | None) -> tuple[str | None, str]:
@@ -55,7 +55,7 @@ def select_best(results: Mapping[str, EvalResult], validation: Mapping[str, Eval
 
 def analyse(spec: TaskSpec, examples: Sequence[Example], results: Mapping[str, EvalResult],
             validation: Mapping[str, EvalResult] | None = None, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
-            threshold: float = DEGENERATE_SHARE) -> Analysis:
+            threshold: float | None = DEGENERATE_SHARE) -> Analysis:
     """Intervals, selection and flags for `results` (all on `examples`, in order; "tuned" = the candidate)."""
     metric = next(iter(next(iter(results.values())).metrics))
     refs, meta = [ex.target for ex in examples], metric_meta(spec, examples)
@@ -70,6 +70,14 @@ def analyse(spec: TaskSpec, examples: Sequence[Example], results: Mapping[str, E
     kshot, best_draw = _kshot(results, on_val, metric)
     return Analysis(metric, selected, where, on_val, intervals, gain,
                     {n: majority_share(r.predictions) for n, r in results.items()}, threshold, kshot, best_draw)
+
+
+def paired_results(spec: TaskSpec, examples: Sequence[Example], a: EvalResult, b: EvalResult, *,
+                   n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
+    """Paired interval of a - b on the primary metric, both scored on `examples` in order."""
+    metric = next(iter(a.metrics))
+    return paired_bootstrap(metric, a.predictions, b.predictions, [ex.target for ex in examples],
+                            n_resamples=n_resamples, seed=seed, **metric_meta(spec, examples))
 
 
 def _kshot(results: Mapping[str, EvalResult], on_val: Mapping[str, float], metric: str) -> tuple[dict[str, float], str | None]:

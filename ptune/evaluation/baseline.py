@@ -149,6 +149,16 @@ def run_baselines(base: BaseModel, spec: TaskSpec, train: Sequence[Example], tes
     return out
 
 
+def baselines_on_two_splits(base: BaseModel, spec: TaskSpec, train: Sequence[Example], test: Sequence[Example],
+                            validation: Sequence[Example], *, split: str = "test", **options) -> BaselineResults:
+    """`run_baselines` on `test` and on `validation` with the same prompts (`.validation`, where the best
+    baseline is chosen: model selection never looks at the test split)."""
+    found = run_baselines(base, spec, train, test, split=split, fit=validation, **options)
+    if validation:
+        found.validation = run_baselines(base, spec, train, validation, split="validation", fit=test, **options)
+    return found
+
+
 def _chat_baseline(out: BaselineResults, base: BaseModel, spec: TaskSpec, test: list[Example], common: dict,
                    calibrate: bool) -> None:
     chat = chat_examples(base, spec, test)
