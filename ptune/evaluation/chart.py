@@ -38,6 +38,17 @@ def read_curve(path: str | Path | None, metric: str) -> tuple[list[int], list[fl
 def report_chart(task: str, results: Mapping[str, EvalResult], titles: Mapping[str, str], path: Path, *,
                  analysis: Analysis | None = None, curve: str | Path | None = None) -> Path:
     """Write the chart described in the module docstring to `path` (PNG); returns `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(task, results, titles, analysis=analysis, curve=curve)
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def chart_figure(task: str, results: Mapping[str, EvalResult], titles: Mapping[str, str], *,
+                 analysis: Analysis | None = None, curve: str | Path | None = None):
+    """The matplotlib Figure of `report_chart` (open: the caller closes it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -50,9 +61,7 @@ def report_chart(task: str, results: Mapping[str, EvalResult], titles: Mapping[s
     _curve(right, curve, metric, results, analysis)
     fig.suptitle(_wrap(f"{task}: every approach on the {metric.split('/', 1)[0]} split, with 95% intervals", 90),
                  fontsize=11)
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _wrap(text: str, width: int) -> str:
