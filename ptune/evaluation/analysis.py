@@ -43,9 +43,11 @@ class Analysis:
 
 
 def select_best(results: Mapping[str, EvalResult], validation: Mapping[str, EvalResult] | None) -> tuple[str | None, str]:
-    """(best baseline row, split it was chosen on): the validation results when given, else test (legacy)."""
+    """(best baseline row, split it was chosen on): the validation results when given, else the results' own
+    split (legacy callers, or `ptune report --split validation`)."""
     names = [n for n in results if n != TUNED]
-    on, where = (validation, "validation") if validation else (results, "test")
+    own = next(iter(results.values())).metrics if results else {"test/": 0}
+    on, where = (validation, "validation") if validation else (results, next(iter(own)).split("/", 1)[0])
     names = [n for n in names if n in on]
     if not names:
         return None, where

@@ -166,7 +166,7 @@ def _summary(results: Mapping[str, EvalResult], analysis: Analysis) -> list[str]
     if best is not None:
         val = analysis.validation.get(best)
         chosen = (f"chosen on the validation split ({val:.4f})" if val is not None
-                  else "chosen on the test split (no validation results were given)")
+                  else f"chosen on the {analysis.selected_on} split (no validation results were given)")
         out.append(f"- Best baseline: {_title(best, results[best])}, {chosen}; {metric} {results[best].metrics[metric]:.4f}.")
     if analysis.gain is not None:
         out.append(f"- Tuned - best baseline: {analysis.gain.text()} (paired bootstrap, "
