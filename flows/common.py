@@ -76,6 +76,7 @@ def train_summary_markdown(summary: Mapping[str, Any], table: str) -> str:
         f"**Promotion**: {summary['decision']} — {summary['reason']}", "",
         f"**MLflow**: [run {summary['run_id'][:8]}]({run_url}) · [model {summary['model']} v{summary['version']}]"
         f"({version_url}) · `{summary['model_uri']}`", "",
+        f"![every approach with its 95% interval, and the validation curve]({summary.get('chart_url', '')})", "",
         f"Training: {summary['steps']} steps in {summary['train_seconds']:.0f} s, best step {summary['best_step']}"
         + (f", resumed from step {resumed}" if resumed else "") + f"; base model `{summary['base_model']}`.",
     ])

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows.common import check_data, task_run, train_summary_markdown
+from flows.common import check_data, mlflow_ui, task_run, train_summary_markdown
 from flows.params import TrainFlowParams
 from flows.prefect_setup import gpu_slot
+from ptune.evaluation.chart import CHART_NAME
 from ptune.evaluation.stats import Interval
 from ptune.registry.model_registry import RegisteredPrompt
 from ptune.registry.promotion import Decision
@@ -79,6 +80,7 @@ def publish_summary(run: TaskRun, trained: Trained, reported: Reported, register
         "run_id": registered.run_id, "experiment_id": ensure_experiment(trained.task),
         "steps": trained.steps_run, "best_step": trained.best_step, "train_seconds": trained.seconds,
         "trainable": trained.trainable,
+        "chart_url": f"{mlflow_ui()}/get-artifact?path=report/{CHART_NAME}&run_uuid={registered.run_id}",
         "resumed_from": trained.resumed_from, "prompt_dir": str(trained.prompt_dir), "base_model": base_spec,
     }
     table = reported.files.markdown.read_text(encoding="utf-8")
@@ -86,6 +88,8 @@ def publish_summary(run: TaskRun, trained: Trained, reported: Reported, register
         table += f"- Tuned - champion v{decision.champion_version}: {decision.champion_interval.text()}.\n"
     create_markdown_artifact(train_summary_markdown(summary, table), key=artifact_key("train", trained.task),
                              description=f"ptune `{trained.task}`: tuned prompt vs baselines")
+    create_image_artifact(summary["chart_url"], key=artifact_key("chart", trained.task),  # the report PNG, via MLflow
+                          description=f"ptune `{trained.task}`: every approach with its 95% interval")
     return summary
 
 

@@ -74,7 +74,7 @@ def test_k_shot_draws_use_consecutive_seeds_and_a_majority_row(tiny_causal, draw
 
 def test_select_picks_on_the_given_split_not_on_test():
     def res(acc: float) -> EvalResult:
-        return EvalResult({"x/accuracy": acc}, [], 0.0, 1, 0.0)
+        return EvalResult({"test/accuracy": acc}, [], 0.0, 1, 0.0)
 
     test = {"zero_shot": res(0.9), "k_shot": res(0.5), "tuned": res(0.95)}
     assert select_best(test, {"zero_shot": res(0.4), "k_shot": res(0.6)}) == ("k_shot", "validation")
