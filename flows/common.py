@@ -76,17 +76,26 @@ def train_summary_markdown(summary: Mapping[str, Any], table: str) -> str:
         f"**Promotion**: {summary['decision']} — {summary['reason']}", "",
         f"**MLflow**: [run {summary['run_id'][:8]}]({run_url}) · [model {summary['model']} v{summary['version']}]"
         f"({version_url}) · `{summary['model_uri']}`", "",
+        f"![every approach with its 95% interval, and the validation curve]({summary.get('chart_url', '')})", "",
         f"Training: {summary['steps']} steps in {summary['train_seconds']:.0f} s, best step {summary['best_step']}"
         + (f", resumed from step {resumed}" if resumed else "") + f"; base model `{summary['base_model']}`.",
     ])
 
 
+def fmt_interval(found: Any) -> str:
+    """[diff, low, high] -> "+0.0450 [+0.0125, +0.0775]"; "-" when absent."""
+    return "-" if not found else f"{found[0]:+.4f} [{found[1]:+.4f}, {found[2]:+.4f}]"
+
+
 def nightly_markdown(rows: list[Mapping[str, Any]]) -> str:
     """The nightly artifact: one row per task, failures with their message."""
-    lines = ["| task | state | metric | soft prompt | best baseline | decision | version |", "|---" * 7 + "|"]
+    lines = ["| task | state | metric | soft prompt | best baseline | gain [95% CI] | vs champion [95% CI] | n | "
+             "decision | version |", "|---" * 10 + "|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['state']} | {r.get('metric', '-')} | {_fmt(r.get('tuned'))} | "
-                     f"{_fmt(r.get('best_baseline'))} | {r.get('decision', '-')} | {r.get('version', '-')} |")
+                     f"{_fmt(r.get('best_baseline'))} | {fmt_interval(r.get('gain_ci'))} | "
+                     f"{fmt_interval(r.get('champion_ci'))} | {r.get('n', '-')} | {r.get('decision', '-')} | "
+                     f"{r.get('version', '-')} |")
     failed = [r for r in rows if r["state"] != "Completed"]
     lines += ["", f"{len(rows) - len(failed)} of {len(rows)} tasks completed."]
     lines += [f"- **{r['task']}** failed: {r.get('message', '')[:2000]}" for r in failed]

@@ -26,11 +26,17 @@ def _round(value: object) -> object:
     return round(value) if isinstance(value, float) else value
 
 
+def _interval(found: object) -> str:
+    """[diff, low, high] -> "+0.0450 [+0.0125, +0.0775]" (flows.common.fmt_interval; prefect-free here)."""
+    return "-" if not isinstance(found, list | tuple) else f"{found[0]:+.4f} [{found[1]:+.4f}, {found[2]:+.4f}]"
+
+
 def summary_table(rows: list[dict]) -> str:
     """Plain-text table: one line per task."""
-    head = ("task", "state", "metric", "best baseline", "soft prompt", "steps", "train s", "task s",
+    head = ("task", "state", "metric", "best baseline", "soft prompt", "gain [95% CI]", "steps", "train s", "task s",
             "trainable params", "decision", "version")
     lines = [[r["task"], r["state"], r.get("metric", "-"), _fmt(r.get("best_baseline")), _fmt(r.get("tuned")),
+              _interval(r.get("gain_ci")),
               _fmt(r.get("steps")), _fmt(_round(r.get("train_seconds"))), _fmt(_round(r.get("seconds"))),
               _fmt(r.get("trainable")), r.get("decision", "-"), _fmt(r.get("version"))] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=False)]

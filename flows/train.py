@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows.common import check_data, task_run, train_summary_markdown
+from flows.common import check_data, mlflow_ui, task_run, train_summary_markdown
 from flows.params import TrainFlowParams
 from flows.prefect_setup import gpu_slot
+from ptune.evaluation.chart import CHART_NAME
+from ptune.evaluation.stats import Interval
 from ptune.registry.model_registry import RegisteredPrompt
 from ptune.registry.promotion import Decision
 from ptune.registry.tracking import ensure_experiment
@@ -65,21 +67,37 @@ def train_task_flow(params: TrainFlowParams) -> dict[str, Any] | State:
 def publish_summary(run: TaskRun, trained: Trained, reported: Reported, registered: RegisteredPrompt,
                     decision: Decision | None, base_spec: str) -> dict[str, Any]:
     """The flow's markdown artifact and return value (the nightly flow tabulates these)."""
-    tuned, baselines = reported.tuned, reported.baselines
+    tuned, stats = reported.tuned, reported.stats
     metric = next(iter(tuned.metrics))
-    scores = [r.metrics[metric] for r in baselines.values() if metric in r.metrics]
     summary = {
         "task": trained.task, "metric": metric, "tuned": tuned.metrics[metric],
-        "best_baseline": max(scores) if scores else None,
+        "best_baseline": stats.get(f"baseline/best/{metric}"),  # chosen on validation, scored on test
+        "gain_ci": _pair(stats, f"gain/{metric}"), "n": tuned.n,
+        "champion_ci": _interval(decision.champion_interval) if decision else None,
         "decision": decision.alias if decision else "not promoted",
         "reason": decision.reason if decision else "the promotion step was switched off in the form",
         "model": registered.name, "version": registered.version, "model_uri": registered.model_uri,
         "run_id": registered.run_id, "experiment_id": ensure_experiment(trained.task),
         "steps": trained.steps_run, "best_step": trained.best_step, "train_seconds": trained.seconds,
         "trainable": trained.trainable,
+        "chart_url": f"{mlflow_ui()}/get-artifact?path=report/{CHART_NAME}&run_uuid={registered.run_id}",
         "resumed_from": trained.resumed_from, "prompt_dir": str(trained.prompt_dir), "base_model": base_spec,
     }
     table = reported.files.markdown.read_text(encoding="utf-8")
+    if decision is not None and decision.champion_interval is not None:
+        table += f"- Tuned - champion v{decision.champion_version}: {decision.champion_interval.text()}.\n"
     create_markdown_artifact(train_summary_markdown(summary, table), key=artifact_key("train", trained.task),
                              description=f"ptune `{trained.task}`: tuned prompt vs baselines")
+    create_image_artifact(summary["chart_url"], key=artifact_key("chart", trained.task),  # the report PNG, via MLflow
+                          description=f"ptune `{trained.task}`: every approach with its 95% interval")
     return summary
+
+
+def _pair(stats: dict[str, float], key: str) -> list[float] | None:
+    """[value, ci_low, ci_high] of a report key with its interval, or None when the report has none."""
+    found = [stats.get(key), stats.get(f"{key}/ci_low"), stats.get(f"{key}/ci_high")]
+    return None if None in found else found
+
+
+def _interval(ci: Interval | None) -> list[float] | None:
+    return None if ci is None else [ci.diff, ci.low, ci.high]

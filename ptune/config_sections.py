@@ -160,12 +160,24 @@ class EvalConfig(_Section):
     max_examples: int = 400        # per split (0 = all)
     k_shot: int | None = None      # examples in the k-shot baseline, >= 0 (None = the task spec's own k_shot)
     precision: str = "auto"        # auto (bf16 autocast where the hardware has bf16 units) | fp32 | bf16
+    kshot_draws: int = 3           # k-shot baselines, one per demonstration draw (seeds data.seed, +1, ...), >= 1
+    calibrate: bool = True         # add contextually calibrated twins of the rank-mode baselines (Zhao et al. 2021)
+    degenerate_share: float | None = 0.95  # most frequent answer on >= this share of rows: degenerate (None: no check)
+    bootstrap_resamples: int = 1000  # paired bootstrap resamples for the 95% intervals, >= 100
 
     def __post_init__(self) -> None:
+        if self.degenerate_share is not None:
+            floatify(self, "degenerate_share")
         problems: list[str] = []
         choice(problems, "evaluate.precision", self.precision, PRECISIONS)
         number(problems, "evaluate.batch_size", self.batch_size, 1, integer=True)
         number(problems, "evaluate.max_examples", self.max_examples, 0, integer=True)
+        number(problems, "evaluate.kshot_draws", self.kshot_draws, 1, 20, integer=True)
+        if self.degenerate_share is not None:
+            number(problems, "evaluate.degenerate_share", self.degenerate_share, 0, 1, lo_open=True)
+        number(problems, "evaluate.bootstrap_resamples", self.bootstrap_resamples, 100, 100_000, integer=True)
+        if not isinstance(self.calibrate, bool):
+            problems.append(f"evaluate.calibrate = {self.calibrate!r}: allowed values: true, false")
         if self.k_shot is not None:
             number(problems, "evaluate.k_shot", self.k_shot, 0, integer=True)
         self._raise_if(problems)
@@ -177,9 +189,14 @@ class PromoteConfig(_Section):
 
     section: ClassVar[str] = "promote"
     min_gain: float = 0.0          # candidate must beat the best hard-prompt baseline by this much
+    require_significant: bool = True  # the 95% interval's LOWER bound of (candidate - best baseline) must exceed min_gain
+    min_examples: int = 100        # never promote on fewer test examples than this, >= 0
 
     def __post_init__(self) -> None:
         floatify(self, "min_gain")
         problems: list[str] = []
         number(problems, "promote.min_gain", self.min_gain)
+        number(problems, "promote.min_examples", self.min_examples, 0, integer=True)
+        if not isinstance(self.require_significant, bool):
+            problems.append(f"promote.require_significant = {self.require_significant!r}: allowed values: true, false")
         self._raise_if(problems)

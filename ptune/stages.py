@@ -31,7 +31,8 @@ from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
 from ptune.evaluation import report as report_format
-from ptune.evaluation.baseline import BaselineResults, run_baselines, trainable_params
+from ptune.evaluation.analysis import analyse, paired_results
+from ptune.evaluation.baseline import BaselineResults, baselines_on_two_splits, trainable_params
 from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
@@ -224,11 +225,12 @@ def evaluate(run: TaskRun, base: BaseModel, prompt: torch.Tensor | None, *, spli
 
 
 def baselines(run: TaskRun, base: BaseModel, *, split: str = "test", progress: bool = True) -> BaselineResults:
-    """Hard prompts (zero-shot, k-shot, chat template) on the same frozen model, split, cap and precision."""
-    cfg = run.params.evaluate
+    """Every hard-prompt baseline on `split` and on validation (`.validation`: the best baseline is chosen there)."""
+    cfg, validation = run.params.evaluate, (run.examples("validation") if split != "validation" else [])
     with _eval_precision(run, base):
-        return run_baselines(base, run.spec, run.examples("train"), run.examples(split), k=cfg.k_shot,
-                             seed=run.params.data.seed, batch_size=cfg.batch_size, split=split, progress=progress)
+        return baselines_on_two_splits(base, run.spec, run.examples("train"), run.examples(split), validation, k=cfg.k_shot,
+                                       split=split, seed=run.params.data.seed, majority=True, draws=cfg.kshot_draws,
+                                       batch_size=cfg.batch_size, progress=progress, calibrate=cfg.calibrate)
 
 
 def _eval_precision(run: TaskRun, base: BaseModel) -> contextlib.AbstractContextManager:
@@ -242,17 +244,20 @@ class Reported:
     baselines: BaselineResults
     files: report_format.ReportPaths
     trainable: int
+    stats: dict[str, float] = dataclasses.field(default_factory=dict)  # report_format.gate_metrics: for MLflow
 
 
 def report(run: TaskRun, tuned: EvalResult, found: BaselineResults, trainable: int) -> Reported:
-    """Tuned vs baselines: <root>/report/{report.md, chart, predictions} and the metrics JSON."""
+    """report.md, chart, predictions and metrics JSON: best baseline chosen on validation, test intervals."""
     results = {**found, report_format.TUNED: tuned}
     counts = {name: 0 for name in results} | {report_format.TUNED: trainable}
-    split = next(iter(tuned.metrics)).split("/", 1)[0]
-    files = report_format.write_report(run.name, results, run.paths.report_dir, counts,
-                                       examples=run.examples(split), notes=found.notes,
-                                       metrics_file=run.paths.metrics_file)
-    return Reported(tuned, found, files, trainable)
+    cfg, examples = run.params.evaluate, run.examples(next(iter(tuned.metrics)).split("/", 1)[0])
+    analysis = analyse(run.spec, examples, results, found.validation or None, n_resamples=cfg.bootstrap_resamples,
+                       seed=run.params.data.seed, threshold=cfg.degenerate_share)
+    files = report_format.write_report(run.name, results, run.paths.report_dir, counts, examples=examples, notes=found.notes,
+                                       metrics_file=run.paths.metrics_file, analysis=analysis, curve=run.paths.curve)
+    stats = report_format.gate_metrics(report_format.flat_metrics(results, counts, analysis))
+    return Reported(tuned, found, files, trainable, stats)
 
 
 # ---- registry ------------------------------------------------------------------------------------
@@ -261,12 +266,12 @@ def report(run: TaskRun, tuned: EvalResult, found: BaselineResults, trainable: i
 def register(run: TaskRun, trained: Trained, reported: Reported) -> model_registry.RegisteredPrompt:
     """Record test and baseline metrics in prompt.json, close the MLflow run with the report and validation
     files attached (a new run when training was not tracked), and register a version of `ptune-<task>`."""
-    final = {**reported.tuned.metrics, **tracking.baseline_metrics(reported.baselines)}
+    final = {**reported.tuned.metrics, **reported.stats, **tracking.baseline_metrics(reported.baselines)}
     meta = dataclasses.replace(trained.meta, metrics={**trained.metrics, **final})
     save_prompt(trained.prompt_dir, trained.prompt, meta)
     mlflow_run = tracking.resume(run.name, trained.run_id) if trained.run_id else tracking.run_for_prompt(meta)
     files = reported.files
-    run_id = mlflow_run.finish(trained.prompt_dir, reported.tuned.metrics, reported.baselines,
+    run_id = mlflow_run.finish(trained.prompt_dir, {**reported.tuned.metrics, **reported.stats}, reported.baselines,
                                report_files=[files.markdown, files.metrics, files.chart],
                                predictions=files.predictions, validation_dir=paths.validation_dir(run.name))
     return model_registry.register_prompt(run.name, trained.prompt_dir, run_id,
@@ -275,19 +280,27 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
 
 def promote(run: TaskRun, version: str, base: BaseModel | None = None, *, dry_run: bool = False,
             reevaluate_candidate: bool = False) -> promotion.Decision:
-    """Move @champion to `version` only if it beats the best baseline by `promote.min_gain` and the current
-    champion, re-evaluated here on the current split with the candidate's example cap."""
-    return promotion.promote_if_better(run.name, version, run.params.promote.min_gain, evaluator=version_evaluator(run, base),
-                                       dry_run=dry_run, reevaluate_candidate=reevaluate_candidate)
+    """Move @champion to `version` only if it passes `promote:` (docs/evaluation.md); the champion is re-scored."""
+    return promotion.promote_if_better(run.name, version, evaluator=version_evaluator(run, base), dry_run=dry_run,
+                                       reevaluate_candidate=reevaluate_candidate, gate=run.params.promote, compare=version_comparer(run, base))
 
 
 def version_evaluator(run: TaskRun, base: BaseModel | None = None) -> promotion.Evaluator:
     """Scores a registered version on a split of `run` (its cap), reusing `base` when the fingerprint matches."""
+    return lambda version, split: dict(_version_result(run, base, version, split).metrics)
 
-    def evaluate_version(version: str, split: str) -> dict[str, float]:
-        loaded = load_prompt_with_base(f"models:/{model_registry.model_name(run.name)}/{version}", base=base)
-        return dict(evaluate(run, loaded.base, loaded.prompt, split=split, progress=False).metrics)
-    return evaluate_version
+
+def version_comparer(run: TaskRun, base: BaseModel | None = None) -> promotion.Comparer:
+    """Paired bootstrap interval of (candidate - champion), both scored on the current split of `run`."""
+    score = functools.partial(_version_result, run, base)
+    return lambda candidate, champion, split: paired_results(
+        run.spec, run.examples(split), score(candidate, split), score(champion, split), seed=run.params.data.seed,
+        n_resamples=run.params.evaluate.bootstrap_resamples)
+
+
+def _version_result(run: TaskRun, base: BaseModel | None, version: str, split: str) -> EvalResult:
+    loaded = load_prompt_with_base(f"models:/{model_registry.model_name(run.name)}/{version}", base=base)
+    return evaluate(run, loaded.base, loaded.prompt, split=split, progress=False)
 
 
 def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None) -> tuple[torch.Tensor, BaseModel]:

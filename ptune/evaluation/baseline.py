@@ -4,6 +4,10 @@
 - `k_shot`: instruction + k demonstrations ("<source> <target>" blocks) drawn from train with a fixed
   seed; demonstrations are dropped from the end until instruction + demonstrations + every test
   source fits `max_source_tokens` untruncated; the k actually used is in `details["k_used"]`.
+- `k_shot_2`, `k_shot_3`...: the same with other demonstration draws (seed + 1, ...): k-shot accuracy swings
+  with the draw, so one draw is not a fair baseline (`evaluate.kshot_draws`).
+- `<row>_calibrated`: contextual calibration of each rank-mode row (`ptune.evaluation.calibration`).
+- `majority`: the most frequent train label for every row (classification).
 - `chat_zero_shot`: instruction + source as the user turn of the tokenizer's chat template with the
   generation prompt; the label is scored as the assistant's continuation (same target tokenisation as
   training). Omitted, with a note, when the tokenizer has no chat template.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +30,9 @@ import torch
 
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
-from ptune.evaluation.scoring import evaluate, join_prefix
+from ptune.evaluation.calibration import calibrated_twin
+from ptune.evaluation.metrics import compute_metrics
+from ptune.evaluation.scoring import EvalResult, evaluate, join_prefix, metric_meta, predict
 from ptune.model.base import BaseModel
 
 log = logging.getLogger(__name__)
@@ -34,11 +41,15 @@ BASELINES = ("zero_shot", "k_shot", "chat_zero_shot")
 
 
 class BaselineResults(dict):
-    """`dict[name, EvalResult]` plus `notes[name]` saying why a baseline was skipped."""
+    """`dict[name, EvalResult]` plus `notes[name]` saying why a baseline was skipped or cut short,
+    `k_used[name]` = (demonstrations used, seed) per k-shot draw, and `validation`: the same rows on the
+    validation split, where the best baseline is chosen (`ptune.evaluation.analysis.select_best`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.notes: dict[str, str] = {}
+        self.k_used: dict[str, tuple[int, int]] = {}
+        self.validation: dict[str, EvalResult] = {}
 
 
 def trainable_params(prompt: torch.Tensor | None) -> int:
@@ -99,25 +110,89 @@ def _adds_bos(base: BaseModel) -> bool:
     return bool(ids) and ids[0] == base.tokenizer.bos_token_id
 
 
+def draw_name(draw: int) -> str:
+    """k-shot draw 0 is "k_shot" (seed = data seed, as before draws existed); draw i is "k_shot_<i+1>"."""
+    return "k_shot" if draw == 0 else f"k_shot_{draw + 1}"
+
+
 def run_baselines(base: BaseModel, spec: TaskSpec, train: Sequence[Example], test: Sequence[Example], *, k: int | None = None,
                   seed: int = 0, batch_size: int = 16, mode: str | None = None, split: str = "test",
-                  max_examples: int | None = None, progress: bool = True) -> BaselineResults:
-    """zero_shot, k_shot and (where the tokenizer has one) chat_zero_shot results on `test`."""
+                  max_examples: int | None = None, progress: bool = True, draws: int = 1, calibrate: bool = False,
+                  majority: bool = False, fit: Sequence[Example] = ()) -> BaselineResults:
+    """zero_shot, k_shot (one row per demonstration draw, seeds seed..seed+draws-1) and, where the tokenizer
+    has one, chat_zero_shot on `test`. `calibrate` adds "<row>_calibrated" twins (rank mode, `calibration`),
+    `majority` a "majority" row (classification). `fit`: examples of another split that will be scored with
+    the same prompts, so demonstrations are chosen to fit beside them too (same prompt on every split)."""
     test = list(test)[:max_examples]
     common = dict(batch_size=batch_size, mode=mode, split=split, progress=progress)
     out = BaselineResults()
     k = spec.k_shot if k is None else k
     spec = dataclasses.replace(spec, max_source_tokens=prompt_window(base, spec, k))
-    out["zero_shot"] = evaluate(base, spec, test, prefix=spec.instruction, **common)
-    prefix, k_used = few_shot_prefix(base, spec, train, test, k, seed)
-    out["k_shot"] = evaluate(base, spec, test, prefix=prefix, **common)
-    out["k_shot"].details.update(k_requested=k, k_used=k_used, seed=seed)
-    if k_used < k:
-        out.notes["k_shot"] = f"{k_used} of {k} demonstrations fit in the {spec.max_source_tokens}-token window"
+    calibrate = calibrate and spec.kind == "classification"
+    if majority and spec.kind == "classification":
+        out["majority"] = majority_result(spec, train, test, split)
+    prefixes = {"zero_shot": spec.instruction}
+    for draw in range(max(1, draws)):
+        prefix, k_used = few_shot_prefix(base, spec, train, [*test, *fit], k, seed + draw)
+        prefixes[draw_name(draw)] = prefix
+        if k_used < k:
+            out.notes[draw_name(draw)] = f"{k_used} of {k} demonstrations fit in the {spec.max_source_tokens}-token window"
+        out.k_used[draw_name(draw)] = (k_used, seed + draw)
+    for name, prefix in prefixes.items():
+        out[name] = evaluate(base, spec, test, prefix=prefix, **common)
+        if name in out.k_used:
+            out[name].details.update(k_requested=k, k_used=out.k_used[name][0], seed=out.k_used[name][1])
+        if calibrate:
+            _add_calibrated(out, name, base, spec, test, split, batch_size,
+                            lambda text, prefix=prefix: join_prefix(prefix, text))
+    _chat_baseline(out, base, spec, test, common, calibrate)
+    return out
+
+
+def baselines_on_two_splits(base: BaseModel, spec: TaskSpec, train: Sequence[Example], test: Sequence[Example],
+                            validation: Sequence[Example], *, split: str = "test", **options) -> BaselineResults:
+    """`run_baselines` on `test` and on `validation` with the same prompts (`.validation`, where the best
+    baseline is chosen: model selection never looks at the test split)."""
+    found = run_baselines(base, spec, train, test, split=split, fit=validation, **options)
+    if validation:
+        found.validation = run_baselines(base, spec, train, validation, split="validation", fit=test, **options)
+    return found
+
+
+def _chat_baseline(out: BaselineResults, base: BaseModel, spec: TaskSpec, test: list[Example], common: dict,
+                   calibrate: bool) -> None:
     chat = chat_examples(base, spec, test)
     if chat is None:
         out.notes["chat_zero_shot"] = "skipped: the tokenizer has no chat template"
         log.info("task %s: chat_zero_shot baseline skipped (no chat template)", spec.name)
+        return
+    out["chat_zero_shot"] = evaluate(base, spec, chat, **common)
+    if calibrate:
+        def wrap(text: str) -> str:
+            return chat_examples(base, spec, [Example("cf", text, "")])[0].source
+        _add_calibrated(out, "chat_zero_shot", base, spec, test, common["split"], common["batch_size"], wrap)
+
+
+def _add_calibrated(out: BaselineResults, name: str, base: BaseModel, spec: TaskSpec, test: list[Example],
+                    split: str, batch_size: int, wrap) -> None:
+    """Add "<name>_calibrated" (contextual calibration of row `name`), or a note saying why not."""
+    def score_sources(sources: list[str]) -> list[list[float]]:
+        scores: list[list[float]] = []
+        predict(base, spec, sources, mode="rank", batch_size=batch_size, scores_out=scores)
+        return scores
+
+    twin = calibrated_twin(out[name], spec, test, split, score_sources, wrap)
+    if twin is None:
+        out.notes.setdefault(f"{name}_calibrated", "skipped: needs rank classification and a template with input fields")
     else:
-        out["chat_zero_shot"] = evaluate(base, spec, chat, **common)
-    return out
+        out[f"{name}_calibrated"] = twin
+
+
+def majority_result(spec: TaskSpec, train: Sequence[Example], test: Sequence[Example], split: str) -> EvalResult:
+    """Every row gets the most frequent label of the train split (ties: label order): the floor a classifier
+    must clear. 0 trainable parameters, no model call."""
+    counts = Counter(ex.target for ex in train)
+    label = max(spec.label_words, key=lambda w: counts.get(w, 0)) if counts else spec.label_words[0]
+    predictions = [label] * len(test)
+    metrics = compute_metrics(spec.metrics, predictions, [ex.target for ex in test], split, **metric_meta(spec, test))
+    return EvalResult(metrics, predictions, 0.0, len(test), 0.0, {"mode": "majority", "label": label})

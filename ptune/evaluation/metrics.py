@@ -189,6 +189,32 @@ METRICS: dict[str, MetricFn] = {
 }
 
 
+# Metrics that are a mean over examples: their per-example scores (same scale as the metric) let the bootstrap
+# resample a vector instead of recomputing the metric (ptune.evaluation.stats); the others (macro-F1, MCC,
+# F1a, MultiRC EM) are recomputed on every resample.
+_PER_EXAMPLE: dict[str, Callable[[str, Reference], float]] = {
+    "accuracy": lambda p, r: float(p.strip() == str(r).strip()),
+    "exact_match": lambda p, r: float(p.strip().lower() == str(r).strip().lower()),
+    **{kind: (lambda p, r, kind=kind: rouge_scores(p, r)[kind]) for kind in ("rouge1", "rouge2", "rougeL", "rougeLsum")},
+    "f1": lambda p, r: max(_token_f1(p, a) for a in _answers(r)),
+}
+
+
+def per_example_scores(name: str, predictions: Sequence[str], references: Sequence[Reference],
+                       **meta: Any) -> list[float] | None:
+    """One score per example whose mean is metric `name` (accuracy, exact match, ROUGE, SQuAD EM/F1);
+    None for metrics that do not decompose over examples (macro-F1, MCC, F1a, MultiRC per-question EM)."""
+    _check(predictions, references)
+    if name == "em" and meta.get("group_ids") is None:
+        refs = meta.get("answers") or references
+        return [float(max(normalize_answer(p) == normalize_answer(a) for a in _answers(r)))
+                for p, r in zip(predictions, refs, strict=True)]
+    if name == "f1" and meta.get("answers") is not None:
+        references = meta["answers"]
+    fn = _PER_EXAMPLE.get(name)
+    return None if fn is None else [fn(p, r) for p, r in zip(predictions, references, strict=True)]
+
+
 def get_metric(name: str) -> MetricFn:
     """The metric called `name`; ConfigError listing the known names otherwise."""
     try:

@@ -47,6 +47,7 @@ class EvalResult:
     n: int  # examples evaluated
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)  # mode, k used by a k-shot baseline, notes...
+    label_scores: list[list[float]] | None = None  # rank mode: (n, L) label log-likelihoods (calibration)
 
 
 def join_prefix(prefix: str, source: str) -> str:
@@ -143,7 +144,7 @@ def score_labels_naive(base: BaseModel, source_ids: Sequence[Sequence[int]], lab
     return torch.stack(cols, dim=1)
 
 
-def _metric_meta(spec: TaskSpec, examples: Sequence[Example]) -> dict[str, Any]:
+def metric_meta(spec: TaskSpec, examples: Sequence[Example]) -> dict[str, Any]:
     """What some metrics need beyond (predictions, references): label set, MultiRC question ids,
     ReCoRD answer lists (from each example's raw `fields`)."""
     meta: dict[str, Any] = {"label_words": tuple(spec.label_words)}
@@ -180,13 +181,16 @@ def evaluate(base: BaseModel, spec: TaskSpec, examples: Sequence[Example], promp
         raise DataError(f"task {spec.name!r}: split {split!r} has no examples to evaluate")
     start = time.perf_counter()
     mode = _mode(spec, mode)
+    scores: list[list[float]] = []
     predictions, invalid = predict(base, spec, [join_prefix(prefix, ex.source) for ex in examples], prompt,
                                    mode=mode, batch_size=batch_size, length_normalize=length_normalize,
-                                   num_beams=num_beams, progress=progress, desc=f"{spec.name}/{split}")
+                                   num_beams=num_beams, progress=progress, desc=f"{spec.name}/{split}",
+                                   scores_out=scores)
+    scores = scores if mode == "rank" else None
     metrics = compute_metrics(spec.metrics, predictions, [ex.target for ex in examples], split,
-                              **_metric_meta(spec, examples))
+                              **metric_meta(spec, examples))
     return EvalResult(metrics, predictions, sum(invalid) / len(invalid), len(examples),
-                      time.perf_counter() - start, {"mode": mode, "prefix_chars": len(prefix)})
+                      time.perf_counter() - start, {"mode": mode, "prefix_chars": len(prefix)}, scores)
 
 
 def _mode(spec: TaskSpec, mode: str | None) -> str:
@@ -199,14 +203,16 @@ def _mode(spec: TaskSpec, mode: str | None) -> str:
 
 def predict(base: BaseModel, spec: TaskSpec, sources: Sequence[str], prompt: torch.Tensor | None = None, *,
             mode: str | None = None, batch_size: int = 16, length_normalize: bool = False, num_beams: int = 1,
-            progress: bool = False, desc: str = "predict") -> tuple[list[str], list[bool]]:
+            progress: bool = False, desc: str = "predict",
+            scores_out: list[list[float]] | None = None) -> tuple[list[str], list[bool]]:
     """(predictions, invalid flags) for formatted source texts, in order. A prediction is a label word,
-    generated text, or (classification by generation) the raw text of an invalid output."""
+    generated text, or (classification by generation) the raw text of an invalid output. Rank mode with
+    `scores_out`: each row's L label log-likelihoods are appended to it, in input order."""
     mode = _mode(spec, mode)
     if isinstance(prompt, torch.nn.Module):  # a SoftPrompt
         prompt = prompt.weight.detach()
     ids = [encode_source(base.tokenizer, text, spec.max_source_tokens, base.is_encoder_decoder) for text in sources]
-    raw = _predict(base, spec, ids, prompt, mode, batch_size, length_normalize, num_beams, progress, desc)
+    raw = _predict(base, spec, ids, prompt, mode, batch_size, length_normalize, num_beams, progress, desc, scores_out)
     if mode == "rank" or spec.kind != "classification":
         return raw, [False] * len(raw)
     matched = [match_label(text, spec.label_words) for text in raw]
@@ -214,10 +220,12 @@ def predict(base: BaseModel, spec: TaskSpec, sources: Sequence[str], prompt: tor
 
 
 def _predict(base: BaseModel, spec: TaskSpec, sources: list[list[int]], prompt: torch.Tensor | None, mode: str,
-             batch_size: int, length_normalize: bool, num_beams: int, progress: bool, desc: str) -> list[str]:
+             batch_size: int, length_normalize: bool, num_beams: int, progress: bool, desc: str,
+             scores_out: list[list[float]] | None = None) -> list[str]:
     """Predictions in input order; batches are formed from length-sorted sources (less padding)."""
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[str] = [""] * len(sources)
+    label_scores: list[list[float]] = [[] for _ in sources]
     if spec.kind == "classification":
         new_tokens = max_label_tokens(base, spec.label_words) + 1  # +1 shows where the word ends
     else:
@@ -232,11 +240,15 @@ def _predict(base: BaseModel, spec: TaskSpec, sources: list[list[int]], prompt: 
                 best = score_labels(base, rows, spec.label_words, prompt, length_normalize=length_normalize,
                                     prefix=prefix)
                 texts = [spec.label_words[k] for k in best.argmax(-1).tolist()]
+                for j, row in zip(idx, best.float().tolist(), strict=True):
+                    label_scores[j] = row
             else:
                 texts = generate_batch(base, rows, prompt, new_tokens, num_beams, prefix=prefix)
             for j, text in zip(idx, texts, strict=True):
                 out[j] = text
             bar.update(len(idx))
+    if scores_out is not None and mode == "rank":
+        scores_out.extend(label_scores)
     return out
 
 

@@ -29,6 +29,8 @@ def test_train_flow_completes_registers_and_decides_alias(toy_run, toy_project):
     assert toy_run.is_completed(), toy_run.message
     summary = toy_run.result()
     assert summary["steps"] == 6 and summary["version"] == "1" and summary["metric"] == "test/accuracy"
+    low_high = summary["gain_ci"]  # tuned - best baseline (chosen on validation), paired 95% interval
+    assert low_high[1] <= low_high[0] <= low_high[2] and summary["n"] > 0 and summary["champion_ci"] is None
 
     states = task_states(toy_run.state_details.flow_run_id)
     assert MODEL_TASKS | {"fetch_task_data", "prepare_split", "validate_split"} <= set(states)
@@ -49,8 +51,12 @@ def test_train_flow_publishes_artifacts(toy_run):
     progress, summary = found["train-progress-toy"], found["train-toy"]
     assert progress.type == "progress" and float(progress.data) == 100.0
     assert summary.type == "markdown"
-    for text in ("tuned prompt", "zero-shot", "k-shot", "champion", "#/experiments/", "models:/ptune-toy/1"):
+    for text in ("tuned prompt", "zero-shot", "k-shot", "champion", "#/experiments/", "models:/ptune-toy/1",
+                 "majority class", "chosen on the validation split", "95% CI"):
         assert text in summary.data, text
+    chart = found["chart-toy"]  # the report PNG, served by MLflow (same file as the run's report/ artifact)
+    assert chart.type == "image" and "get-artifact?path=report/tuned_vs_baseline.png&run_uuid=" in chart.data
+    assert chart.data in summary.data
 
 
 def test_gpu_limit_exists_and_is_released(toy_run):

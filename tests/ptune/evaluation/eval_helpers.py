@@ -33,5 +33,5 @@ def make_examples(kind: str = "classification", n: int | None = None) -> list[Ex
     out = []
     for i, (text, target) in enumerate(rows[:n]):
         source = f"Review: {text}\nSentiment:" if kind == "classification" else f"Article: {text}\nSummary:"
-        out.append(Example(id=f"ex{i}", source=source, target=target, fields={"text": text}))
+        out.append(Example(id=f"ex{i}", source=source, target=target, fields={"text": text, "label": target}))
     return out

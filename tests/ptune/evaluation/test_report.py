@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -121,3 +122,77 @@ def test_cli_eval_report_predict_on_a_tiny_model(tmp_path, monkeypatch, tiny_cau
     out = runner.invoke(app, ["predict", "rotten_tomatoes", "a witty film"])
     assert out.exit_code == 0, out.output
     assert out.stdout.strip().splitlines()[-1] in ("positive", "negative")
+
+
+def _analysed(tmp_path, long_name: bool = False):
+    """Six rows of 40 examples: a degenerate zero-shot that wins on TEST, a k-shot that wins on VALIDATION."""
+    from ptune.data.splits import Example
+    from ptune.evaluation.analysis import analyse
+
+    targets = ["positive", "negative"] * 20
+    flip = {"positive": "negative", "negative": "positive"}
+    def preds(wrong_every):
+        return [flip[t] if i % wrong_every == 0 else t for i, t in enumerate(targets)]
+    results = {"majority": _result(["positive"] * 40, targets), "zero_shot": _result(["positive"] * 39 + ["negative"], targets),
+               "k_shot": _result(preds(3), targets, k_used=4), "k_shot_2": _result(preds(2), targets, k_used=4),
+               "tuned": _result(preds(7), targets)}
+    if long_name:
+        results["a_reference_row_with_a_very_long_name_that_could_be_clipped_calibrated"] = _result(preds(5), targets)
+    val = {name: _result(r.predictions, targets) for name, r in results.items() if name != "tuned"}
+    val["zero_shot"] = _result(preds(2), targets)  # zero-shot is worse on validation than k-shot
+    val = {n: dataclasses.replace(r, metrics={k.replace("test/", "validation/"): v for k, v in r.metrics.items()})
+           for n, r in val.items()}
+    examples = [Example(str(i), f"Review: {i}\nSentiment:", t, {"text": str(i)}) for i, t in enumerate(targets)]
+    return results, analyse(make_spec(), examples, results, val, n_resamples=200), examples
+
+
+def test_report_marks_the_validation_choice_intervals_and_degenerate_rows(tmp_path):
+    results, analysis, examples = _analysed(tmp_path)
+    assert analysis.selected == "k_shot" and results["zero_shot"].metrics["test/accuracy"] == 0.525
+    assert analysis.degenerate("majority") and analysis.degenerate("zero_shot") and not analysis.degenerate("tuned")
+    paths = write_report("toy", results, tmp_path, {"tuned": 10}, examples=examples, analysis=analysis)
+    data, md = json.loads(paths.metrics.read_text()), paths.markdown.read_text()
+    assert data["baseline/best/test/accuracy"] == results["k_shot"].metrics["test/accuracy"]  # not the best on test
+    assert data["baseline/best/validation/accuracy"] == analysis.validation["k_shot"]
+    assert data["gain/test/accuracy/ci_low"] <= data["gain/test/accuracy"] <= data["gain/test/accuracy/ci_high"]
+    assert data["baseline/zero_shot/test/degenerate"] == 1 and data["test/degenerate"] == 0
+    assert data["test/accuracy/ci_low"] <= data["test/accuracy"] <= data["test/accuracy/ci_high"]
+    assert data["kshot/test/accuracy/mean"] == pytest.approx((data["baseline/k_shot/test/accuracy"]
+                                                              + data["baseline/k_shot_2/test/accuracy"]) / 2)
+    assert "chosen on the validation split" in md and "95% CI" in md and "**Degenerate**" in md
+    assert "**k-shot (k=4)** (best baseline)" in md and "majority class" in md and "k-shot draw 2" in md
+    assert lines_best(paths) == "k_shot"
+
+
+def lines_best(paths):
+    return json.loads(paths.predictions.read_text().splitlines()[0])["best_baseline"]
+
+
+def test_chart_is_written_and_no_text_leaves_the_figure(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from ptune.evaluation.chart import chart_figure
+
+    results, analysis, examples = _analysed(tmp_path, long_name=True)
+    curve = tmp_path / "curve.csv"
+    curve.write_text("step,train/loss,validation/accuracy\n1,0.9,\n3,0.7,0.6\n6,0.5,0.8\n")
+    paths = write_report("toy", results, tmp_path, {"tuned": 10}, examples=examples, analysis=analysis, curve=curve)
+    assert paths.chart.name == "tuned_vs_baseline.png" and paths.chart.read_bytes()[:4] == b"\x89PNG"
+    fig = chart_figure("a_task_with_a_long_name_like_presupposition_nli", results, {n: n for n in results},
+                       analysis=analysis, curve=curve)
+    fig.canvas.draw()
+    renderer, box = fig.canvas.get_renderer(), fig.bbox
+    drawn = fig.get_tightbbox(renderer)  # inches; every drawn artist (ticks outside the view are not drawn)
+    inches = fig.bbox_inches
+    assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= inches.x1 + 0.01 and drawn.y1 <= inches.y1 + 0.01
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
+             and not any(t in (*ax.get_xticklabels(), *ax.get_yticklabels()) for ax in fig.axes)]
+    texts += [t for ax in fig.axes for t in ax.get_yticklabels()]  # one per approach row, all in view
+    assert any("95% CI" in t.get_text() for t in texts) and any("validation" in t.get_text() for t in texts)
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert (extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1 and extent.y0 >= box.y0 - 1
+                and extent.y1 <= box.y1 + 1), f"clipped: {text.get_text()!r} {extent} outside {box}"
+    assert len(fig.axes[0].lines) >= 2 * len(results)  # a dot and an interval per approach
+    plt.close(fig)

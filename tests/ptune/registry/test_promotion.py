@@ -143,6 +143,11 @@ def test_default_evaluator_and_cli_promote_use_the_current_test_split(store, tin
     expected = evaluate(tiny_causal, get_task(TASK), examples(), weight, split="test", progress=False).metrics
     assert metrics == pytest.approx(expected)
     result = CliRunner().invoke(app, ["promote", TASK, "--version", reg.version, "--dry-run"])  # no params.yaml
-    assert result.exit_code == 0, result.output
-    assert f"[dry run] would set ptune-{TASK}@champion -> version {reg.version}" in result.output
+    assert result.exit_code == 0, result.output  # library defaults: 6 test rows are below promote.min_examples
+    assert f"[dry run] would set ptune-{TASK}@challenger -> version {reg.version}" in result.output
+    assert "fewer than promote.min_examples 100" in result.output
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text("promote: {min_gain: -1.0, require_significant: false, min_examples: 0}\n")
+    result = CliRunner().invoke(app, ["promote", TASK, "--version", reg.version, "--dry-run", "--params", str(lenient)])
+    assert f"[dry run] would set ptune-{TASK}@champion -> version {reg.version}" in result.output, result.output
     assert f"test/accuracy={expected['test/accuracy']:.4f}" in result.output  # candidate re-evaluated by the CLI
