@@ -52,6 +52,8 @@ TaskArg = Annotated[str, typer.Argument(help="Task name (see `ptune tasks`).")]
 def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
               steps: Annotated[int | None, typer.Option("--steps", help="Override train.max_steps.")] = None,
               out: Annotated[Path | None, typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
+              transfer_from: Annotated[str | None, typer.Option(
+                  "--transfer-from", help="Start from TASK2's @champion prompt (auto: the most similar).")] = None,
               ) -> None:
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
     from ptune import stages
@@ -59,7 +61,12 @@ def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
     run = _run(task, params, train={"max_steps": steps} if steps is not None else {})
     if out is not None:
         run = dataclasses.replace(run, paths=dataclasses.replace(run.paths, root=out))
-    done = stages.train(run, stages.load_base(run))
+    base = stages.load_base(run)
+    if transfer_from:
+        from ptune.transfer import with_transfer
+
+        run = with_transfer(run, base, transfer_from)
+    done = stages.train(run, base)
     typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "best_step": done.best_step,
                            "steps_run": done.steps_run, "resumed_from": done.resumed_from,
                            "seconds": round(done.seconds, 1), **done.metrics}, indent=2))
@@ -248,6 +255,12 @@ def model_info(
 
     for key, value in load_base_model(spec, device=device, threads=threads).info().items():
         typer.echo(f"{key}: {value}")
+
+
+from ptune import cli_interpret, cli_transfer  # noqa: E402  (typer only; the commands import torch lazily)
+
+app.command("interpret")(cli_interpret.interpret_cmd)
+app.command("similar")(cli_transfer.similar_cmd)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from ptune.data import splits, validation
 from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
+from ptune.evaluation import interpret
 from ptune.evaluation import report as report_format
 from ptune.evaluation.baseline import BaselineResults, run_baselines, trainable_params
 from ptune.evaluation.scoring import EvalResult
@@ -37,7 +38,7 @@ from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_base_model
 from ptune.model.precision import autocast, autocast_dtype
-from ptune.registry import model_registry, promotion, tracking
+from ptune.registry import model_card, model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.training.history import StepInfo, write_curve
 from ptune.training.train import train_prompt
@@ -183,6 +184,7 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
         raise
     weight, meta = result.prompt.weight.detach().cpu(), _prompt_meta(run, base, result.best_metrics)
     prompt_dir = save_prompt(run.paths.prompt_dir, weight, meta)
+    interpret.write_interpretation(base, weight, run.spec.label_words, run.paths.root / "interpretation", task=run.name)
     return Trained(run.name, weight, prompt_dir, write_curve(result.history, run.paths.curve), result.best_step,
                    result.steps_run, result.seconds, result.resumed_from, meta,
                    mlflow_run.run_id if mlflow_run else None)
@@ -250,7 +252,7 @@ def report(run: TaskRun, tuned: EvalResult, found: BaselineResults, trainable: i
     counts = {name: 0 for name in results} | {report_format.TUNED: trainable}
     split = next(iter(tuned.metrics)).split("/", 1)[0]
     files = report_format.write_report(run.name, results, run.paths.report_dir, counts,
-                                       examples=run.examples(split), notes=found.notes,
+                                       examples=run.examples(split), notes={**found.notes, **interpret.report_note(run.paths.root)},
                                        metrics_file=run.paths.metrics_file)
     return Reported(tuned, found, files, trainable)
 
@@ -269,8 +271,10 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
     run_id = mlflow_run.finish(trained.prompt_dir, reported.tuned.metrics, reported.baselines,
                                report_files=[files.markdown, files.metrics, files.chart],
                                predictions=files.predictions, validation_dir=paths.validation_dir(run.name))
-    return model_registry.register_prompt(run.name, trained.prompt_dir, run_id,
-                                          primary_metric=f"test/{run.spec.metrics[0]}")
+    registered = model_registry.register_prompt(run.name, trained.prompt_dir, run_id, f"test/{run.spec.metrics[0]}")
+    model_card.publish(run.name, registered.version, run_id, trained.prompt_dir, metrics_file=files.metrics,
+                       split_counts={s: len(run.examples(s, capped=False)) for s in ("train", "validation", "test")})
+    return registered
 
 
 def promote(run: TaskRun, version: str, base: BaseModel | None = None, *, dry_run: bool = False,
