@@ -118,7 +118,8 @@ def markdown(found: Interpretation, task: str = "", heat_map: str = "interpretat
 
 
 def _cell(word: str) -> str:
-    return word.replace("|", "\\|").replace("`", "'").replace("\n", "\\n") or " "
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in word)  # control bytes as \x1a
+    return shown.replace("|", "\\|").replace("`", "'") or " "
 
 
 def heat_map(found: Interpretation, path: Path, title: str = "") -> Path:
