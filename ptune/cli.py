@@ -54,6 +54,10 @@ def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
               out: Annotated[Path | None, typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
               transfer_from: Annotated[str | None, typer.Option(
                   "--transfer-from", help="Start from TASK2's @champion prompt (auto: the most similar).")] = None,
+              ensemble: Annotated[int, typer.Option("--ensemble", help="Train K prompts (seeds seed..seed+K-1), "
+                                                    "evaluate them together, report.")] = 0,
+              method: Annotated[str, typer.Option("--method", help="Ensemble: mean (of rank scores) | vote.")] = "mean",
+              register: Annotated[bool, typer.Option("--register", help="Ensemble: register it as one version.")] = False,
               ) -> None:
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
     from ptune import stages
@@ -66,6 +70,10 @@ def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
         from ptune.transfer import with_transfer
 
         run = with_transfer(run, base, transfer_from)
+    if ensemble:
+        from ptune.cli_ensemble import train_ensemble
+
+        return train_ensemble(run, base, ensemble, method, register)
     done = stages.train(run, base)
     typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "best_step": done.best_step,
                            "steps_run": done.steps_run, "resumed_from": done.resumed_from,

@@ -80,6 +80,9 @@ def card_markdown(meta: PromptMeta, *, name: str, version: str, split_counts: Ma
     lines = [f"# {name} version {version}", "", "## What it does",
              f"A soft prompt of {meta.n_tokens} virtual tokens x {meta.hidden} dimensions, prepended to a frozen "
              f"base model, that {what} for task `{meta.task}`.", "",
+             *([f"This version is an **ensemble of {int(meta.metrics['ensemble/k'])} prompts** (different seeds) "
+                "scored together; its files hold every member and ensemble.json.", ""]
+               if meta.metrics.get("ensemble/k") else []),
              f"Input template: `{meta.template}`" if meta.template else "", "",
              f"Use: `mlflow.pyfunc.load_model('models:/{name}/{version}')` or `ptune pull {meta.task} --out DIR`.",
              "", "## Base model", f"- spec: `{meta.base_spec}`", f"- fingerprint: `{meta.base_fingerprint}`", "",

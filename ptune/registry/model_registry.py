@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from ptune.data.spec import TaskSpec
 from ptune.errors import ConfigError, RegistryError
 from ptune.model import artifacts
+from ptune.model.ensemble_artifact import load_ensemble
 from ptune.registry import model_card
 from ptune.registry.tracking import client, git_commit, guard, log_final_metrics, run_for_prompt, run_record
 
@@ -110,6 +111,7 @@ def download_prompt(task: str, out: str | Path, alias: str | None = "champion", 
             shutil.rmtree(target)
         shutil.copytree(source, target)
     artifacts.load_prompt(target)
+    load_ensemble(target)  # an ensemble (K prompts + ensemble.json): every member checked too
     return target
 
 
