@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptune import stages
+from ptune.errors import ArtifactError, ConfigError
 from ptune.evaluation import ensemble as scoring
 from ptune.evaluation.baseline import BaselineResults
 from ptune.fileio import atomic_write_text
@@ -49,7 +50,7 @@ def train_ensemble(run: stages.TaskRun, base: BaseModel, k: int, *, method: str 
                    callback: stages.Callback | None = None) -> TrainedEnsemble:
     """Train K prompts (each resumable like any prompt) and write them as one ensemble artifact."""
     if k < 2:
-        raise ValueError(f"--ensemble {k}: an ensemble needs at least 2 prompts")
+        raise ConfigError(f"--ensemble {k}: an ensemble needs at least 2 prompts")
     scoring.combine_check(method)
     members = [stages.train(member_run(run, i), base, callback=callback) for i in range(k)]
     directory = save_ensemble(run.paths.root / ENSEMBLE_DIR, [m.prompt for m in members], [m.meta for m in members],
@@ -62,7 +63,7 @@ def evaluate_ensemble(run: stages.TaskRun, base: BaseModel, directory: Path, *, 
     """The ensemble at `directory` and each member on a split (capped), in `evaluate.precision`."""
     found = load_ensemble(directory, expected_fingerprint=base.fingerprint)
     if found is None:
-        raise ValueError(f"{directory} holds a single prompt, not an ensemble (no ensemble.json)")
+        raise ArtifactError(f"{directory} holds a single prompt, not an ensemble (no ensemble.json)")
     cfg = run.params.evaluate
     with autocast(base.device, autocast_dtype(cfg.precision, base.device, base.n_params, "evaluate.precision")):
         return scoring.evaluate_ensemble(base, run.spec, run.examples(split), found.prompts,

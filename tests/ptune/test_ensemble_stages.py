@@ -52,3 +52,5 @@ def test_cli_train_ensemble_with_vote(toy_project, tmp_path):
     assert '"method": "vote"' in result.output and '"ensemble/k": 2' in result.output
     found = load_ensemble(tmp_path / "out" / "ensemble_prompt")
     assert found.method == "vote" and found.prompts.shape[0] == 2
+    one = CliRunner().invoke(app, ["train", "toy", "--ensemble", "1", "--params", str(toy_project / "params.yaml")])
+    assert one.exit_code != 0 and "at least 2 prompts" in str(one.exception)
