@@ -272,8 +272,9 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
                                report_files=[files.markdown, files.metrics, files.chart],
                                predictions=files.predictions, validation_dir=paths.validation_dir(run.name))
     registered = model_registry.register_prompt(run.name, trained.prompt_dir, run_id, f"test/{run.spec.metrics[0]}")
-    model_card.publish(run.name, registered.version, run_id, trained.prompt_dir, metrics_file=files.metrics,
-                       split_counts={s: len(run.examples(s, capped=False)) for s in ("train", "validation", "test")})
+    model_card.publish_after_registration(
+        run.name, registered.version, run_id, trained.prompt_dir, metrics_file=files.metrics,
+        split_counts={s: len(run.examples(s, capped=False)) for s in ("train", "validation", "test")})
     return registered
 
 

@@ -8,13 +8,17 @@ nearest-token interpretation written beside the prompt (`ptune.evaluation.interp
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from ptune.errors import RegistryError
 from ptune.model import artifacts
 from ptune.model.artifacts import PromptMeta
 from ptune.registry.tracking import client, guard
+
+log = logging.getLogger(__name__)
 
 CARD_FILE = "model_card.md"
 DESCRIPTION_LIMIT = 4900  # the SQLite registry keeps at most 5,000 characters of a version description
@@ -116,3 +120,13 @@ def publish(task: str, version: str, run_id: str, prompt_dir: str | Path, *, spl
             mlc.log_artifacts(run_id, str(interp), "interpretation")
         mlc.update_model_version(name, str(version), description=description)
     return card
+
+
+def publish_after_registration(task: str, version: str, run_id: str, prompt_dir: str | Path, **extra) -> str | None:
+    """`publish`, for a version that is already registered: a failure is logged, not raised, because the
+    version is usable without its card and a retried registration step would register it twice."""
+    try:
+        return publish(task, version, run_id, prompt_dir, **extra)
+    except RegistryError as exc:
+        log.warning("ptune-%s version %s is registered but has no model card: %s", task, version, exc)
+        return None

@@ -73,7 +73,7 @@ def register_dir(prompt_dir: str | Path, spec: TaskSpec) -> RegisteredPrompt:
     log_final_metrics(run.start(), baselines)
     run.finish(prompt_dir, metrics)
     registered = register_prompt(meta.task, prompt_dir, run.run_id, primary_metric=f"test/{spec.metrics[0]}")
-    model_card.publish(meta.task, registered.version, run.run_id, prompt_dir)
+    model_card.publish_after_registration(meta.task, registered.version, run.run_id, prompt_dir)
     return registered
 
 

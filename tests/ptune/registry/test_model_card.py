@@ -61,3 +61,15 @@ def test_register_dir_gives_every_version_a_card_and_long_cards_are_cut(store, t
                                     report={"gain/test/accuracy": -0.1})
     assert "does **not** beat the best hard-prompt baseline on test (gain -0.1000)" in card
     assert "No interpretation was written" in card
+
+
+def test_a_card_failure_after_registration_is_logged_not_raised(store, tiny_causal, tmp_path, monkeypatch, caplog):
+    reg = register(tmp_path, tiny_causal, score=0.8)
+
+    def unreachable(*args, **kwargs):
+        raise model_card.RegistryError("MLflow model card failed: connection refused")
+
+    monkeypatch.setattr(model_card, "publish", unreachable)  # a fault injected; the registry itself is real
+    assert model_card.publish_after_registration(TASK, reg.version, reg.run_id, tmp_path / "prompt-0-0.8") is None
+    assert "is registered but has no model card" in caplog.text and "connection refused" in caplog.text
+    assert MlflowClient().get_model_version(model_registry.model_name(TASK), reg.version).description in ("", None)
