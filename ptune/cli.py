@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ptune import cli_sweep
+from ptune import cli_interpret, cli_sweep, cli_transfer
 from ptune.config import project_params
 from ptune.errors import PtuneError, ValidationFailed
 
@@ -53,6 +53,12 @@ TaskArg = Annotated[str, typer.Argument(help="Task name (see `ptune tasks`).")]
 def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
               steps: Annotated[int | None, typer.Option("--steps", help="Override train.max_steps.")] = None,
               out: Annotated[Path | None, typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
+              transfer_from: Annotated[str | None, typer.Option(
+                  "--transfer-from", help="Start from TASK2's @champion prompt (auto: the most similar).")] = None,
+              ensemble: Annotated[int, typer.Option("--ensemble", help="Train K prompts (seeds seed..seed+K-1), "
+                                                    "evaluate them together, report.")] = 0,
+              method: Annotated[str, typer.Option("--method", help="Ensemble: mean (of rank scores) | vote.")] = "mean",
+              register: Annotated[bool, typer.Option("--register", help="Ensemble: register it as one version.")] = False,
               ) -> None:
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
     from ptune import stages
@@ -60,7 +66,16 @@ def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
     run = _run(task, params, train={"max_steps": steps} if steps is not None else {})
     if out is not None:
         run = dataclasses.replace(run, paths=dataclasses.replace(run.paths, root=out))
-    done = stages.train(run, stages.load_base(run))
+    base = stages.load_base(run)
+    if transfer_from:
+        from ptune.transfer import with_transfer
+
+        run = with_transfer(run, base, transfer_from)
+    if ensemble:
+        from ptune.cli_ensemble import train_ensemble
+
+        return train_ensemble(run, base, ensemble, method, register)
+    done = stages.train(run, base)
     typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "best_step": done.best_step,
                            "steps_run": done.steps_run, "resumed_from": done.resumed_from,
                            "seconds": round(done.seconds, 1), **done.metrics}, indent=2))
@@ -251,7 +266,9 @@ def model_info(
         typer.echo(f"{key}: {value}")
 
 
-app.command("sweep")(cli_sweep.sweep_cmd)
+app.command("sweep")(cli_sweep.sweep_cmd)  # the cli_* modules import torch lazily, inside commands
+app.command("interpret")(cli_interpret.interpret_cmd)
+app.command("similar")(cli_transfer.similar_cmd)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from ptune.data import splits, validation
 from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
+from ptune.evaluation import interpret
 from ptune.evaluation import report as report_format
 from ptune.evaluation.analysis import analyse, paired_results
 from ptune.evaluation.baseline import BaselineResults, baselines_on_two_splits, trainable_params
@@ -38,7 +39,7 @@ from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_base_model
 from ptune.model.precision import autocast, autocast_dtype
-from ptune.registry import model_registry, promotion, tracking
+from ptune.registry import model_card, model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.training.history import StepInfo, write_curve
 from ptune.training.train import train_prompt
@@ -184,6 +185,7 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
         raise
     weight, meta = result.prompt.weight.detach().cpu(), _prompt_meta(run, base, result.best_metrics)
     prompt_dir = save_prompt(run.paths.prompt_dir, weight, meta)
+    interpret.write_interpretation(base, weight, run.spec.label_words, run.paths.root / "interpretation", task=run.name)
     return Trained(run.name, weight, prompt_dir, write_curve(result.history, run.paths.curve), result.best_step,
                    result.steps_run, result.seconds, result.resumed_from, meta,
                    mlflow_run.run_id if mlflow_run else None)
@@ -254,7 +256,8 @@ def report(run: TaskRun, tuned: EvalResult, found: BaselineResults, trainable: i
     cfg, examples = run.params.evaluate, run.examples(next(iter(tuned.metrics)).split("/", 1)[0])
     analysis = analyse(run.spec, examples, results, found.validation or None, n_resamples=cfg.bootstrap_resamples,
                        seed=run.params.data.seed, threshold=cfg.degenerate_share)
-    files = report_format.write_report(run.name, results, run.paths.report_dir, counts, examples=examples, notes=found.notes,
+    files = report_format.write_report(run.name, results, run.paths.report_dir, counts, examples=examples,
+                                       notes={**found.notes, **interpret.report_note(run.paths.root)},
                                        metrics_file=run.paths.metrics_file, analysis=analysis, curve=run.paths.curve)
     stats = report_format.gate_metrics(report_format.flat_metrics(results, counts, analysis))
     return Reported(tuned, found, files, trainable, stats)
@@ -274,8 +277,11 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
     run_id = mlflow_run.finish(trained.prompt_dir, {**reported.tuned.metrics, **reported.stats}, reported.baselines,
                                report_files=[files.markdown, files.metrics, files.chart],
                                predictions=files.predictions, validation_dir=paths.validation_dir(run.name))
-    return model_registry.register_prompt(run.name, trained.prompt_dir, run_id,
-                                          primary_metric=f"test/{run.spec.metrics[0]}")
+    registered = model_registry.register_prompt(run.name, trained.prompt_dir, run_id, f"test/{run.spec.metrics[0]}")
+    model_card.publish_after_registration(
+        run.name, registered.version, run_id, trained.prompt_dir, metrics_file=files.metrics,
+        split_counts={s: len(run.examples(s, capped=False)) for s in ("train", "validation", "test")})
+    return registered
 
 
 def promote(run: TaskRun, version: str, base: BaseModel | None = None, *, dry_run: bool = False,

@@ -20,6 +20,8 @@ from mlflow.exceptions import MlflowException
 from ptune.data.spec import TaskSpec
 from ptune.errors import ConfigError, RegistryError
 from ptune.model import artifacts
+from ptune.model.ensemble_artifact import load_ensemble
+from ptune.registry import model_card
 from ptune.registry.tracking import client, git_commit, guard, log_final_metrics, run_for_prompt, run_record
 
 PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
@@ -70,7 +72,9 @@ def register_dir(prompt_dir: str | Path, spec: TaskSpec) -> RegisteredPrompt:
     baselines = {k: v for k, v in meta.metrics.items() if k.startswith("baseline/")}
     log_final_metrics(run.start(), baselines)
     run.finish(prompt_dir, metrics)
-    return register_prompt(meta.task, prompt_dir, run.run_id, primary_metric=f"test/{spec.metrics[0]}")
+    registered = register_prompt(meta.task, prompt_dir, run.run_id, primary_metric=f"test/{spec.metrics[0]}")
+    model_card.publish_after_registration(meta.task, registered.version, run.run_id, prompt_dir)
+    return registered
 
 
 def version_tags(task: str, version: str) -> dict[str, str]:
@@ -107,6 +111,7 @@ def download_prompt(task: str, out: str | Path, alias: str | None = "champion", 
             shutil.rmtree(target)
         shutil.copytree(source, target)
     artifacts.load_prompt(target)
+    load_ensemble(target)  # an ensemble (K prompts + ensemble.json): every member checked too
     return target
 
 

@@ -29,10 +29,12 @@ class PtunePromptModel(PythonModel):
         project's params.yaml, `$PTUNE_PROJECT_DIR`)."""
         from ptune.config import project_params
         from ptune.data.catalog import get_task
+        from ptune.model.ensemble_artifact import load_ensemble
         from ptune.registry.loading import load_prompt_with_base
 
         loaded = load_prompt_with_base(context.artifacts["prompt"])
         self.base, self.prompt, self.meta = loaded.base, loaded.prompt, loaded.meta
+        self.ensemble = load_ensemble(context.artifacts["prompt"], loaded.base.fingerprint)  # None: one prompt
         self.spec = get_task(loaded.meta.task, project_params())
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
@@ -47,6 +49,11 @@ class PtunePromptModel(PythonModel):
         if not examples:
             return []
         batch_size = int((params or {}).get("batch_size", 16))
+        if getattr(self, "ensemble", None) is not None:  # K prompts scored together (ptune.evaluation.ensemble)
+            from ptune.evaluation.ensemble import evaluate_ensemble
+
+            return evaluate_ensemble(self.base, self.spec, examples, self.ensemble.prompts, method=self.ensemble.method,
+                                     batch_size=batch_size, split="predict").ensemble.predictions
         result = evaluate(self.base, self.spec, examples, self.prompt, batch_size=batch_size, split="predict",
                           progress=False)
         return list(result.predictions)

@@ -69,3 +69,6 @@ def test_steps_chain_from_raw_data_to_a_promoted_version(toy_project, tmp_path, 
     saved = json.loads((trained.prompt_dir / "prompt.json").read_text())["metrics"]
     assert saved["test/accuracy"] == metrics["test/accuracy"] and "validation/accuracy" in saved
     assert sorted(reads) == ["test", "train", "validation"]  # each prepared split parsed once for all steps
+    assert "../interpretation/interpretation.md" in reported.files.markdown.read_text()  # written by train
+    card = MlflowClient().get_model_version("ptune-toy", registered.version).description
+    assert card.startswith(f"# ptune-toy version {registered.version}") and "coherence: **" in card
