@@ -108,6 +108,9 @@ def register_dir(prompt_dir: str | Path, spec: TaskSpec, report: Mapping[str, fl
     digest = prompt_sha256(prompt_dir)
     run = run_for_prompt(meta, registered_from=str(prompt_dir), prompt_sha256=digest)
     run.run_id = find_run(meta.task, {"prompt_sha256": digest})
+    done = version_of_run(meta.task, run.run_id) if run.run_id else None
+    if done is not None:  # registered before (a retry): the same version, nothing logged twice
+        return RegisteredPrompt(model_name(meta.task), done, run.run_id, f"models:/{model_name(meta.task)}/{done}")
     metrics = {k: v for k, v in recorded.items() if not k.startswith("baseline/")}
     baselines = {k: v for k, v in recorded.items() if k.startswith("baseline/")}
     log_final_metrics(run.start(), baselines)

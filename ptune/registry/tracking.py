@@ -149,7 +149,7 @@ class TrainingRun:
                  tags: Mapping[str, str] | None = None) -> None:
         self.task, self.params, self.flush_every = task, dict(params), flush_every
         self.run_name = run_name or default_run_name(task, str(self.params.get("base_model", "model")))
-        self.tags = {**standard_tags(task), **{k: str(v) for k, v in (tags or {}).items() if v is not None}}
+        self.tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}  # over standard_tags at start()
         self.run_id: str | None = None
         self._pending: list[Metric] = []
         self._offline = False
@@ -159,7 +159,7 @@ class TrainingRun:
         if self.run_id is None:
             mlc, experiment_id = client(), ensure_experiment(self.task)
             with guard(f"run creation for {self.task!r}"):
-                run = mlc.create_run(experiment_id, run_name=self.run_name, tags=self.tags)
+                run = mlc.create_run(experiment_id, run_name=self.run_name, tags={**standard_tags(self.task), **self.tags})
                 self.run_id = run.info.run_id
                 mlc.log_batch(self.run_id, params=[_param(k, v) for k, v in sorted(self.params.items())])
         return self.run_id
