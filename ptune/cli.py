@@ -213,10 +213,10 @@ def register_cmd(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Register a prompt directory as a new version of ptune-<task> (e.g. after the tracking server was down)."""
+    from ptune import stages
     from ptune.model.artifacts import load_prompt
-    from ptune.registry.model_registry import register_dir
 
-    reg = register_dir(prompt_dir, _run(task or load_prompt(prompt_dir)[1].task, params).spec)
+    reg = stages.register_dir(_run(task or load_prompt(prompt_dir)[1].task, params), prompt_dir)
     typer.echo(f"registered {reg.name} version {reg.version} (run {reg.run_id}); promote with "
                f"`ptune promote {task or reg.name.removeprefix('ptune-')} --version {reg.version}`")
 

@@ -169,10 +169,11 @@ def load_base(run: TaskRun) -> BaseModel:
     return load_base_model(run.params.model, threads=run.params.train.threads)
 
 
-def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, track: bool = False) -> Trained:
-    """Train the prompt (resuming from <root>/checkpoint); write the artifact and the curve. With `track`,
-    every step goes to a new MLflow run, left open for `register` (marked FAILED if training fails)."""
-    mlflow_run = _training_run(run, base) if track else None
+def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, track: bool = False,
+          run_name: str | None = None, tags: dict[str, str] | None = None) -> Trained:
+    """Train the prompt (resuming from <root>/checkpoint); write the artifact and the curve. With `track`, steps go
+    to a new MLflow run (`run_name`, `tags`: tracking.TrainingRun), left open for `register` (FAILED on failure)."""
+    mlflow_run = _training_run(run, base, run_name, tags) if track else None
     steps = _chain(mlflow_run, callback)
     try:
         result = train_prompt(base, run.spec, run.examples("train"), run.examples("validation"), run.params.train,
@@ -191,11 +192,11 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
                    mlflow_run.run_id if mlflow_run else None)
 
 
-def _training_run(run: TaskRun, base: BaseModel) -> tracking.TrainingRun:
-    logged = tracking.training_params(run.name, base.spec, base.fingerprint, run.params.train.to_dict(),
-                                      run.data_version)
-    mlflow_run = tracking.TrainingRun(run.name, logged)
-    mlflow_run.start()
+def _training_run(run: TaskRun, base: BaseModel, name: str | None, tags: dict | None) -> tracking.TrainingRun:
+    mlflow_run = tracking.TrainingRun(run.name, tracking.training_params(run.name, base.spec, base.fingerprint,
+                                      run.params.train.to_dict(), run.data_version), run_name=name, tags=tags)
+    tracking.log_training_data(mlflow_run.start(), run.name, run.data_version,
+                               {s: run.examples(s) for s in splits.SPLITS}, paths.prepared_dir(run.name))
     return mlflow_run
 
 
@@ -277,11 +278,24 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
     run_id = mlflow_run.finish(trained.prompt_dir, {**reported.tuned.metrics, **reported.stats}, reported.baselines,
                                report_files=[files.markdown, files.metrics, files.chart],
                                predictions=files.predictions, validation_dir=paths.validation_dir(run.name))
-    registered = model_registry.register_prompt(run.name, trained.prompt_dir, run_id, f"test/{run.spec.metrics[0]}")
+    registered = model_registry.register_prompt(run.name, trained.prompt_dir, run_id, f"test/{run.spec.metrics[0]}",
+                                                spec=run.spec, example=_example_row(run))
     model_card.publish_after_registration(
         run.name, registered.version, run_id, trained.prompt_dir, metrics_file=files.metrics,
         split_counts={s: len(run.examples(s, capped=False)) for s in ("train", "validation", "test")})
     return registered
+
+
+def register_dir(run: TaskRun, prompt_dir: Path) -> model_registry.RegisteredPrompt:
+    """Register a prompt left on disk with the test and baseline metrics of its report, when one newer than the
+    prompt lies next to it (<prompt dir>/../report/metrics.json or `run`'s metrics JSON)."""
+    report = report_format.read_report_metrics(prompt_dir, run.paths.metrics_file, owner=run.paths.prompt_dir)
+    return model_registry.register_dir(prompt_dir, run.spec, report, example=_example_row(run))
+
+
+def _example_row(run: TaskRun) -> dict[str, str] | None:  # the first prepared test row: the input example
+    rows = run.examples("test") if (paths.prepared_dir(run.name) / "test.jsonl").exists() else []
+    return {**rows[0].fields, "source": rows[0].source} if rows else None
 
 
 def promote(run: TaskRun, version: str, base: BaseModel | None = None, *, dry_run: bool = False,

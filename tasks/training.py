@@ -11,6 +11,7 @@ import re
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from ptune import stages
 from ptune.errors import ModelError
@@ -57,11 +58,21 @@ class TrainProgress:
         update_progress_artifact(self.artifact_id, 100.0, description=f"done: {steps} steps")
 
 
+def flow_run_tags() -> dict[str, str]:
+    """MLflow run tags linking back to the Prefect flow run (id, name, UI page); {} outside a flow run."""
+    if flow_run.get_id() is None:
+        return {}
+    name, url = str(flow_run.get_name()), str(flow_run.get_flow_run_ui_url())
+    return {"prefect.flow_run_id": str(flow_run.get_id()), "prefect.flow_run_name": name,
+            "prefect.flow_run_url": url, "mlflow.note.content": f"Prefect flow run [{name}]({url})"}
+
+
 @task(retries=1, retry_delay_seconds=1, retry_condition_fn=retry_unless(), **MODEL_TASK)
 def train_prompt(run: stages.TaskRun, base: BaseModel) -> stages.Trained:
     """Train the soft prompt (MLflow run + progress artifact); checkpoints let a retry resume."""
     progress = TrainProgress(run.name, run.params.train.max_steps)
-    trained = stages.train(run, base, callback=progress, track=True)
+    trained = stages.train(run, base, callback=progress, track=True, run_name=flow_run.get_name(),
+                           tags=flow_run_tags())
     progress.finish(trained.steps_run)
     return trained
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +18,24 @@ import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.errors import ConfigError, RegistryError
 from ptune.model import artifacts
 from ptune.model.ensemble_artifact import load_ensemble
-from ptune.registry import model_card
-from ptune.registry.tracking import client, git_commit, guard, log_final_metrics, run_for_prompt, run_record
-
-PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
+from ptune.registry import model_card, pyfunc_logging
+from ptune.registry.integrity import CODE_TAG, PROMPT_TAG, check, code_sha256, prompt_sha256
+from ptune.registry.pyfunc_logging import PTUNE_PACKAGE, PYFUNC_MODEL_FILE
+from ptune.registry.tracking import (
+    client,
+    find_run,
+    git_commit,
+    guard,
+    log_final_metrics,
+    log_model_metrics,
+    run_for_prompt,
+    run_record,
+)
 
 
 def model_name(task: str) -> str:
@@ -41,40 +52,91 @@ class RegisteredPrompt:
     model_uri: str
 
 
-def register_prompt(task: str, prompt_dir: str | Path, run_id: str, primary_metric: str) -> RegisteredPrompt:
-    """Log the pyfunc (from code; artifact = the prompt dir) in `run_id` and register a version of
-    `ptune-<task>`, tagged with data version, git commit, base fingerprint, metric and baseline values."""
+def register_prompt(task: str, prompt_dir: str | Path, run_id: str, primary_metric: str, *,
+                    spec: TaskSpec | None = None, example: Mapping[str, str] | None = None) -> RegisteredPrompt:
+    """Log the pyfunc (from code; artifact = the prompt dir; signature, input example, frozen code) in
+    `run_id`, link the run's final metrics to it as LoggedModel metrics, and register a version of
+    `ptune-<task>` with its tags (data version, commit, fingerprint, hashes, metric values) set in the
+    same call. Idempotent per run: a retry after a partial failure returns the version already made from
+    `run_id` instead of creating a second one."""
     _, meta = artifacts.load_prompt(prompt_dir)  # refuse to register a broken artifact
     hint = f"The prompt is kept at {prompt_dir}; retry with `ptune register {prompt_dir} --task {task}`."
     with guard(f"registration of {model_name(task)}", hint):
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC_MODEL_FILE), artifacts={"prompt": str(prompt_dir)},
-                registered_model_name=model_name(task), pip_requirements=_pip_requirements())
-        version = str(info.registered_model_version)
+        found = version_of_run(task, run_id)
+        if found is not None:
+            return RegisteredPrompt(model_name(task), found, run_id, f"models:/{model_name(task)}/{found}")
         params, metrics = run_record(run_id)
+        results = {k: v for k, v in metrics.items() if _is_result(k)}
+        hashes = {PROMPT_TAG: prompt_sha256(prompt_dir), CODE_TAG: code_sha256(PYFUNC_MODEL_FILE, PTUNE_PACKAGE)}
+        model_id = pyfunc_logging.log_pyfunc(run_id, prompt_dir, spec or get_task(task), example, hashes)
+        log_model_metrics(run_id, model_id, results)
         tags = {"task": task, "data_version": meta.data_version, "base_model": meta.base_spec,
                 "base_fingerprint": meta.base_fingerprint, "git_commit": params.get("git_commit", git_commit()),
-                "primary_metric": primary_metric, "run_id": run_id,
-                **{k: repr(v) for k, v in metrics.items() if _is_result(k)}}
-        set_version_tags(task, version, tags)
+                "primary_metric": primary_metric, "run_id": run_id, **hashes,
+                **{k: repr(v) for k, v in results.items()}}
+        version = _create_version(task, run_id, model_id, tags)
     return RegisteredPrompt(model_name(task), version, run_id, f"models:/{model_name(task)}/{version}")
 
 
-def register_dir(prompt_dir: str | Path, spec: TaskSpec) -> RegisteredPrompt:
+def _create_version(task: str, run_id: str, model_id: str, tags: Mapping[str, str]) -> str:
+    """A new version of `ptune-<task>` (created when missing) for a LoggedModel, with its tags in the same call."""
+    mlc = client()
+    try:
+        mlc.create_registered_model(model_name(task))
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    return str(mlc.create_model_version(model_name(task), f"models:/{model_id}", run_id=run_id, tags=dict(tags),
+                                        model_id=model_id).version)
+
+
+def version_of_run(task: str, run_id: str) -> str | None:
+    """The version of `ptune-<task>` already registered from `run_id` (the lowest), or None."""
+    found = client().search_model_versions(f"name='{model_name(task)}' and run_id='{run_id}'")
+    return str(min(int(v.version) for v in found)) if found else None
+
+
+def register_dir(prompt_dir: str | Path, spec: TaskSpec, report: Mapping[str, float] | None = None,
+                 example: Mapping[str, str] | None = None) -> RegisteredPrompt:
     """Register a prompt left on disk (e.g. when the tracking server was down): a new run is made from
-    prompt.json (params, metrics), the prompt dir logged as its artifact, and a version registered."""
+    prompt.json (params, metrics) and `report` (the test and baseline metrics of the report written next to
+    it, if any), the prompt dir logged as its artifact, and a version registered. The same prompt registered
+    again (a retry) reuses its run, and so its version."""
     _, meta = artifacts.load_prompt(prompt_dir)
     if spec.name != meta.task:
         raise RegistryError(f"{prompt_dir} holds a prompt for task {meta.task!r}, not {spec.name!r}")
-    run = run_for_prompt(meta, registered_from=str(prompt_dir))
-    metrics = {k: v for k, v in meta.metrics.items() if not k.startswith("baseline/")}
-    baselines = {k: v for k, v in meta.metrics.items() if k.startswith("baseline/")}
+    recorded = {**meta.metrics, **(report or {})}
+    digest = prompt_sha256(prompt_dir)
+    run = run_for_prompt(meta, registered_from=str(prompt_dir), prompt_sha256=digest)
+    run.run_id = find_run(meta.task, {"prompt_sha256": digest})
+    done = version_of_run(meta.task, run.run_id) if run.run_id else None
+    if done is not None:  # registered before (a retry): the same version, nothing logged twice
+        return RegisteredPrompt(model_name(meta.task), done, run.run_id, f"models:/{model_name(meta.task)}/{done}")
+    metrics = {k: v for k, v in recorded.items() if not k.startswith("baseline/")}
+    baselines = {k: v for k, v in recorded.items() if k.startswith("baseline/")}
     log_final_metrics(run.start(), baselines)
     run.finish(prompt_dir, metrics)
-    registered = register_prompt(meta.task, prompt_dir, run.run_id, primary_metric=f"test/{spec.metrics[0]}")
+    registered = register_prompt(meta.task, prompt_dir, run.run_id, primary_metric=f"test/{spec.metrics[0]}",
+                                 spec=spec, example=example)
     model_card.publish_after_registration(meta.task, registered.version, run.run_id, prompt_dir)
     return registered
+
+
+def version_metrics(task: str, version: str) -> dict[str, float]:
+    """The LoggedModel metrics of one version ({} for a version registered before they were logged)."""
+    with guard(f"metrics lookup of {model_name(task)} version {version}"):
+        model_id = logged_model_id(client().get_model_version(model_name(task), str(version)))
+        if not model_id:
+            return {}
+        return {m.key: float(m.value) for m in client().get_logged_model(model_id).metrics or []}
+
+
+def logged_model_id(found: ModelVersion) -> str | None:
+    """The LoggedModel behind a version: its model_id, or the id in its `models:/<model_id>` source (the SQL
+    registry store keeps only the source)."""
+    source = str(found.source or "")
+    tail = source.removeprefix("models:/")
+    return found.model_id or (tail if source.startswith("models:/m-") and "/" not in tail else None)
 
 
 def version_tags(task: str, version: str) -> dict[str, str]:
@@ -96,23 +158,37 @@ def alias_version(task: str, alias: str) -> ModelVersion | None:
 
 
 def download_prompt(task: str, out: str | Path, alias: str | None = "champion", version: str | None = None) -> Path:
-    """Copy the prompt directory of `ptune-<task>@alias` (or `/version`) to `out` and check it (checksum,
-    shape, finiteness) with ptune.model.artifacts.load_prompt. Returns `out`."""
+    """Copy the prompt directory of `ptune-<task>@alias` (or `/version`) to `out` and check it: the prompt and
+    pyfunc code hashes recorded as version tags at registration (an artifact changed in the store is
+    refused with ArtifactError), then checksum, shape, finiteness (ptune.model.artifacts.load_prompt)."""
     ref = f"{model_name(task)}/{version}" if version is not None else f"{model_name(task)}@{alias}"
     target = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
-        client()
+        mlc = client()
         with guard(f"download of models:/{ref}"):
+            found = (mlc.get_model_version(model_name(task), str(version)) if version is not None
+                     else mlc.get_model_version_by_alias(model_name(task), str(alias)))
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref}", dst_path=tmp))
         source = _prompt_path(local)
         if source is None or not source.is_dir():
             raise RegistryError(f"models:/{ref} holds no prompt artifact (expected artifacts/prompt)")
+        verify_model_dir(local, source, dict(found.tags), f"models:/{ref} (version {found.version})")
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(source, target)
     artifacts.load_prompt(target)
     load_ensemble(target)  # an ensemble (K prompts + ensemble.json): every member checked too
     return target
+
+
+def verify_model_dir(model_dir: Path, prompt_dir: Path, recorded: Mapping[str, str], where: str) -> None:
+    """Refuse a downloaded model whose prompt is damaged (checksum in prompt.json), or whose prompt or code
+    hash differs from the one `recorded` at registration (both files edited together in the store)."""
+    artifacts.load_prompt(prompt_dir)
+    code = model_dir / "code" / PTUNE_PACKAGE.name
+    check("the prompt artifact", where, recorded.get(PROMPT_TAG), prompt_sha256(prompt_dir))
+    check("the pyfunc code", where, recorded.get(CODE_TAG),
+          code_sha256(model_dir / PYFUNC_MODEL_FILE.name, code if code.is_dir() else None))
 
 
 def load_registered_prompt(task: str, alias: str = "champion") -> tuple[torch.Tensor, artifacts.PromptMeta]:
@@ -127,16 +203,6 @@ def _prompt_path(model_dir: Path) -> Path | None:
     flavor = mlflow.models.Model.load(str(model_dir)).flavors.get("python_function", {})
     relative = (flavor.get("artifacts") or {}).get("prompt", {}).get("path")
     return model_dir / relative if relative else None
-
-
-def _pip_requirements() -> list[str]:
-    """Requirements recorded with the model. ptune itself is not on PyPI: it is expected installed in
-    the serving environment (`pip install -e .`), hence `--env-manager local` (see docs/mlflow.md)."""
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "transformers", "safetensors", "pandas")]
-
-
 
 
 def _is_result(metric: str) -> bool:

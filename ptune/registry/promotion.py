@@ -67,13 +67,19 @@ def task_lock(task: str) -> Iterator[None]:
         yield
 
 
-def _score(tags: dict[str, str], key: str, what: str) -> float:
+def recorded_metrics(task: str, version: str, tags: dict[str, str]) -> dict[str, str | float]:
+    """The test and baseline metrics recorded for a version: its LoggedModel metrics (MLflow 3), over the
+    metric tags that versions registered before them carry (values as repr() strings)."""
+    return {**tags, **registry.version_metrics(task, version)}
+
+
+def _score(tags: dict[str, str | float], key: str, what: str) -> float:
     if key not in tags:
         raise RegistryError(f"{what} has no {key!r} value (tags: {sorted(tags)})")
     return float(tags[key])
 
 
-def best_baseline(tags: dict[str, str], metric: str) -> float | None:
+def best_baseline(tags: dict[str, str | float], metric: str) -> float | None:
     """Best "baseline/<name>/<metric>" value among a version's tags, or None when none was logged."""
     values = [float(v) for k, v in tags.items() if k.startswith("baseline/") and k.endswith("/" + metric)
               and k.count("/") == metric.count("/") + 2]
@@ -171,8 +177,9 @@ def decide(task: str, version: str, min_gain: float, evaluator: Evaluator, reeva
     metric = tags.get("primary_metric", "test/accuracy")
     split = metric.split("/", 1)[0]
     what = f"{registry.model_name(task)} version {version}"
-    candidate = evaluator(version, split)[metric] if reevaluate_candidate else _score(tags, metric, what)
-    ev = evidence(tags, metric)
+    recorded = recorded_metrics(task, version, tags)
+    candidate = evaluator(version, split)[metric] if reevaluate_candidate else _score(recorded, metric, what)
+    ev = evidence(recorded, metric)
     champ = registry.alias_version(task, "champion")
     champ_version = None if champ is None else str(champ.version)
     champ_score, interval = None, None

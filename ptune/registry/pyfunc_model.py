@@ -3,13 +3,16 @@
 MLflow copies this file into the model and runs it on load; `set_model` at the bottom names the model.
 Its one artifact, "prompt", is a ptune prompt directory. `load_context` loads it with the base model named
 in prompt.json (`ptune.registry.loading`), refusing a prompt made for a different base model
-(fingerprint) or a tampered one (checksum), and `predict` scores with `ptune.evaluation.scoring.evaluate`
-(rank classification for classification tasks, generation otherwise). ptune must be installed in the
-serving environment (`pip install -e .`; serve with `--env-manager local`).
+(fingerprint), a damaged one (checksum) or one changed in the store after registration (the prompt and
+code hashes recorded in `model_config`), and `predict` scores with `ptune.evaluation.scoring.evaluate`
+(rank classification for classification tasks, generation otherwise), `params={"batch_size": n}` honoured.
+The ptune package travels with the model (`code_paths`, see pyfunc_logging.py); its third-party
+requirements are pinned in the model's requirements.txt.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -31,8 +34,11 @@ class PtunePromptModel(PythonModel):
         from ptune.data.catalog import get_task
         from ptune.model.ensemble_artifact import load_ensemble
         from ptune.registry.loading import load_prompt_with_base
+        from ptune.registry.model_registry import verify_model_dir
 
-        loaded = load_prompt_with_base(context.artifacts["prompt"])
+        prompt_dir = Path(context.artifacts["prompt"])  # <model dir>/artifacts/<prompt dir name>
+        verify_model_dir(prompt_dir.parents[1], prompt_dir, context.model_config or {}, str(prompt_dir.parents[1]))
+        loaded = load_prompt_with_base(prompt_dir)
         self.base, self.prompt, self.meta = loaded.base, loaded.prompt, loaded.meta
         self.ensemble = load_ensemble(context.artifacts["prompt"], loaded.base.fingerprint)  # None: one prompt
         self.spec = get_task(loaded.meta.task, project_params())
@@ -48,7 +54,7 @@ class PtunePromptModel(PythonModel):
         examples = [Example(id=str(i), source=source, target=target, fields={}) for i, source in enumerate(sources)]
         if not examples:
             return []
-        batch_size = int((params or {}).get("batch_size", 16))
+        batch_size = int((params or {}).get("batch_size") or 16)  # the signature's params schema lets it through
         if getattr(self, "ensemble", None) is not None:  # K prompts scored together (ptune.evaluation.ensemble)
             from ptune.evaluation.ensemble import evaluate_ensemble
 

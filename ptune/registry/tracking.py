@@ -7,15 +7,17 @@ registry is `ptune.registry.model_registry`; every MLflow client call of ptune i
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import DatasetInput, InputTag, Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -24,6 +26,7 @@ from ptune.model.artifacts import PromptMeta
 from ptune.paths import project_dir
 from ptune.training.history import StepInfo
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) that holds the ptune package
 _ENV_DEFAULTS = {  # telemetry off; HTTP retries bounded (~1+2+4 s back-off, 30 s timeout each)
     "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
@@ -88,14 +91,33 @@ def ensure_experiment(task: str) -> str:
         return mlc.create_experiment(experiment_name(task), artifact_location=location)
 
 
-def git_commit() -> str:
-    """HEAD of the project repository (+"-dirty" with uncommitted changes), or "unknown"."""
+def git_commit(where: Path | None = None) -> str:
+    """HEAD of the repository at `where` (default: the project) (+"-dirty" with uncommitted changes), or "unknown"."""
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=project_dir(), capture_output=True, text=True,  # noqa: E731
+        run = lambda *a: subprocess.run(["git", *a], cwd=where or project_dir(), capture_output=True, text=True,  # noqa: E731
                                         timeout=10, check=True).stdout.strip()
         return run("rev-parse", "HEAD") + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def default_run_name(task: str, base_spec: str) -> str:
+    """`<task>-<model>-<UTC date and time>`, the model as its last path or hub-id component."""
+    import datetime
+
+    model = Path(str(base_spec).rstrip("/")).name or str(base_spec)
+    return f"{task}-{model}-{datetime.datetime.now(datetime.UTC):%Y%m%d-%H%M%S}"
+
+
+def standard_tags(task: str) -> dict[str, str]:
+    """The tags MLflow's UI shows for a run: user, source (the command that ran), and the commit of the code
+    that ran (the repository holding the ptune package; left out when it is not a git checkout)."""
+    tags = {"ptune.task": task, "mlflow.user": getpass.getuser(), "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": Path(sys.argv[0]).name or "ptune"}
+    commit = git_commit(PACKAGE_ROOT).removesuffix("-dirty")
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def training_params(task: str, base_spec: str, base_fingerprint: str, train_config: Mapping[str, Any],
@@ -111,7 +133,8 @@ def run_for_prompt(meta: PromptMeta, **extra: Any) -> TrainingRun:
     """A new run for a prompt trained without one (untracked `ptune train`, a prompt left on disk): its
     params come from prompt.json, plus `extra` (e.g. registered_from)."""
     params = training_params(meta.task, meta.base_spec, meta.base_fingerprint, meta.train_config, meta.data_version)
-    return TrainingRun(meta.task, {**params, "init": meta.init, "n_tokens": meta.n_tokens, **extra})
+    return TrainingRun(meta.task, {**params, "init": meta.init, "n_tokens": meta.n_tokens, **extra},
+                       run_name=default_run_name(meta.task, meta.base_spec))
 
 
 class TrainingRun:
@@ -122,10 +145,12 @@ class TrainingRun:
     steps are sent by `finish`, which raises RegistryError when MLflow is still unreachable (the
     prompt stays on disk; `ptune register DIR --task T` registers it later)."""
 
-    def __init__(self, task: str, params: Mapping[str, Any], flush_every: int = 20,
+    def __init__(self, task: str, params: Mapping[str, Any], flush_every: int = 20, *, run_name: str | None = None,
                  tags: Mapping[str, str] | None = None) -> None:
         self.task, self.params, self.flush_every = task, dict(params), flush_every
-        self.tags = {"ptune.task": task, **(tags or {})}  # e.g. mlflow.parentRunId for a sweep trial
+        self.run_name = run_name or default_run_name(task, str(self.params.get("base_model", "model")))
+        # over standard_tags at start(); e.g. mlflow.parentRunId for a sweep trial, the Prefect flow-run link
+        self.tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         self.run_id: str | None = None
         self._pending: list[Metric] = []
         self._offline = False
@@ -135,7 +160,7 @@ class TrainingRun:
         if self.run_id is None:
             mlc, experiment_id = client(), ensure_experiment(self.task)
             with guard(f"run creation for {self.task!r}"):
-                run = mlc.create_run(experiment_id, tags=self.tags)
+                run = mlc.create_run(experiment_id, run_name=self.run_name, tags={**standard_tags(self.task), **self.tags})
                 self.run_id = run.info.run_id
                 mlc.log_batch(self.run_id, params=[_param(k, v) for k, v in sorted(self.params.items())])
         return self.run_id
@@ -208,6 +233,21 @@ def baseline_metrics(baselines: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def log_training_data(run_id: str, task: str, data_version: str, rows: Mapping[str, Sequence[Any]],
+                       source: str | Path) -> None:
+    """The prepared data as the run's input dataset (MLflow `log_input`): name = task, digest = data version,
+    the train split's schema and row count as its profile, every split's row count as input tags."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{"source": e.source, "target": e.target} for e in rows.get("train", ())],
+                         columns=["source", "target"])
+    dataset = mlflow.data.from_pandas(frame, source=str(source), targets="target", name=task, digest=data_version)
+    tags = [InputTag("mlflow.data.context", "training"), InputTag("data_version", data_version),
+            *(InputTag(f"rows.{split}", str(len(found))) for split, found in rows.items())]
+    with guard(f"dataset logging for {task!r}"):
+        client().log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(), tags)])
+
+
 def _param(key: str, value: Any) -> Any:
     from mlflow.entities import Param
 
@@ -224,6 +264,22 @@ def log_final_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
     """Log step-0 metrics on a run (e.g. the baselines recorded in a prompt.json)."""
     with guard("metric logging"):
         client().log_batch(run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()])
+
+
+def log_model_metrics(run_id: str, model_id: str, metrics: Mapping[str, float]) -> None:
+    """Link final metrics to a LoggedModel (MLflow 3): they show on the model and its registered versions."""
+    stamp = _now_ms()
+    with guard("model metric logging"):
+        client().log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0, model_id=model_id) for k, v in metrics.items()])
+
+
+def find_run(task: str, params: Mapping[str, str]) -> str | None:
+    """The id of the oldest run of `ptune/<task>` whose params hold all of `params`, or None."""
+    query = " and ".join(f"params.{k} = '{v}'" for k, v in params.items())
+    with guard(f"run search in {experiment_name(task)}"):
+        found = client().search_runs([ensure_experiment(task)], query, order_by=["attributes.start_time ASC"],
+                                     max_results=1)
+    return found[0].info.run_id if found else None
 
 
 def run_record(run_id: str) -> tuple[dict[str, str], dict[str, float]]:

@@ -44,6 +44,11 @@ def test_train_flow_completes_registers_and_decides_alias(toy_run, toy_project):
     run = mlc.get_run(summary["run_id"])
     assert run.info.status == "FINISHED" and "test/accuracy" in run.data.metrics
     assert "baseline/zero_shot/test/accuracy" in run.data.metrics
+    flow_run_id = str(toy_run.state_details.flow_run_id)  # the MLflow run links back to the Prefect flow run
+    assert run.info.run_name.startswith("train-toy") and run.data.tags["prefect.flow_run_id"] == flow_run_id
+    assert run.data.tags["prefect.flow_run_url"].endswith(f"/flow-runs/flow-run/{flow_run_id}")
+    assert [(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs] == [("toy", run.data.params["data_version"])]
+    assert tracking.client().get_model_version("ptune-toy", "1").tags["prompt_sha256"]
 
 
 def test_train_flow_publishes_artifacts(toy_run):
