@@ -182,7 +182,7 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
             mlflow_run.fail()
         raise
     weight, meta = result.prompt.weight.detach().cpu(), _prompt_meta(run, base, result.best_metrics)
-    prompt_dir = save_prompt(run.paths.prompt_dir, weight, meta)
+    prompt_dir = save_prompt(run.paths.prompt_dir, weight, meta, base_hidden=base.hidden_size)
     return Trained(run.name, weight, prompt_dir, write_curve(result.history, run.paths.curve), result.best_step,
                    result.steps_run, result.seconds, result.resumed_from, meta,
                    mlflow_run.run_id if mlflow_run else None)

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from ptune.data.spec import TaskSpec
 from ptune.errors import ConfigError, RegistryError
+from ptune.fileio import atomic_dir, check_replaceable
 from ptune.model import artifacts
 from ptune.registry.tracking import client, git_commit, guard, log_final_metrics, run_for_prompt, run_record
 
@@ -96,6 +97,7 @@ def download_prompt(task: str, out: str | Path, alias: str | None = "champion", 
     shape, finiteness) with ptune.model.artifacts.load_prompt. Returns `out`."""
     ref = f"{model_name(task)}/{version}" if version is not None else f"{model_name(task)}@{alias}"
     target = Path(out)
+    check_replaceable(target, (artifacts.META_FILE, artifacts.TENSOR_FILE), "prompt artifact")
     with tempfile.TemporaryDirectory() as tmp:
         client()
         with guard(f"download of models:/{ref}"):
@@ -103,10 +105,9 @@ def download_prompt(task: str, out: str | Path, alias: str | None = "champion", 
         source = _prompt_path(local)
         if source is None or not source.is_dir():
             raise RegistryError(f"models:/{ref} holds no prompt artifact (expected artifacts/prompt)")
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(source, target)
-    artifacts.load_prompt(target)
+        artifacts.load_prompt(source)  # checked before it replaces anything
+        with atomic_dir(target) as staged:
+            shutil.copytree(source, staged, dirs_exist_ok=True)
     return target
 
 
