@@ -272,7 +272,16 @@ def _save(ckpt_dir: Path, state: _State, meta: dict) -> None:
 
 def _resume(ckpt_dir: Path, state: _State, meta: dict) -> int | None:
     """Load a compatible checkpoint into `state`; returns its step, or None when starting fresh."""
-    loaded = ckpt.read_checkpoint(ckpt_dir)
+    try:
+        loaded = ckpt.read_checkpoint(ckpt_dir)
+        if loaded is not None and tuple(loaded[0]["prompt"].shape) != tuple(state.prompt.weight.shape):
+            raise ckpt.CorruptCheckpoint(f"prompt shape {tuple(loaded[0]['prompt'].shape)}, "
+                                         f"expected {tuple(state.prompt.weight.shape)}")
+    except (ckpt.CorruptCheckpoint, KeyError) as exc:
+        aside = ckpt.set_aside(ckpt_dir)
+        log.warning("checkpoint %s is corrupt (%s); moved it to %s and starting fresh", ckpt_dir / ckpt.FILE,
+                    exc, aside)
+        return None
     if loaded is None:
         return None
     tensors, doc = loaded
