@@ -162,6 +162,11 @@ def prepare_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     done = stages.prepare(_run(task, params))
     typer.echo(f"prepared {task}: " + ", ".join(f"{k}={v}" for k, v in done.counts.items())
                + f" (data version {done.data_version})")
+    if done.dropped:
+        reasons = ", ".join(f"{k}={v}" for k, v in done.dropped["by_reason"].items())
+        typer.echo(f"dropped {done.dropped['dropped']} of {done.dropped['total']} raw rows: {reasons}")
+        for conflict in done.dropped["conflicts"][:5]:
+            typer.echo(f"  conflicting targets: {conflict}")
 
 
 @app.command("validate")

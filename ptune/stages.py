@@ -118,6 +118,7 @@ def _read_split(task: str, split: str, stamp: tuple[str, int, int] | None) -> tu
 class Prepared:
     counts: dict[str, int]  # rows per split
     data_version: str
+    dropped: dict = dataclasses.field(default_factory=dict)  # total, dropped, by_reason, conflicts (row_checks)
 
 
 def fetch(run: TaskRun) -> Path:
@@ -127,7 +128,7 @@ def fetch(run: TaskRun) -> Path:
 
 def prepare(run: TaskRun) -> Prepared:
     """data/prepared/<task>/: formatted, deduplicated, split and capped (`data:` settings)."""
-    return Prepared(splits.prepare(run.spec, run.params.data), run.data_version)
+    return Prepared(splits.prepare(run.spec, run.params.data), run.data_version, splits.dropped_report(run.name))
 
 
 def validate(run: TaskRun) -> dict:
