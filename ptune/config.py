@@ -142,7 +142,10 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save it as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     raw = include_override_files(raw, path.resolve().parent, str(path))
@@ -195,10 +198,11 @@ def _override_file(base_dir: Path, name: Any, where: str, problems: list[str]) -
     return {k: dict(v) for k, v in doc.items() if k in SECTIONS and isinstance(v, Mapping)}
 
 
-def project_params(path: str | Path | None = None) -> Params:
+def project_params(path: str | Path | None = None, *, must_exist: bool = False) -> Params:
     """The project's params, relative paths from the project directory; the one place a params file is found
-    implicitly. The default `params.yaml` is optional (missing: defaults); a named file must exist."""
-    named = path is not None and Path(path) != Path(DEFAULT_PARAMS)
+    implicitly. The default `params.yaml` is optional (missing: defaults) unless `must_exist` (the user named
+    it, e.g. `--params params.yaml`); any other named file must exist."""
+    named = must_exist or (path is not None and Path(path) != Path(DEFAULT_PARAMS))
     full = project_dir() / Path(path or DEFAULT_PARAMS)
     if full.is_file() or named:
         return load_params(full)

@@ -78,14 +78,17 @@ class DataConfig(_Section):
     max_validation: int = 200      # cap on the validation split (0 = no cap)
     max_test: int = 400            # cap on the test split (0 = no cap)
     min_class_share: float = 0.05  # GX: every label must hold at least this share of a split, in [0, 1]
+    max_dropped_share: float = 0.5  # prepare fails when more than this share of raw rows is dropped, in [0, 1]
 
     def __post_init__(self) -> None:
         floatify(self, "min_class_share")
+        floatify(self, "max_dropped_share")
         problems: list[str] = []
         number(problems, "data.seed", self.seed, 0, integer=True)
         for name in ("max_train", "max_validation", "max_test"):
             number(problems, f"data.{name}", getattr(self, name), 0, integer=True)
         number(problems, "data.min_class_share", self.min_class_share, 0, 1)
+        number(problems, "data.max_dropped_share", self.max_dropped_share, 0, 1)
         self._raise_if(problems)
 
 

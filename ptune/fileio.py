@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ptune.errors import ArtifactError
+
 
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
@@ -118,3 +120,16 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_replaceable(target: Path, markers: tuple[str, ...], what: str) -> None:
+    """Refuse to replace `target` unless it is absent, an empty directory, or already holds one of `markers`
+    (a prompt or an adapter we wrote): `--out` must never delete a directory the user did not mean to give up."""
+    target = Path(target)
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ArtifactError(f"refusing to write {what} to {target}: it exists and is not a directory")
+    if any(target.iterdir()) and not any((target / name).is_file() for name in markers):
+        raise ArtifactError(f"refusing to replace {target}: it is not empty and holds no {what} "
+                              f"({' or '.join(markers)}); choose another --out or empty it first")

@@ -1,9 +1,11 @@
-"""`ptune repro`: `dvc repro` behind a workspace lock, so concurrent runs queue instead of failing.
+"""`ptune repro`: `dvc --wait-for-lock repro` behind ptune's workspace lock, after refreshing task_inputs.yaml.
 
-DVC refuses a second `dvc repro` in the same workspace ("Unable to acquire lock") and the nightly flow,
-a cron job and a user can easily collide. We take an exclusive `fcntl` lock on `.dvc/tmp/ptune-repro.lock`
-first, waiting (with a message) while another run holds it, then run DVC as a subprocess (ptune never
-imports dvc).
+DVC refuses a second `dvc repro` in the same workspace ("Unable to acquire lock") unless it is given
+`--wait-for-lock` (DVC >= 3), which we pass: a plain `dvc repro` started by a person is waited for. DVC's lock
+alone is not enough, so we also take an exclusive `fcntl` lock on `.dvc/tmp/ptune-repro.lock` first:
+Prefect steps that write the same data/ and outputs/ never run DVC, so they cannot take DVC's lock, but they
+can take this one; and DVC waits forever, while we give up after `timeout_s` with a message naming the lock.
+DVC runs as a subprocess (ptune never imports dvc).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ptune import dvc_inputs
+from ptune.config import load_params
 from ptune.errors import PtuneError
 
 
@@ -24,7 +28,8 @@ def lock_path(project: Path) -> Path:
 
 def repro(args: Sequence[str] = (), project: Path | None = None, timeout_s: float = 6 * 3600,
           echo=print) -> int:
-    """Run `dvc repro *args` in `project` once no other `ptune repro` runs there; returns DVC's exit code."""
+    """Run `dvc --wait-for-lock repro *args` in `project` once no other `ptune repro` runs there (task_inputs.yaml
+    refreshed first); returns DVC's exit code."""
     project = (project or Path.cwd()).resolve()
     if not (project / ".dvc").is_dir():
         raise PtuneError(f"{project} is not a DVC project (no .dvc/ folder): run `dvc init` or cd to the repo")
@@ -32,7 +37,9 @@ def repro(args: Sequence[str] = (), project: Path | None = None, timeout_s: floa
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as lock:
         _acquire(lock, path, timeout_s, echo)
-        cmd = [sys.executable, "-m", "dvc", "repro", *args]
+        if (project / "params.yaml").is_file():
+            dvc_inputs.write(load_params(project / "params.yaml"), project)
+        cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", *args]
         return subprocess.run(cmd, cwd=project).returncode
 
 

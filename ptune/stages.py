@@ -30,6 +30,7 @@ from ptune.data import splits, validation
 from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
+from ptune.errors import ArtifactError
 from ptune.evaluation import interpret
 from ptune.evaluation import report as report_format
 from ptune.evaluation.analysis import analyse, paired_results
@@ -41,7 +42,7 @@ from ptune.model.base import BaseModel, load_base_model
 from ptune.model.precision import autocast, autocast_dtype
 from ptune.registry import model_card, model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
-from ptune.training.history import StepInfo, write_curve
+from ptune.training.history import StepInfo, plot_curve, write_curve
 from ptune.training.train import train_prompt
 
 Callback = Callable[[StepInfo], None]
@@ -119,6 +120,7 @@ def _read_split(task: str, split: str, stamp: tuple[str, int, int] | None) -> tu
 class Prepared:
     counts: dict[str, int]  # rows per split
     data_version: str
+    dropped: dict = dataclasses.field(default_factory=dict)  # total, dropped, by_reason, conflicts (row_checks)
 
 
 def fetch(run: TaskRun) -> Path:
@@ -128,7 +130,7 @@ def fetch(run: TaskRun) -> Path:
 
 def prepare(run: TaskRun) -> Prepared:
     """data/prepared/<task>/: formatted, deduplicated, split and capped (`data:` settings)."""
-    return Prepared(splits.prepare(run.spec, run.params.data), run.data_version)
+    return Prepared(splits.prepare(run.spec, run.params.data), run.data_version, splits.dropped_report(run.name))
 
 
 def validate(run: TaskRun) -> dict:
@@ -185,7 +187,8 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
             mlflow_run.fail()
         raise
     weight, meta = result.prompt.weight.detach().cpu(), _prompt_meta(run, base, result.best_metrics)
-    prompt_dir = save_prompt(run.paths.prompt_dir, weight, meta)
+    prompt_dir = save_prompt(run.paths.prompt_dir, weight, meta, base_hidden=base.hidden_size)
+    plot_curve(result.history, run.paths.root / "train_curve.png")
     interpret.write_interpretation(base, weight, run.spec.label_words, run.paths.root / "interpretation", task=run.name)
     return Trained(run.name, weight, prompt_dir, write_curve(result.history, run.paths.curve), result.best_step,
                    result.steps_run, result.seconds, result.resumed_from, meta,
@@ -323,8 +326,14 @@ def _version_result(run: TaskRun, base: BaseModel | None, version: str, split: s
     return evaluate(run, loaded.base, loaded.prompt, split=split, progress=False)
 
 
-def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None) -> tuple[torch.Tensor, BaseModel]:
-    """(prompt, base) of a prompt left on disk (default <root>/prompt), for `ptune eval/report/predict`."""
-    loaded = load_prompt_with_base(prompt_dir or run.paths.prompt_dir)
+def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None, *,
+                     force: bool = False) -> tuple[torch.Tensor, BaseModel]:
+    """(prompt, base) of a prompt left on disk (default <root>/prompt), for `ptune eval/report/predict`.
+    A prompt trained for another task is refused unless `force`."""
+    path = prompt_dir or run.paths.prompt_dir
+    loaded = load_prompt_with_base(path)
+    if loaded.meta.task != run.name and not force:
+        raise ArtifactError(f"the prompt at {path} was trained for task {loaded.meta.task!r}, not {run.name!r}; "
+                            "pass --force to use it anyway")
     return loaded.prompt, loaded.base
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ptune.config import DataConfig
+from ptune.data import row_checks
 from ptune.data.sources import SPLIT_KEY, LocalSource, read_table
 from ptune.data.spec import TaskSpec
 from ptune.errors import DataError
@@ -63,29 +64,39 @@ def _check_local_columns(spec: TaskSpec, rows: list[dict[str, Any]]) -> None:
 
 
 def prepare(spec: TaskSpec, settings: DataConfig) -> dict[str, int]:
-    """Format, drop over-long rows, dedupe by source text, split (seeded; official splits kept), cap, write."""
+    """Format, drop empty, over-long, duplicate and conflicting rows (counted per reason, see row_checks), split
+    (seeded; official splits kept), cap, write. DataError when too much is dropped or too little is left."""
     raw = raw_path(spec.name)
     if not raw.exists():
         raise DataError(f"{raw} not found: run `ptune fetch {spec.name}` first")
     rows = read_table(raw)
-    formatted, too_long = _format_rows(spec, rows, raw)
-    unique = _dedupe(formatted)
+    row_checks.check_scalars(spec, rows, raw)
+    dropped = row_checks.Dropped(len(rows))
+    unique = row_checks.dedupe(_format_rows(spec, rows, raw, dropped), dropped)
+    row_checks.check_dropped(spec, dropped, float(settings.max_dropped_share), raw)
     splits = _split(unique, settings, raw)
+    counts = {name: len(split_rows) for name, split_rows in splits.items()}
+    row_checks.check_enough(spec, counts, dropped, raw)
     out = prepared_dir(spec.name)
     for name, split_rows in splits.items():
         write_jsonl(out / f"{name}.jsonl", split_rows)
-    counts = {name: len(split_rows) for name, split_rows in splits.items()}
     info = {"task": spec.name, "version": data_version(spec.name), "counts": counts,
-            "files": {s: sha256_of(out / f"{s}.jsonl") for s in SPLITS},
-            "removed": {"duplicates": len(formatted) - len(unique), "too_long": too_long},
+            "files": {s: sha256_of(out / f"{s}.jsonl") for s in SPLITS}, "dropped": dropped.to_dict(),
             "settings": {k: getattr(settings, k) for k in ("seed", "max_train", "max_validation", "max_test")}}
     atomic_write_bytes(out / "data_version.json", (json.dumps(info, indent=2) + "\n").encode())
     return counts
 
 
-def _format_rows(spec: TaskSpec, rows: list[dict[str, Any]], raw: Path) -> tuple[list[dict[str, Any]], int]:
-    """Prepared rows (split still attached) and the number dropped for exceeding spec.max_source_chars."""
-    out, errors, too_long = [], [], 0
+def dropped_report(task: str) -> dict[str, Any]:
+    """What the last `prepare` of `task` dropped ({} before the first one): total, dropped, by_reason, conflicts."""
+    path = prepared_dir(task) / "data_version.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("dropped", {}) if path.is_file() else {}
+
+
+def _format_rows(spec: TaskSpec, rows: list[dict[str, Any]], raw: Path,
+                 dropped: row_checks.Dropped) -> list[dict[str, Any]]:
+    """Prepared rows (split and raw line number still attached); empty and over-long ones counted in `dropped`."""
+    out, errors = [], []
     for number, row in enumerate(rows, start=1):
         fields = {k: v for k, v in row.items() if not k.startswith("_")}
         try:
@@ -93,33 +104,25 @@ def _format_rows(spec: TaskSpec, rows: list[dict[str, Any]], raw: Path) -> tuple
         except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
             errors.append(f"row {number}: {type(exc).__name__}: {exc}")
             continue
-        if len(source) > spec.max_source_chars:
-            too_long += 1
+        reason = ("empty" if row_checks.is_empty(spec, fields, target) else
+                  "too_long" if len(source) > spec.max_source_chars else None)
+        if reason:
+            dropped.counts[reason] += 1
             continue
         digest = sha256_text(f"{source}\x1f{target}")[:12]
         out.append({"id": f"{spec.name}-{digest}", "source": source, "target": target, "fields": fields,
-                    SPLIT_KEY: row.get(SPLIT_KEY)})
+                    SPLIT_KEY: row.get(SPLIT_KEY), "_line": number})
     if errors:
         raise DataError(f"{raw}: {len(errors)} rows cannot be formatted for task {spec.name!r} "
                         f"(columns {list(spec.columns)}): " + "; ".join(errors[:5]))
-    return out, too_long
-
-
-def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop rows whose source text was already seen (first occurrence wins): splits cannot share a source."""
-    seen: set[str] = set()
-    kept = []
-    for row in rows:
-        if row["source"] not in seen:
-            seen.add(row["source"])
-            kept.append(row)
-    return kept
+    return out
 
 
 def _split(rows: list[dict[str, Any]], settings: DataConfig, raw: Path) -> dict[str, list[dict[str, Any]]]:
     """Official splits where given; missing ones carved from train (or from all rows) with the seed; then caps."""
     groups: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for row in rows:
+        row.pop("_line", None)
         label = row.pop(SPLIT_KEY, None)
         name = SPLIT_ALIASES.get(str(label).lower(), None) if label is not None else "train"
         if name is None:

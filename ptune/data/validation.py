@@ -15,7 +15,7 @@ from typing import Any
 
 from ptune.config import DataConfig
 from ptune.data.spec import TaskSpec
-from ptune.data.splits import SPLITS
+from ptune.data.splits import SPLITS, dropped_report
 from ptune.data.validation_report import Failure, failures_of, write_reports
 from ptune.errors import ValidationFailed
 from ptune.fileio import sha256_text
@@ -24,6 +24,7 @@ from ptune.paths import prepared_dir, validation_dir
 ROW_KEYS = ("id", "source", "target", "fields")
 MAX_LISTED = 5
 BLANK = r"^\s*$"
+NULL_WORD = r"(?i)^\s*(?:nan|none|null)\s*$"  # what a dataframe export writes for a missing value
 
 
 def read_split_bytes(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -110,6 +111,9 @@ def build_suite(spec: TaskSpec, split: str, columns: set[str], earlier_sources: 
         if column in columns:
             add(gxe.ExpectColumnValuesToNotBeNull(column=column), f"null {column}")
             add(gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=BLANK), f"empty {column}")
+        if column in columns and (column.startswith("fields.") or spec.kind == "generation" and column == "target"):
+            add(gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=NULL_WORD),
+                f"null-like text ('nan', 'None', 'null') in {column}")
     add(gxe.ExpectColumnValuesToBeUnique(column="id"), "duplicate ids")
     add(gxe.ExpectColumnValuesToBeUnique(column="source"), "duplicate source texts")
     add(gxe.ExpectColumnValueLengthsToBeBetween(column="source", min_value=1, max_value=spec.max_source_chars),
@@ -165,7 +169,7 @@ def validate(spec: TaskSpec, settings: DataConfig) -> dict[str, Any]:
     frames = {split: to_frame(spec, rows) for split, (rows, _) in parsed.items()}
     results = _run_gx(spec, frames, float(settings.min_class_share))
     failures = [f for split in SPLITS for f in failures_of(split, results[split], frames[split])]
-    summary = write_reports(out, spec, frames, results, failures)
+    summary = write_reports(out, spec, frames, results, failures, dropped_report(spec.name))
     if failures:
         raise ValidationFailed(f"task {spec.name!r}: {len(failures)} expectations failed "
                                f"(report: {out / 'report.md'}):\n  - " + "\n  - ".join(f.line() for f in failures))

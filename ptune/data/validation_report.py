@@ -86,10 +86,12 @@ def _leakage(frames: Mapping[str, Any]) -> list[tuple[str, int]]:
 
 
 def write_reports(out: Path, spec: TaskSpec, frames: Mapping[str, Any], results: Mapping[str, Any],
-                  failures: list[Failure]) -> dict[str, Any]:
-    """Write gx_results.json, summary.json, report.md and report.html under `out`; return the summary."""
+                  failures: list[Failure], dropped: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write gx_results.json, summary.json, report.md and report.html under `out`; return the summary.
+    `dropped`: what prepare dropped per reason (splits.dropped_report), shown in the report."""
     summary = {"task": spec.name, "success": not failures, "splits": _split_rows(spec, frames, results),
-               "leakage": dict(_leakage(frames)), "failures": [f.line() for f in failures]}
+               "leakage": dict(_leakage(frames)), "failures": [f.line() for f in failures],
+               "dropped_by_prepare": dict(dropped or {})}
     gx_json = {split: result.to_json_dict() for split, result in results.items()}
     atomic_write_bytes(out / "gx_results.json", json.dumps(gx_json, indent=1, default=str).encode())
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
@@ -121,12 +123,22 @@ def render_markdown(spec: TaskSpec, summary: Mapping[str, Any], results: Mapping
               for r in summary["splits"]]
     lines += ["", "Leakage (shared source texts): " + (", ".join(f"{k}: {v}" for k, v in summary["leakage"].items())
                                                       or "not computed"), ""]
+    lines += _dropped_lines(summary.get("dropped_by_prepare") or {})
     if summary["failures"]:
         lines += ["## Failures", ""] + [f"- {_md(f)}" for f in summary["failures"]] + [""]
     lines += ["## Expectations", "", "| split | expectation | column | result | unexpected | a failure means |",
               "|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in _expectation_rows(results)]
     return "\n".join(lines) + "\n"
+
+
+def _dropped_lines(dropped: Mapping[str, Any]) -> list[str]:
+    """'Dropped by prepare: 3 of 100 raw rows (empty 1, too_long 0, duplicate 1, conflicting 1)' + conflicts."""
+    if not dropped:
+        return []
+    reasons = ", ".join(f"{k} {v}" for k, v in dropped["by_reason"].items())
+    lines = [f"Dropped by prepare: {dropped['dropped']} of {dropped['total']} raw rows ({reasons})."]
+    return lines + [f"- conflicting targets: {_md(c)}" for c in dropped.get("conflicts", [])[:10]] + [""]
 
 
 def _md(text: str) -> str:

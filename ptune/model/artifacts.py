@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ptune.errors import ArtifactError
-from ptune.fileio import atomic_dir, sha256_of
+from ptune.fileio import atomic_dir, check_replaceable, sha256_of
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -104,13 +104,16 @@ def _meta_problems(data: Any) -> list[str]:
 
 
 
-def save_prompt(directory: str | Path, prompt: torch.Tensor, meta: PromptMeta) -> Path:
+def save_prompt(directory: str | Path, prompt: torch.Tensor, meta: PromptMeta, base_hidden: int | None = None) -> Path:
     """Write `prompt` (P, d) and `meta` as an artifact at `directory`, atomically; returns the path.
 
-    n_tokens/hidden/sha256 in the written prompt.json come from the tensor and file; a meta that
-    states a different n_tokens or hidden is refused. An existing artifact is replaced safely."""
+    n_tokens/hidden/sha256 in the written prompt.json come from the tensor and file; a meta that states a
+    different n_tokens or hidden, a prompt of 0 tokens, or d != `base_hidden` (the base model's hidden size,
+    when the caller knows it) is refused. An existing artifact is replaced safely; a non-empty directory
+    that holds no artifact is never replaced."""
     target = Path(directory)
-    tensor = _checked_tensor(prompt, meta, target)  # (P, d) fp32, contiguous, on CPU
+    tensor = _checked_tensor(prompt, meta, target, base_hidden)  # (P, d) fp32, contiguous, on CPU
+    check_replaceable(target, (META_FILE, TENSOR_FILE), "prompt artifact")
     with atomic_dir(target) as tmp:
         save_file({TENSOR_KEY: tensor}, str(tmp / TENSOR_FILE), metadata={"format": "pt"})
         final = replace(meta, n_tokens=tensor.shape[0], hidden=tensor.shape[1],
@@ -119,13 +122,18 @@ def save_prompt(directory: str | Path, prompt: torch.Tensor, meta: PromptMeta) -
     return target
 
 
-def _checked_tensor(prompt: torch.Tensor, meta: PromptMeta, target: Path) -> torch.Tensor:
+def _checked_tensor(prompt: torch.Tensor, meta: PromptMeta, target: Path, base_hidden: int | None) -> torch.Tensor:
     """The tensor to write (P, d) fp32 CPU, or ArtifactError listing what is wrong with it."""
     problems = []
     if prompt.ndim != 2:
         raise ArtifactError(f"cannot save prompt to {target}: tensor must be 2-D (n_tokens, hidden), "
                             f"got shape {tuple(prompt.shape)}")
     tensor = prompt.detach().to("cpu", torch.float32).contiguous()
+    if tensor.shape[0] == 0:
+        problems.append("the prompt has 0 tokens (expected n_tokens >= 1)")
+    if base_hidden is not None and tensor.shape[1] != base_hidden:
+        problems.append(f"hidden size {tensor.shape[1]} but the base model {meta.base_spec!r} has hidden size "
+                        f"{base_hidden}")
     if not torch.isfinite(tensor).all():
         problems.append("tensor has non-finite values (nan/inf)")
     for name, stated, actual in (("n_tokens", meta.n_tokens, tensor.shape[0]), ("hidden", meta.hidden, tensor.shape[1])):
@@ -195,6 +203,8 @@ def _read_tensor(path: Path, meta: PromptMeta | None, problems: list[str]) -> to
         problems.append(f"{TENSOR_FILE} is not a readable safetensors file: {exc}")
         return None
     before = len(problems)
+    if tensor.ndim != 2 or tensor.shape[0] == 0:
+        problems.append(f"tensor shape {tuple(tensor.shape)}: expected (n_tokens >= 1, hidden)")
     if tensor.dtype != torch.float32:
         problems.append(f"tensor dtype is {tensor.dtype}, expected torch.float32")
     if meta is not None and tuple(tensor.shape) != (meta.n_tokens, meta.hidden):

@@ -55,4 +55,9 @@ def _load(prompt_dir: Path, base: BaseModel | None) -> LoadedPrompt:
             f"{meta.base_spec!r} with fingerprint {meta.base_fingerprint}, but {meta.base_spec!r} now loads with "
             f"fingerprint {base.fingerprint} (a different model; retrain the prompt or restore that base model)")
     prompt, meta = artifacts.load_prompt(prompt_dir, expected_fingerprint=base.fingerprint)
+    if prompt.shape[1] != base.hidden_size:
+        raise ArtifactError(
+            f"refusing to load the {meta.task!r} prompt at {prompt_dir}: its hidden size is {prompt.shape[1]} but "
+            f"the base model {meta.base_spec!r} has hidden size {base.hidden_size} (shape {tuple(prompt.shape)}; "
+            f"expected (n_tokens, {base.hidden_size}))")
     return LoadedPrompt(prompt, meta, base)

@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.errors import ConfigError, RegistryError
+from ptune.fileio import atomic_dir, check_replaceable
 from ptune.model import artifacts
 from ptune.model.ensemble_artifact import load_ensemble
 from ptune.registry import model_card, pyfunc_logging
@@ -163,6 +164,7 @@ def download_prompt(task: str, out: str | Path, alias: str | None = "champion", 
     refused with ArtifactError), then checksum, shape, finiteness (ptune.model.artifacts.load_prompt)."""
     ref = f"{model_name(task)}/{version}" if version is not None else f"{model_name(task)}@{alias}"
     target = Path(out)
+    check_replaceable(target, (artifacts.META_FILE, artifacts.TENSOR_FILE), "prompt artifact")
     with tempfile.TemporaryDirectory() as tmp:
         mlc = client()
         with guard(f"download of models:/{ref}"):
@@ -173,11 +175,9 @@ def download_prompt(task: str, out: str | Path, alias: str | None = "champion", 
         if source is None or not source.is_dir():
             raise RegistryError(f"models:/{ref} holds no prompt artifact (expected artifacts/prompt)")
         verify_model_dir(local, source, dict(found.tags), f"models:/{ref} (version {found.version})")
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(source, target)
-    artifacts.load_prompt(target)
-    load_ensemble(target)  # an ensemble (K prompts + ensemble.json): every member checked too
+        load_ensemble(source)  # an ensemble (K prompts + ensemble.json): every member checked too
+        with atomic_dir(target) as staged:
+            shutil.copytree(source, staged, dirs_exist_ok=True)
     return target
 
 

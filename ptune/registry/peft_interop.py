@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ptune.errors import ArtifactError
-from ptune.fileio import atomic_dir
+from ptune.fileio import atomic_dir, check_replaceable
 from ptune.model.artifacts import PromptMeta, load_prompt, save_prompt
 from ptune.model.base import BaseModel
 
@@ -45,6 +45,7 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path, base_model_name_or_
     kind = _task_type(task_type, base, name)
     config = _peft_config(kind, tensor.shape[0], tensor.shape[1], name)
     out = Path(out_dir)
+    check_replaceable(out, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "PEFT adapter")
     with atomic_dir(out) as tmp:
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_file({PEFT_KEY: tensor.contiguous()}, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
@@ -167,4 +168,4 @@ def import_peft(adapter_dir: str | Path, out_dir: str | Path, base: BaseModel, t
                   "peft_version": config.get("peft_version")}
     meta = PromptMeta(task=task, base_spec=base.spec, base_fingerprint=base.fingerprint, init="file",
                       train_config=provenance)
-    return save_prompt(out_dir, tensor, meta)
+    return save_prompt(out_dir, tensor, meta, base_hidden=base.hidden_size)

@@ -8,6 +8,7 @@ same directory and moved into place (`ptune.fileio.atomic_path`), so a kill mid-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -24,25 +25,60 @@ _OPT = "optimizer."
 _RNG = "rng."
 
 
+class CorruptCheckpoint(Exception):
+    """The checkpoint file cannot be trusted (unreadable, truncated, checksum mismatch, wrong shapes)."""
+
+
+def _digest(tensors: dict[str, torch.Tensor], state_json: str) -> str:
+    """sha256 over every tensor (name, dtype, shape, bytes) and the JSON state: any flipped byte changes it."""
+    digest = hashlib.sha256(state_json.encode("utf-8"))
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def write_checkpoint(ckpt_dir: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
-    """Atomically write `tensors` + JSON-able `state` to `ckpt_dir/state.safetensors`."""
+    """Atomically write `tensors` + JSON-able `state` (+ their sha256) to `ckpt_dir/state.safetensors`."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / FILE
     plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    doc = json.dumps(state)
     with atomic_path(final) as tmp:
-        save_file(plain, str(tmp), metadata={"state": json.dumps(state)})
+        save_file(plain, str(tmp), metadata={"state": doc, "sha256": _digest(plain, doc)})
     return final
 
 
 def read_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """(tensors on CPU, state) from `ckpt_dir`, or None when there is no checkpoint."""
+    """(tensors on CPU, state) from `ckpt_dir`, or None when there is no checkpoint. Raises CorruptCheckpoint
+    when the file is unreadable or its content does not match its sha256."""
     path = ckpt_dir / FILE
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="pt") as fh:
-        tensors = {key: fh.get_tensor(key) for key in fh.keys()}
-        state = json.loads((fh.metadata() or {})["state"])
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+            meta = fh.metadata() or {}
+        doc, stated = meta["state"], meta.get("sha256")
+        state = json.loads(doc)
+    except Exception as exc:  # safetensors raises its own types for truncated or garbled files
+        raise CorruptCheckpoint(f"unreadable: {type(exc).__name__}: {exc}") from exc
+    if stated is None:
+        raise CorruptCheckpoint("no checksum (written by an older ptune)")
+    if _digest(tensors, doc) != stated:
+        raise CorruptCheckpoint("checksum mismatch")
     return tensors, state
+
+
+def set_aside(ckpt_dir: Path) -> Path:
+    """Move a corrupt checkpoint file out of the way (kept for inspection, never deleted); returns its new path."""
+    for n in range(1, 10_000):
+        aside = ckpt_dir / f"{FILE}.corrupt-{n}"
+        if not aside.exists():
+            (ckpt_dir / FILE).rename(aside)
+            return aside
+    raise OSError(f"too many corrupt checkpoints set aside in {ckpt_dir}")
 
 
 def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

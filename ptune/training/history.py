@@ -64,3 +64,29 @@ def write_curve(history: list[StepInfo], path: Path) -> Path:
 
 def _cell(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
+
+
+def plot_curve(history: list[StepInfo], path: Path) -> Path:
+    """The curve as a PNG (train loss per step, validation metrics on a second axis): `dvc plots show`
+    renders images offline, while its vega plots load their scripts from a CDN."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.plot([h.step for h in history], [h.loss for h in history], label="train/loss", color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train/loss")
+    evaluated = [h for h in history if h.metrics]
+    if evaluated:
+        right = ax.twinx()
+        for name in sorted(evaluated[-1].metrics):
+            right.plot([h.step for h in evaluated], [h.metrics.get(name) for h in evaluated], "o-", label=name)
+        right.set_ylabel("validation")
+        right.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"training curve ({len(history)} steps)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path

@@ -89,9 +89,24 @@ def save(ckpt_dir: Path, state: TrainState, meta: dict) -> None:
     ckpt.write_checkpoint(ckpt_dir, tensors, doc)
 
 
+def _read_or_set_aside(ckpt_dir: Path, shape: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The checkpoint in `ckpt_dir`, or None; a corrupt one (truncated, flipped, wrong shape) is moved aside with
+    a warning, so training starts fresh instead of every retry failing."""
+    try:
+        loaded = ckpt.read_checkpoint(ckpt_dir)
+        if loaded is not None and tuple(loaded[0]["prompt"].shape) != shape:
+            raise ckpt.CorruptCheckpoint(f"prompt shape {tuple(loaded[0]['prompt'].shape)}, expected {shape}")
+    except (ckpt.CorruptCheckpoint, KeyError) as exc:
+        aside = ckpt.set_aside(ckpt_dir)
+        log.warning("checkpoint %s is corrupt (%s); moved it to %s and starting fresh", ckpt_dir / ckpt.FILE,
+                    exc, aside)
+        return None
+    return loaded
+
+
 def resume(ckpt_dir: Path, state: TrainState, meta: dict) -> int | None:
     """Load a compatible checkpoint into `state`; returns its step, or None when starting fresh."""
-    loaded = ckpt.read_checkpoint(ckpt_dir)
+    loaded = _read_or_set_aside(ckpt_dir, tuple(state.prompt.raw.shape))
     if loaded is None:
         return None
     tensors, doc = loaded

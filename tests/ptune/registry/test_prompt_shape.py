@@ -1,0 +1,61 @@
+"""A prompt of 0 tokens, or whose hidden size is not the base model's, is refused at save and at load with a
+clear error (not a raw torch RuntimeError deep in the forward pass)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from ptune.cli import app
+from ptune.errors import ArtifactError
+from ptune.fileio import sha256_of
+from ptune.model.artifacts import META_FILE, TENSOR_FILE, PromptMeta, load_prompt, save_prompt
+from ptune.registry.loading import load_prompt_with_base
+
+
+def _meta(base) -> PromptMeta:
+    return PromptMeta(task="rotten_tomatoes", base_spec=base.spec, base_fingerprint=base.fingerprint)
+
+
+def test_zero_tokens_refused_at_save(tiny_causal, tmp_path):
+    with pytest.raises(ArtifactError) as err:
+        save_prompt(tmp_path / "p", torch.zeros(0, tiny_causal.hidden_size), _meta(tiny_causal))
+    assert str(err.value) == (f"cannot save prompt to {tmp_path / 'p'}:\n"
+                              "  - the prompt has 0 tokens (expected n_tokens >= 1)")
+    assert not (tmp_path / "p").exists()
+
+
+def test_zero_tokens_refused_at_load(tiny_causal, tmp_path):
+    path = save_prompt(tmp_path / "p", torch.zeros(2, tiny_causal.hidden_size), _meta(tiny_causal))
+    save_file({"prompt_embeddings": torch.zeros(0, tiny_causal.hidden_size)}, str(path / TENSOR_FILE))
+    data = json.loads((path / META_FILE).read_text()) | {"n_tokens": 0, "sha256": sha256_of(path / TENSOR_FILE)}
+    (path / META_FILE).write_text(json.dumps(data))  # consistent with the tensor: only the shape is wrong
+    with pytest.raises(ArtifactError) as err:
+        load_prompt(path)
+    assert f"tensor shape (0, {tiny_causal.hidden_size}): expected (n_tokens >= 1, hidden)" in str(err.value)
+
+
+def test_hidden_size_other_than_the_base_refused_at_save(tiny_causal, tmp_path):
+    wide = tiny_causal.hidden_size + 8
+    with pytest.raises(ArtifactError) as err:
+        save_prompt(tmp_path / "p", torch.zeros(3, wide), _meta(tiny_causal), base_hidden=tiny_causal.hidden_size)
+    assert str(err.value) == (f"cannot save prompt to {tmp_path / 'p'}:\n  - hidden size {wide} but the base model "
+                              f"{tiny_causal.spec!r} has hidden size {tiny_causal.hidden_size}")
+
+
+def test_hidden_size_other_than_the_base_refused_at_load(tiny_causal, tmp_path):
+    """A consistent (20, d+8) artifact naming the right base (fingerprint and all): refused before any forward."""
+    wide = tiny_causal.hidden_size + 8
+    path = save_prompt(tmp_path / "p", torch.randn(20, wide), _meta(tiny_causal))
+    expected = (f"refusing to load the 'rotten_tomatoes' prompt at {path}: its hidden size is {wide} but the base "
+                f"model {tiny_causal.spec!r} has hidden size {tiny_causal.hidden_size} (shape (20, {wide}); "
+                f"expected (n_tokens, {tiny_causal.hidden_size}))")
+    with pytest.raises(ArtifactError) as err:
+        load_prompt_with_base(path, base=tiny_causal)
+    assert str(err.value) == expected
+    result = CliRunner().invoke(app, ["predict", "rotten_tomatoes", "a fine film", "--prompt", str(path)])
+    assert result.exit_code != 0 and str(result.exception) == expected
