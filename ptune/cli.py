@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ptune import cli_serve
 from ptune.config import project_params
 from ptune.errors import PtuneError, ValidationFailed
 
@@ -248,6 +249,9 @@ def model_info(
 
     for key, value in load_base_model(spec, device=device, threads=threads).info().items():
         typer.echo(f"{key}: {value}")
+
+
+app.command("serve")(cli_serve.serve_cmd)
 
 
 def main() -> None:

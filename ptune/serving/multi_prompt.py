@@ -123,6 +123,17 @@ class MultiPromptModel:
                         out[i] = pred
         return [p for p in out if p is not None]
 
+    def check_rows(self, rows: Sequence[Row]) -> None:
+        """DataError naming every row whose task is not served or whose input tokenises to nothing."""
+        tasks, problems = self.snapshot(), []
+        for i, row in enumerate(rows):
+            if row.task not in tasks:
+                problems.append(f"row {i}: task {row.task!r} is not served")
+            elif not self._mixed_row(tasks[row.task], row).source_ids:
+                problems.append(f"row {i}: input {row.text[:40]!r} tokenises to no tokens")
+        if problems:
+            raise DataError("; ".join(problems) + f" (served tasks: {sorted(tasks)})")
+
     def _mixed_row(self, task: LoadedTask, row: Row) -> MixedRow:
         spec = task.spec
         text = row.text if row.raw else format_input(spec, row.text)
