@@ -66,7 +66,8 @@ class MultiPromptModel:
     def __init__(self, base: BaseModel, cache_prefix: bool = True) -> None:
         self.base, self.cache_prefix = base, cache_prefix
         self._tasks: dict[str, LoadedTask] = {}
-        self._lock = threading.Lock()  # serialises loads; reads take a snapshot without it
+        self._lock = threading.Lock()  # serialises swaps; reads take a snapshot without it
+        self._compute = threading.RLock()  # one forward pass at a time on the shared base model
 
     def load(self, spec: TaskSpec, prompt_dir: str | Path, version: str | None = None) -> LoadedTask:
         """Check the artifact in `prompt_dir` (checksum, shape, fingerprint == this base's), build its
@@ -85,7 +86,7 @@ class MultiPromptModel:
     def add(self, spec: TaskSpec, weight: torch.Tensor, meta: PromptMeta, version: str) -> LoadedTask:
         """Serve an already checked prompt (P, d) as `version` of `spec.name` (replacing the old one)."""
         prompt = weight.to(self.base.device, torch.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._compute:  # a swap's prefix pass waits for the running batch
             prefix = build_prefix(self.base, prompt, []) if self.cache_prefix else None
         tok, enc_dec = self.base.tokenizer, self.base.is_encoder_decoder
         labels = tuple(tuple(encode_target(tok, w, enc_dec, add_eos=False)) for w in spec.label_words)
@@ -112,7 +113,7 @@ class MultiPromptModel:
             raise DataError(f"unknown task(s): {'; '.join(unknown)}; served tasks: {sorted(tasks)}")
         mixed = [self._mixed_row(tasks[r.task], r) for r in rows]
         out: list[Prediction | None] = [None] * len(rows)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._compute:
             for kind in ("classification", "generation"):
                 idx = [i for i, r in enumerate(rows) if tasks[r.task].spec.kind == kind]
                 idx.sort(key=lambda i: len(mixed[i].source_ids))  # less padding

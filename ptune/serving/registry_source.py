@@ -5,7 +5,8 @@ in between cannot give a version label that differs from the tensor behind it. `
 the aliases in a thread; a new version is fully loaded (checked, prefix cached) before it replaces the
 old one in the `MultiPromptModel`, so no request fails or mixes versions during a swap. A new version
 that cannot be loaded (wrong base model, broken artifact, registry down) is logged and counted, and the
-old one keeps serving.
+old one keeps serving (a refused artifact is not retried until the alias moves again; a registry
+error is retried at the next poll).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ptune.data.spec import TaskSpec
-from ptune.errors import ConfigError, PtuneError
+from ptune.errors import ArtifactError, ConfigError, PtuneError
 from ptune.registry import model_registry
 from ptune.serving.multi_prompt import LoadedTask, MultiPromptModel
 
@@ -54,6 +55,7 @@ class RegistryWatcher:
         self.model, self.specs, self.alias, self.seconds = model, list(specs), alias, seconds
         self.on_event = on_event or (lambda task, outcome: None)  # (task, "swapped" | "failed")
         self._stop = threading.Event()
+        self._refused: set[tuple[str, str]] = set()  # (task, version) whose artifact was refused: not retried
         self._thread = threading.Thread(target=self._loop, name="ptune-registry-watcher", daemon=True)
 
     def start(self) -> RegistryWatcher:
@@ -74,13 +76,16 @@ class RegistryWatcher:
         """One pass over the tasks; returns the tasks swapped to a new version."""
         swapped = []
         for spec in self.specs:
-            served = self.model.snapshot().get(spec.name)
+            served, version = self.model.snapshot().get(spec.name), None
             try:
                 version = alias_version(spec.name, self.alias)
-                if version is None or (served is not None and served.version == version):
+                if version is None or (served is not None and served.version == version) \
+                        or (spec.name, version) in self._refused:
                     continue
                 load_version(self.model, spec, version)
             except PtuneError as exc:  # keep serving the old version; say why the new one was refused
+                if isinstance(exc, ArtifactError):  # wrong base model, broken artifact: retrying cannot help
+                    self._refused.add((spec.name, str(version)))
                 log.error("task %s: not swapping to @%s: %s", spec.name, self.alias, exc)
                 self.on_event(spec.name, "failed")
                 continue

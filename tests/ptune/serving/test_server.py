@@ -15,6 +15,7 @@ import torch
 
 from ptune.data.catalog import get_task
 from ptune.errors import ArtifactError
+from ptune.registry import model_registry
 from ptune.serving.multi_prompt import MultiPromptModel, Row
 from ptune.serving.registry_source import load_aliased, load_version
 from tests.ptune.serving.conftest import TASKS
@@ -79,14 +80,19 @@ def test_malformed_json_and_unknown_task_in_a_batch(served):
     assert resp.status_code == 404 and "unknown task(s) ['zz']" in resp.json()["detail"]
 
 
-def test_prompt_for_another_base_is_refused(served, tiny_causal_dir):
-    service, _, tmp, base = served
+def test_prompt_for_another_base_is_refused(served):
+    service, url, tmp, base = served
     version = publish(tmp, base, "intent", 2, seed=40, alias="wrong-base", fingerprint="f" * 64)
     with pytest.raises(ArtifactError, match="fingerprint"):
         load_version(MultiPromptModel(base), get_task("intent"), version)
     with pytest.raises(ArtifactError, match="fingerprint"):
         load_aliased(MultiPromptModel(base), [get_task("intent")], alias="wrong-base")
+    model_registry.set_alias("intent", "champion", version)  # the running server's watcher sees it, refuses it
+    time.sleep(1.5)  # several polls
+    model_registry.set_alias("intent", "champion", "1")
     assert service.model.snapshot()["intent"].version == "1"
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'ptune_prompt_swaps_total{outcome="failed",task="intent"} 1.0' in metrics  # refused once, not retried
 
 
 def test_champion_moved_under_load_swaps_without_failed_or_mixed_responses(served):
