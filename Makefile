@@ -22,7 +22,7 @@ export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test lint repro bench mlflow-ui server worker deploy clean
+.PHONY: setup run test lint repro bench mlflow-ui server worker deploy serve clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
+	  || echo "warning: could not install Debian's chromium (needs root): the playground browser test will skip"
 	@touch $(STAMP)
 
 run: setup
@@ -73,6 +75,11 @@ worker: setup
 deploy: setup
 	PREFECT_API_URL=$(PREFECT_API) $(BIN)/python -m flows.prefect_setup
 	PREFECT_API_URL=$(PREFECT_API) PTUNE_PROJECT_DIR=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
+
+# ptune serve (README "Serving"): @champion of every run_tasks task on 127.0.0.1:$(SERVE_PORT).
+SERVE_PORT ?= 8000
+serve: setup
+	$(BIN)/ptune serve --port $(SERVE_PORT) $(SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Serving: one frozen base model answers every task (mixed-task batches, `ptune serve`)."""

@@ -1,0 +1,132 @@
+"""The `ptune serve` HTTP app (FastAPI): one MultiPromptModel behind a dynamic batcher and a registry watcher.
+
+POST /v1/predict (one task), POST /v1/batch (mixed tasks), GET /v1/tasks, GET /health, GET /metrics
+(Prometheus text), GET / (playground page), GET /docs and /openapi.json (FastAPI). Limits: body size
+413 (`limits.BodyLimit`), inputs per request and characters per input 422 (in the request schema),
+unknown task 404 listing the served ones. Route annotations name classes made by `request_models`, so
+this module does not use postponed annotations.
+"""
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+
+from ptune.errors import DataError
+from ptune.serving.batcher import DynamicBatcher
+from ptune.serving.limits import BodyLimit
+from ptune.serving.metrics import ServeMetrics
+from ptune.serving.multi_prompt import MultiPromptModel, Prediction, Row
+from ptune.serving.registry_source import RegistryWatcher
+from ptune.serving.schemas import Health, PredictionOut, PredictResponse, TaskInfo, request_models
+from ptune.serving.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+PLAYGROUND = Path(__file__).with_name("playground.html")
+
+
+class Service:
+    """What the routes share: the model, its batcher, the registry watcher (None: no hot swap), metrics."""
+
+    def __init__(self, model: MultiPromptModel, settings: ServeSettings, watcher: RegistryWatcher | None = None):
+        self.model, self.settings, self.watcher, self.metrics = model, settings, watcher, ServeMetrics()
+        if watcher is not None:
+            watcher.on_event = lambda task, outcome: self.metrics.swaps.labels(task, outcome).inc()
+        self.batcher = DynamicBatcher(lambda rows: model.predict(rows, batch_size=settings.max_batch_size),
+                                      settings.max_batch_size, settings.max_wait_ms, settings.batching,
+                                      on_batch=self.metrics.observe_batch)
+
+    def check(self, rows: list[Row]) -> None:
+        """404 for unknown tasks (listing the served ones), 422 for inputs that tokenise to nothing."""
+        served = self.model.tasks
+        unknown = sorted({r.task for r in rows} - set(served))
+        if unknown:
+            raise HTTPException(404, f"unknown task(s) {unknown}; served tasks: {served}")
+        try:
+            self.model.check_rows(rows)
+        except DataError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    async def predict(self, rows: list[Row]) -> tuple[list[Prediction], float]:
+        self.check(rows)
+        start = time.perf_counter()
+        preds = await asyncio.wrap_future(self.batcher.submit(rows))
+        return preds, (time.perf_counter() - start) * 1000
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.batcher.close()
+
+
+def _out(preds: list[Prediction]) -> list[PredictionOut]:
+    return [PredictionOut(task=p.task, label=p.label, scores=p.scores, version=p.version) for p in preds]
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI app over `service`; the watcher starts with the app and both stop with it."""
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if service.watcher is not None:
+            service.watcher.start()
+        yield
+        service.close()
+
+    app = FastAPI(title="ptune serve", version="1", lifespan=lifespan,
+                  description="One frozen base model; the champion soft prompt of every task; mixed-task batches.")
+    app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
+    _add_timing(app, service)
+    _add_routes(app, service)
+    return app
+
+
+def _add_timing(app: FastAPI, service: Service) -> None:
+    @app.middleware("http")
+    async def timing(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        service.metrics.observe_request(request.url.path, response.status_code, time.perf_counter() - start)
+        return response
+
+
+def _add_routes(app: FastAPI, service: Service) -> None:
+    PredictRequest, BatchRequest = request_models(service.settings)
+    model = service.model
+
+    @app.post("/v1/predict", response_model=PredictResponse, responses={404: {}, 413: {}, 422: {}})
+    async def predict(body: PredictRequest) -> PredictResponse:
+        """Label (or generated text), per-label scores and prompt version for each input of one task."""
+        preds, ms = await service.predict([Row(body.task, text, body.raw) for text in body.inputs])
+        return PredictResponse(predictions=_out(preds), latency_ms=ms)
+
+    @app.post("/v1/batch", response_model=PredictResponse, responses={404: {}, 413: {}, 422: {}})
+    async def batch(body: BatchRequest) -> PredictResponse:
+        """Inputs of several tasks in one call, answered in one mixed-task batch."""
+        preds, ms = await service.predict([Row(item.task, item.text, item.raw) for item in body.inputs])
+        return PredictResponse(predictions=_out(preds), latency_ms=ms)
+
+    @app.get("/v1/tasks", response_model=list[TaskInfo])
+    async def tasks() -> list[TaskInfo]:
+        """Served tasks: kind, prompt version, labels, recorded metrics, base model."""
+        return [TaskInfo(task=t.name, kind=t.spec.kind, version=t.version, labels=list(t.spec.label_words),
+                         prompt_tokens=int(t.prompt.shape[0]), metrics=dict(t.meta.metrics),
+                         base_model=model.base.spec, base_fingerprint=model.base.fingerprint)
+                for t in sorted(model.snapshot().values(), key=lambda t: t.name)]
+
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
+        return Health(status="ok", tasks=len(model.tasks), base_model=model.base.spec)
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text: request counts and latency per endpoint, rows and requests per model call."""
+        body = service.metrics.render({t: v.version for t, v in model.snapshot().items()})
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))

@@ -1,0 +1,95 @@
+"""Load the registry's `ptune-<task>@<alias>` of every served task, and follow the alias (hot swap).
+
+The version number is looked up first and the prompt downloaded by that number, so an alias that moves
+in between cannot give a version label that differs from the tensor behind it. `RegistryWatcher` polls
+the aliases in a thread; a new version is fully loaded (checked, prefix cached) before it replaces the
+old one in the `MultiPromptModel`, so no request fails or mixes versions during a swap. A new version
+that cannot be loaded (wrong base model, broken artifact, registry down) is logged and counted, and the
+old one keeps serving (a refused artifact is not retried until the alias moves again; a registry
+error is retried at the next poll).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ptune.data.spec import TaskSpec
+from ptune.errors import ArtifactError, ConfigError, PtuneError
+from ptune.registry import model_registry
+from ptune.serving.multi_prompt import LoadedTask, MultiPromptModel
+
+log = logging.getLogger(__name__)
+
+
+def alias_version(task: str, alias: str) -> str | None:
+    found = model_registry.alias_version(task, alias)
+    return None if found is None else str(found.version)
+
+
+def load_version(model: MultiPromptModel, spec: TaskSpec, version: str) -> LoadedTask:
+    """Download version `version` of `ptune-<task>` and serve it (ArtifactError on a fingerprint mismatch)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prompt_dir = model_registry.download_prompt(spec.name, Path(tmp) / "prompt", version=version)
+        return model.load(spec, prompt_dir, version=version)
+
+
+def load_aliased(model: MultiPromptModel, specs: Sequence[TaskSpec], alias: str = "champion") -> list[LoadedTask]:
+    """Serve `<alias>` of every task; ConfigError naming every task without that alias."""
+    versions = {spec.name: alias_version(spec.name, alias) for spec in specs}
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        raise ConfigError(f"no registry version has alias @{alias} for task(s) {missing}: train and promote "
+                          f"them first (`ptune train`, `ptune promote`), or leave them out with --tasks")
+    return [load_version(model, spec, str(versions[spec.name])) for spec in specs]
+
+
+class RegistryWatcher:
+    """Polls `<alias>` of every served task every `seconds`; loads a version when the alias moves."""
+
+    def __init__(self, model: MultiPromptModel, specs: Sequence[TaskSpec], alias: str, seconds: float,
+                 on_event: Callable[[str, str], None] | None = None) -> None:
+        self.model, self.specs, self.alias, self.seconds = model, list(specs), alias, seconds
+        self.on_event = on_event or (lambda task, outcome: None)  # (task, "swapped" | "failed")
+        self._stop = threading.Event()
+        self._refused: set[tuple[str, str]] = set()  # (task, version) whose artifact was refused: not retried
+        self._thread = threading.Thread(target=self._loop, name="ptune-registry-watcher", daemon=True)
+
+    def start(self) -> RegistryWatcher:
+        if self.seconds > 0:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.seconds):
+            self.poll()
+
+    def poll(self) -> list[str]:
+        """One pass over the tasks; returns the tasks swapped to a new version."""
+        swapped = []
+        for spec in self.specs:
+            served, version = self.model.snapshot().get(spec.name), None
+            try:
+                version = alias_version(spec.name, self.alias)
+                if version is None or (served is not None and served.version == version) \
+                        or (spec.name, version) in self._refused:
+                    continue
+                load_version(self.model, spec, version)
+            except PtuneError as exc:  # keep serving the old version; say why the new one was refused
+                if isinstance(exc, ArtifactError):  # wrong base model, broken artifact: retrying cannot help
+                    self._refused.add((spec.name, str(version)))
+                log.error("task %s: not swapping to @%s: %s", spec.name, self.alias, exc)
+                self.on_event(spec.name, "failed")
+                continue
+            log.info("task %s: now serving version %s (@%s)", spec.name, version, self.alias)
+            self.on_event(spec.name, "swapped")
+            swapped.append(spec.name)
+        return swapped

@@ -1,0 +1,46 @@
+"""Build and run a `ptune serve` server: the project's base model, `@<alias>` of every task, uvicorn.
+
+Tasks are `--tasks` or the project's `run_tasks`. The base model is the one params.yaml names; every
+prompt is checked against its fingerprint at load (a prompt trained on another base is refused: one
+server holds one base model).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from ptune.config import Params
+from ptune.data.catalog import get_task
+from ptune.errors import ConfigError
+from ptune.model.base import load_base_model
+from ptune.serving.app import Service, create_app
+from ptune.serving.multi_prompt import MultiPromptModel
+from ptune.serving.registry_source import RegistryWatcher, load_aliased
+from ptune.serving.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+def build_service(params: Params, tasks: Sequence[str], settings: ServeSettings) -> Service:
+    """Load the base model and `@alias` of each task (ConfigError when there is nothing to serve)."""
+    names = list(tasks) or list(params.run_tasks)
+    if not names:
+        raise ConfigError("nothing to serve: give --tasks or list run_tasks in params.yaml")
+    specs = [get_task(name, params) for name in names]  # ConfigError for unknown names, before the slow load
+    model = MultiPromptModel(load_base_model(params.model))
+    for task in load_aliased(model, specs, settings.alias):
+        log.info("serving %s version %s (%d prompt tokens)", task.name, task.version, task.prompt.shape[0])
+    watcher = RegistryWatcher(model, specs, settings.alias, settings.poll_seconds) if settings.poll_seconds else None
+    return Service(model, settings, watcher)
+
+
+def serve(params: Params, tasks: Sequence[str], settings: ServeSettings) -> None:
+    """Run the server until interrupted (uvicorn)."""
+    import uvicorn
+
+    if not settings.loopback:
+        log.warning("ptune serve listens on %s: reachable from other machines. It has no authentication; "
+                    "put it behind a reverse proxy that adds TLS and access control (README).", settings.host)
+    app = create_app(build_service(params, tasks, settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

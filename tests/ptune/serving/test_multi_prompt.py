@@ -1,0 +1,99 @@
+"""MultiPromptModel: a mixed-task batch (per-row prompts of different lengths, rows of very different
+lengths) gives what each task gives on its own, and a prompt made for another base model is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ptune.data.catalog import get_task
+from ptune.data.spec import format_input
+from ptune.errors import ArtifactError, DataError
+from ptune.evaluation.scoring import predict, score_labels
+from ptune.model import artifacts
+from ptune.model.artifacts import PromptMeta
+from ptune.model.batching import encode_source
+from ptune.serving.multi_prompt import MultiPromptModel, Row
+
+# task -> prompt length: different P in one batch; 2, 3 and 7 labels; one generation task
+TASKS = {"rotten_tomatoes": 3, "vitaminc": 7, "intent": 1, "xsum": 5}
+TEXTS = ["good", "the film was a witty gorgeous story and the actor was great " * 6, "sad dull plot",
+         "news: the city team won the game said people this year " * 3]
+
+
+def save(path, base, task: str, n_tokens: int, seed: int, fingerprint: str | None = None):
+    weight = torch.randn(n_tokens, base.hidden_size, generator=torch.Generator().manual_seed(seed)) * 0.5
+    meta = PromptMeta(task=task, base_spec=base.spec, base_fingerprint=fingerprint or base.fingerprint)
+    return artifacts.save_prompt(path / f"{task}-{seed}", weight, meta)
+
+
+def loaded(tmp_path, base, cache_prefix: bool = True) -> MultiPromptModel:
+    model = MultiPromptModel(base, cache_prefix=cache_prefix)
+    for seed, (task, n) in enumerate(TASKS.items()):
+        model.load(get_task(task), save(tmp_path, base, task, n, seed), version=str(seed + 1))
+    return model
+
+
+def alone(model: MultiPromptModel, task: str, text: str):
+    """The task run on its own through the evaluation code path: (label scores or None, prediction)."""
+    loaded_task, spec, base = model.snapshot()[task], get_task(task), model.base
+    source = format_input(spec, text)
+    if spec.kind == "generation":
+        return None, predict(base, spec, [source], loaded_task.prompt, mode="generate")[0][0]
+    ids = [encode_source(base.tokenizer, source, spec.max_source_tokens, base.is_encoder_decoder)]
+    scores = score_labels(base, ids, spec.label_words, loaded_task.prompt)[0]
+    return scores, spec.label_words[int(scores.argmax())]
+
+
+@pytest.mark.parametrize("cache_prefix", [True, False], ids=["cached-prefix", "plain"])
+def test_mixed_batch_equals_each_task_alone(tmp_path, tiny_base, cache_prefix):
+    model = loaded(tmp_path, tiny_base, cache_prefix)
+    rows = [Row(task, text) for i, text in enumerate(TEXTS) for j, task in enumerate(TASKS) if (i + j) % 2 == 0]
+    rows += [Row("rotten_tomatoes", TEXTS[1]), Row("intent", TEXTS[0]), Row("xsum", TEXTS[2])]
+    preds = model.predict(rows, batch_size=len(rows))
+    assert [p.task for p in preds] == [r.task for r in rows]
+    for row, pred in zip(rows, preds, strict=True):
+        scores, label = alone(model, row.task, row.text)
+        assert pred.label == label, row
+        assert pred.version == str(list(TASKS).index(row.task) + 1)
+        if scores is not None:
+            assert list(pred.scores) == list(get_task(row.task).label_words)
+            torch.testing.assert_close(torch.tensor(list(pred.scores.values())), scores.float(), atol=1e-5, rtol=0)
+
+
+def test_prefix_is_cached_at_load_for_causal_models(tmp_path, tiny_causal):
+    model = loaded(tmp_path, tiny_causal)
+    task = model.snapshot()["vitaminc"]
+    assert task.prefix is not None and task.prefix.length == TASKS["vitaminc"]
+
+
+def test_batch_size_does_not_change_results(tmp_path, tiny_causal):
+    model = loaded(tmp_path, tiny_causal)
+    rows = [Row(task, text) for text in TEXTS for task in ("rotten_tomatoes", "intent", "vitaminc")]
+    big, small = model.predict(rows, batch_size=64), model.predict(rows, batch_size=2)
+    for a, b in zip(big, small, strict=True):
+        assert a.label == b.label
+        torch.testing.assert_close(torch.tensor(list(a.scores.values())), torch.tensor(list(b.scores.values())),
+                                   atol=1e-5, rtol=0)
+
+
+def test_fingerprint_mismatch_is_refused_at_load(tmp_path, tiny_causal):
+    model = loaded(tmp_path, tiny_causal)
+    bad = save(tmp_path, tiny_causal, "rotten_tomatoes", 3, seed=9, fingerprint="0" * 64)
+    with pytest.raises(ArtifactError, match="fingerprint"):
+        model.load(get_task("rotten_tomatoes"), bad, version="9")
+    assert model.snapshot()["rotten_tomatoes"].version == "1"  # the served version stays
+
+
+def test_swap_replaces_the_version_and_keeps_old_snapshots(tmp_path, tiny_causal):
+    model = loaded(tmp_path, tiny_causal)
+    before = model.snapshot()
+    model.load(get_task("rotten_tomatoes"), save(tmp_path, tiny_causal, "rotten_tomatoes", 2, seed=7), version="8")
+    assert before["rotten_tomatoes"].version == "1" and model.snapshot()["rotten_tomatoes"].version == "8"
+    assert model.predict([Row("rotten_tomatoes", "good")])[0].version == "8"
+
+
+def test_unknown_task_names_the_row_and_the_served_tasks(tmp_path, tiny_causal):
+    model = loaded(tmp_path, tiny_causal)
+    with pytest.raises(DataError, match=r"row 1: task 'nope'.*served tasks: \['intent'"):
+        model.predict([Row("intent", "x"), Row("nope", "y")])

@@ -1,0 +1,154 @@
+"""`ptune serve` over HTTP on 127.0.0.1, with champions from a real MLflow SQLite registry: predictions
+equal the model's own, limits answer 4xx with a message, metrics and OpenAPI are served, a champion
+moved under concurrent load swaps without a failed or mixed-version response, a prompt for another base
+model is refused."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+import torch
+
+from ptune.data.catalog import get_task
+from ptune.errors import ArtifactError
+from ptune.registry import model_registry
+from ptune.serving.multi_prompt import MultiPromptModel, Row
+from ptune.serving.registry_source import load_aliased, load_version
+from tests.ptune.serving.conftest import TASKS
+from tests.ptune.serving.helpers import publish
+
+
+def test_predict_and_batch_equal_the_model(served):
+    service, url, _, _ = served
+    texts = ["good", "a witty gorgeous film with a great actor " * 4]
+    one = httpx.post(f"{url}/v1/predict", json={"task": "rotten_tomatoes", "inputs": texts}).json()
+    items = [{"task": t, "text": x} for x in texts for t in TASKS]
+    mixed = httpx.post(f"{url}/v1/batch", json={"inputs": items}).json()
+    direct = service.model.predict([Row(i["task"], i["text"]) for i in items])
+    assert [p["task"] for p in mixed["predictions"]] == [i["task"] for i in items]
+    for got, want in zip(mixed["predictions"], direct, strict=True):
+        assert (got["label"], got["version"]) == (want.label, want.version)
+        assert got["scores"].keys() == want.scores.keys()
+        torch.testing.assert_close(torch.tensor(list(got["scores"].values())),
+                                   torch.tensor(list(want.scores.values())), atol=1e-5, rtol=0)
+    assert [p["label"] for p in one["predictions"]] == [p["label"] for p in mixed["predictions"][::4]]
+    assert one["predictions"][0]["version"] == "1" and one["latency_ms"] > 0
+
+
+def test_tasks_health_metrics_openapi_playground(served):
+    _, url, _, base = served
+    tasks = {t["task"]: t for t in httpx.get(f"{url}/v1/tasks").json()}
+    assert set(tasks) == set(TASKS)
+    assert tasks["intent"]["prompt_tokens"] == TASKS["intent"] and tasks["xsum"]["kind"] == "generation"
+    assert tasks["rotten_tomatoes"]["labels"] == list(get_task("rotten_tomatoes").label_words)
+    assert tasks["rotten_tomatoes"]["base_fingerprint"] == base.fingerprint
+    assert httpx.get(f"{url}/health").json() == {"status": "ok", "tasks": 4, "base_model": base.spec}
+    metrics = httpx.get(f"{url}/metrics").text
+    for name in ("ptune_requests_total{", "ptune_request_latency_seconds_bucket{", "ptune_batch_rows_bucket{",
+                 'ptune_prompt_version{task="intent"}'):
+        assert name in metrics
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    assert {"/v1/predict", "/v1/batch", "/v1/tasks", "/health", "/metrics"} <= set(paths)
+    assert 'id="task"' in httpx.get(f"{url}/").text
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"task": "nope", "inputs": ["x"]}, 404, "served tasks: ['intent', 'rotten_tomatoes'"),
+    ({"task": "intent", "inputs": ["x"] * 9}, 422, "at most 8 items"),
+    ({"task": "intent", "inputs": ["x" * 201]}, 422, "at most 200 characters"),
+    ({"task": "intent", "inputs": []}, 422, "at least 1 item"),
+    ({"task": "intent"}, 422, "Field required"),
+    ({"task": "intent", "inputs": ["x"], "extra": 1}, 422, "Extra inputs are not permitted"),
+    ({"task": "intent", "inputs": ["x" * 190] * 8}, 413, "larger than 1500 bytes"),
+])
+def test_bad_requests_get_4xx_with_a_message(served, body, status, message):
+    _, url, _, _ = served
+    resp = httpx.post(f"{url}/v1/predict", json=body)
+    assert resp.status_code == status
+    assert message in json.dumps(resp.json()["detail"])
+
+
+def test_malformed_json_and_unknown_task_in_a_batch(served):
+    _, url, _, _ = served
+    resp = httpx.post(f"{url}/v1/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert resp.status_code == 422 and "JSON decode error" in resp.text
+    resp = httpx.post(f"{url}/v1/batch", json={"inputs": [{"task": "intent", "text": "x"}, {"task": "zz", "text": "y"}]})
+    assert resp.status_code == 404 and "unknown task(s) ['zz']" in resp.json()["detail"]
+
+
+def test_prompt_for_another_base_is_refused(served):
+    service, url, tmp, base = served
+    version = publish(tmp, base, "intent", 2, seed=40, alias="wrong-base", fingerprint="f" * 64)
+    with pytest.raises(ArtifactError, match="fingerprint"):
+        load_version(MultiPromptModel(base), get_task("intent"), version)
+    with pytest.raises(ArtifactError, match="fingerprint"):
+        load_aliased(MultiPromptModel(base), [get_task("intent")], alias="wrong-base")
+    model_registry.set_alias("intent", "champion", version)  # the running server's watcher sees it, refuses it
+    time.sleep(1.5)  # several polls
+    model_registry.set_alias("intent", "champion", "1")
+    assert service.model.snapshot()["intent"].version == "1"
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'ptune_prompt_swaps_total{outcome="failed",task="intent"} 1.0' in metrics  # refused once, not retried
+
+
+def test_champion_moved_under_load_swaps_without_failed_or_mixed_responses(served):
+    service, url, tmp, base = served
+    text = "sad dull plot but a great actor"
+    old = service.model.snapshot()["strategyqa"]
+    results, errors, stop = [], [], threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                items = [{"task": "strategyqa", "text": text}] * 3 + [{"task": "intent", "text": text}]
+                resp = http.post(f"{url}/v1/batch", json={"inputs": items})
+                (results if resp.status_code == 200 else errors).append(resp.json())
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    new_version = publish(tmp, base, "strategyqa", 7, seed=77)  # a longer prompt: a visibly different answer
+    deadline = time.monotonic() + 20
+    while service.model.snapshot()["strategyqa"].version != new_version and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    new = service.model.snapshot()["strategyqa"]
+    assert new.version == new_version != old.version
+    want = {v.version: service_scores(base, v, text) for v in (old, new)}
+    assert want[old.version] != want[new.version]
+    seen = set()
+    for body in results:
+        rows = [p for p in body["predictions"] if p["task"] == "strategyqa"]
+        assert len({p["version"] for p in rows}) == 1  # one version per response
+        for p in rows:  # and the scores are that version's: label and tensor never mixed
+            assert [round(s, 4) for s in p["scores"].values()] == want[p["version"]]
+        seen.add(rows[0]["version"])
+    assert seen == {old.version, new_version}
+
+
+def service_scores(base, loaded, text: str) -> list[float]:
+    model = MultiPromptModel(base)
+    model.add(loaded.spec, loaded.prompt, loaded.meta, loaded.version)
+    return [round(s, 4) for s in model.predict([Row(loaded.name, text)])[0].scores.values()]
+
+
+def test_chunked_body_over_the_limit_is_413(served):
+    _, url, _, _ = served
+
+    def chunks():
+        yield b'{"task": "intent", "inputs": ["'
+        for _ in range(20):
+            yield b"x" * 100
+        yield b'"]}'
+
+    resp = httpx.post(f"{url}/v1/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert resp.status_code == 413 and "larger than 1500 bytes" in resp.json()["detail"]
