@@ -9,19 +9,24 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
-from flows.common import nightly_markdown, train_form
-from flows.params import NightlyParams
+from flows.common import check_data, nightly_markdown, task_run, train_form
+from flows.failure import HOOKS
+from flows.params import NightlyParams, TrainFlowParams
 from flows.train import train_task_flow
 from ptune.config import project_params
+from tasks.registry import champion_data_version
+
+UNCHANGED = "data unchanged, champion kept"
 
 
-@flow(name="nightly")
+@flow(name="nightly", result_serializer="json", **HOOKS)
 def nightly_flow(params: NightlyParams = NightlyParams()) -> list[dict[str, Any]] | State:  # noqa: B008
-    """Run train_task_flow for each task; a failing task is recorded and the next one still runs.
+    """Run train_task_flow for each task whose data changed; a failing task is recorded and the next one still runs.
 
     1. Take the task list: the form's subset, else params.yaml `run_tasks`.
-    2. For each task in order, run train_task_flow as a subflow. Training holds the GPU slot
-       (concurrency limit `ptune-gpu`, limit 1), so tasks never share the GPU, even across flow runs.
+    2. For each task in order: check its data; if the champion was trained on this very data version, keep it
+       ("data unchanged, champion kept") unless `retrain_unchanged`; else run train_task_flow as a subflow.
+       Training holds the GPU slot (concurrency limit `ptune-gpu`), so tasks never share a GPU slot.
     3. Publish one summary artifact; end Failed when any task failed (after all were attempted).
     """
     names = list(params.tasks or project_params(params.params_file).run_tasks)    # 1
@@ -34,13 +39,32 @@ def nightly_flow(params: NightlyParams = NightlyParams()) -> list[dict[str, Any]
     return rows
 
 
+def kept_champion(form: TrainFlowParams) -> dict[str, Any] | None:
+    """The "data unchanged, champion kept" row when @champion was trained on the current data version."""
+    run = task_run(form, form.task)
+    if check_data(run) is not None:
+        return None  # bad data: train_task_flow stops at validation and reports it
+    champion = champion_data_version(run)
+    if champion is None or champion[1] != run.data_version:
+        return None
+    get_run_logger().info("%s: %s (v%s, data version %s)", form.task, UNCHANGED, champion[0], champion[1])
+    return {"task": form.task, "state": "Completed", "decision": UNCHANGED, "version": champion[0],
+            "data_version": champion[1], "seconds": 0.0}
+
+
 def run_one(params: NightlyParams, name: str) -> dict[str, Any]:
-    """One task as a subflow; its outcome as a summary row, never an exception."""
+    """One task as a subflow (or kept as it is); its outcome as a summary row, never an exception."""
     try:
         form = train_form(params, name)
     except ValueError as exc:  # e.g. a task name the form rejects
         return {"task": name, "state": "Failed", "message": str(exc)}
     start = time.perf_counter()
+    try:
+        kept = None if params.retrain_unchanged else kept_champion(form)
+    except Exception:  # noqa: BLE001 - the subflow below fails the same way and reports it with its own steps
+        kept = None
+    if kept is not None:
+        return kept
     state = train_task_flow(form, return_state=True)
     seconds = time.perf_counter() - start  # the whole task: data checks, training, evaluation, registry
     if not state.is_completed():

@@ -3,23 +3,37 @@
 DVC refuses a second `dvc repro` in the same workspace ("Unable to acquire lock") and the nightly flow,
 a cron job and a user can easily collide. We take an exclusive `fcntl` lock on `.dvc/tmp/ptune-repro.lock`
 first, waiting (with a message) while another run holds it, then run DVC as a subprocess (ptune never
-imports dvc).
+imports dvc). Prefect's data steps (tasks/data.py) take the same lock with `workspace_lock`, so a flow and a
+`dvc repro` never write one task's data/ files at the same time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ptune.errors import PtuneError
+from ptune.fileio import file_lock
 
 
 def lock_path(project: Path) -> Path:
     return project / ".dvc" / "tmp" / "ptune-repro.lock"
+
+
+@contextlib.contextmanager
+def workspace_lock(project: Path) -> Iterator[None]:
+    """Hold the `ptune repro` lock of a DVC project for the block (waits while a repro runs); a project
+    without `.dvc/` has no `dvc repro` to race, so nothing is locked (and no `.dvc/` is created)."""
+    if not (Path(project) / ".dvc").is_dir():
+        yield
+        return
+    with file_lock(lock_path(Path(project))):
+        yield
 
 
 def repro(args: Sequence[str] = (), project: Path | None = None, timeout_s: float = 6 * 3600,
