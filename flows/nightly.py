@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_client, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.deployments import run_deployment
 from prefect.states import Failed, State
 
 from flows.common import check_data, nightly_markdown, task_run, train_form
@@ -27,10 +28,11 @@ def nightly_flow(params: NightlyParams = NightlyParams()) -> list[dict[str, Any]
     2. For each task in order: check its data; if the champion was trained on this very data version, keep it
        ("data unchanged, champion kept") unless `retrain_unchanged`; else run train_task_flow as a subflow.
        Training holds the GPU slot (concurrency limit `ptune-gpu`), so tasks never share a GPU slot.
+       With `fan_out`, each task is its own `train-task/train` deployment run instead (any worker takes it).
     3. Publish one summary artifact; end Failed when any task failed (after all were attempted).
     """
     names = list(params.tasks or project_params(params.params_file).run_tasks)    # 1
-    rows = [run_one(params, name) for name in names]                                # 2
+    rows = fan_out(params, names) if params.fan_out else [run_one(params, name) for name in names]  # 2
     create_markdown_artifact(nightly_markdown(rows), key="ptune-nightly",          # 3
                              description=f"ptune nightly: {len(names)} tasks")
     failed = [r["task"] for r in rows if r["state"] != "Completed"]
@@ -71,3 +73,38 @@ def run_one(params: NightlyParams, name: str) -> dict[str, Any]:
         get_run_logger().error("task %s ended %s: %s", name, state.name, state.message)
         return {"task": name, "state": state.name, "message": state.message or "", "seconds": seconds}
     return {"state": "Completed", **state.result(), "seconds": seconds}
+
+
+def fan_out(params: NightlyParams, names: list[str]) -> list[dict[str, Any]]:
+    """Every task needing training as a `train-task/train` run, all submitted at once so that the pool's
+    workers share them (the `ptune-gpu` limit still lets one training per slot); then wait for each."""
+    rows: dict[str, dict[str, Any]] = {}
+    runs = {}
+    for name in names:
+        try:
+            form = train_form(params, name)
+            kept = None if params.retrain_unchanged else kept_champion(form)
+        except Exception as exc:  # noqa: BLE001 - recorded as the task's row
+            rows[name] = {"task": name, "state": "Failed", "message": str(exc)}
+            continue
+        if kept is not None:
+            rows[name] = kept
+            continue
+        runs[name] = run_deployment(TRAIN_DEPLOYMENT, parameters={"params": form.model_dump(mode="json")},
+                                    timeout=0, flow_run_name=f"train-{name}")
+    for name, run in runs.items():
+        rows[name] = _finished_row(name, run.id)
+    return [rows[name] for name in names]
+
+
+TRAIN_DEPLOYMENT = "train-task/train"
+
+
+def _finished_row(name: str, run_id: Any, poll: float = 2.0) -> dict[str, Any]:
+    with get_client(sync_client=True) as client:
+        while not (run := client.read_flow_run(run_id)).state.is_final():
+            time.sleep(poll)
+    seconds = run.total_run_time.total_seconds()
+    if not run.state.is_completed():
+        return {"task": name, "state": run.state.name, "message": run.state.message or "", "seconds": seconds}
+    return {"state": "Completed", **run.state.result(), "seconds": seconds}

@@ -120,6 +120,8 @@ class NightlyParams(_Form):
     promote: bool = Field(True, description="Run the promotion step for each task.")
     retrain_unchanged: bool = Field(
         False, description="Retrain a task even when @champion was trained on the same data version.")
+    fan_out: bool = Field(False, description="Run each task as its own `train-task/train` deployment run, so "
+                          "every worker of the pool (on any machine) can take one.")
 
 
 class ValidateParams(_Form):

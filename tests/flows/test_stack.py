@@ -19,8 +19,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.stack import running, state_dir, tree
@@ -52,6 +60,9 @@ def up(tmp_path_factory, tiny_causal_dir) -> Iterator[dict[str, str]]:
     project = build_project(tmp_path_factory.mktemp("stack-project"), tiny_causal_dir)
     for name in ("flows", "tasks"):
         (project / name).symlink_to(REPO / name)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tasks"]["toy2"] = {**params["tasks"]["toy"], "path": "data/toy.jsonl"}  # a second trainable task
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
     hook = ThreadingHTTPServer(("127.0.0.1", free_port()), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     port = free_port()
@@ -119,6 +130,22 @@ def test_a_failed_nightly_notifies_the_webhook(up):
     alert = Hook.received[0]
     assert "nightly" in alert["subject"] and "Failed" in alert["subject"]
     assert "1 of 1 tasks failed: toy_bad" in alert["body"]
+
+
+def test_a_fanned_out_nightly_runs_tasks_as_deployment_runs_one_training_per_slot(up):
+    with temporary_settings({PREFECT_API_URL: up["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        before = {r.id for r in _train_runs(client)}
+        nightly = client.read_deployment_by_name("nightly/nightly")
+        form = {"tasks": ["toy", "toy2"], "fan_out": True, "retrain_unchanged": True}
+        run = _wait(client, client.create_flow_run_from_deployment(nightly.id, parameters={"params": form}).id, 600)
+        assert run.state.is_completed(), run.state.message
+        trains = [r for r in _train_runs(client) if r.id not in before]
+        assert sorted(r.parameters["params"]["task"] for r in trains) == ["toy", "toy2"]
+        assert all(r.state.is_completed() for r in trains)
+        spans = sorted((t.start_time, t.end_time) for t in client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in trains])),
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="train_prompt"))) if t.state.is_completed())
+        assert len(spans) == 2 and spans[0][1] <= spans[1][0], spans  # ptune-gpu limit 1: never two at once
 
 
 def test_down_stops_everything_it_started(up):
