@@ -96,7 +96,8 @@ def test_deployments_schedule_and_forms(deployed):
     schedule = nightly.schedules[0].schedule
     assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "Europe/Paris")
     assert nightly.work_pool_name == "ptune-process"
-    assert nightly.concurrency_limit == 1  # one nightly at a time (issue 13)
+    assert nightly.global_concurrency_limit.limit == 1  # one nightly at a time (issue 13)
+    assert nightly.concurrency_options.collision_strategy == "CANCEL_NEW"
     assert nightly.job_variables["env"]["PTUNE_PROJECT_DIR"] == deployed["PTUNE_PROJECT_DIR"]
     form = str(train.parameter_openapi_schema)
     assert "TrainFlowParams" in form and "Training steps" in form and "'adafactor', 'adamw'" in form
