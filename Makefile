@@ -22,7 +22,7 @@ export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test lint repro bench mlflow-ui server worker deploy serve clean
+.PHONY: setup run test lint repro bench mlflow-ui server worker deploy serve up down clean
 
 setup: $(STAMP)
 
@@ -59,8 +59,17 @@ mlflow-ui: setup
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///mlruns.db \
 	  --artifacts-destination ./mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
-# Prefect (docs/prefect.md): `make server` in one terminal, `make worker` in another, then `make deploy`.
+# Prefect (docs/prefect.md): `make up` starts server, deployments and two workers in the background
+# (pid files and logs in .ptune/stack/), `make down` stops them. `make up MLFLOW=1` adds the MLflow UI.
+# `make server`, `make worker`, `make deploy` do the same in the foreground, one terminal each.
 PREFECT_PORT ?= 4200
+PTUNE_WORKERS ?= 2
+up: setup
+	$(BIN)/python -m flows.stack up --port $(PREFECT_PORT) --workers $(PTUNE_WORKERS) $(if $(MLFLOW),--mlflow-port $(MLFLOW_PORT))
+
+down:
+	$(BIN)/python -m flows.stack down
+
 PREFECT_API := http://127.0.0.1:$(PREFECT_PORT)/api
 export PTUNE_TZ ?= UTC
 

@@ -16,7 +16,17 @@ from ptune.config import project_params
 from ptune.paths import runs_dir
 from ptune.stages import TaskRun
 from tasks.data import fetch_task_data, prepare_split, validate_split, validation_report
+from tasks.events import note_data_version
+from tasks.logs import attach_ptune_logs
+from tasks.timeouts import timeout_for
 from tasks.training import artifact_key
+
+attach_ptune_logs()  # every flow imports this module: ptune's log lines reach the run logs and the console
+
+
+def timed(task: Any, run: TaskRun, step: str, **options: Any) -> Any:
+    """`task` with the time budget of `step` for this run (params.yaml `timeouts:`; tasks/timeouts.py)."""
+    return task.with_options(timeout_seconds=timeout_for(run, step), **options)
 
 
 def task_run(form: Any, task_name: str) -> TaskRun:
@@ -31,13 +41,15 @@ def task_run(form: Any, task_name: str) -> TaskRun:
                          **changes)
 
 
-def check_data(run: TaskRun, refresh: bool = False) -> State | None:
-    """Fetch, prepare and validate; on a failed validation publish the report and return the Failed state."""
+def check_data(run: TaskRun, refresh: bool = False, emit: bool = False) -> State | None:
+    """Fetch, prepare and validate; on a failed validation publish the report and return the Failed state.
+    Valid data's version is noted in Prefect; with `emit`, a changed version emits `ptune.data.changed`."""
     options = {"refresh_cache": True} if refresh else {}
-    fetch_task_data(run)
-    prepare_split.with_options(**options)(run)
-    state = validate_split.with_options(**options)(run, return_state=True)
+    timed(fetch_task_data, run, "fetch")(run)
+    timed(prepare_split, run, "prepare", **options)(run)
+    state = timed(validate_split, run, "validate", **options)(run, return_state=True)
     if not state.is_failed():
+        note_data_version(run, emit)
         return None
     error = state.result(raise_on_failure=False)
     create_markdown_artifact(validation_report(run.name) or f"```\n{error}\n```",

@@ -10,10 +10,42 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ptune.config import TrainConfig
+from ptune.config import TrainConfig, project_params
 
 TASK_NAME = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"  # catalog and user-task names: lowercase, digits, '_', '.', '-'
 TaskName = Annotated[str, Field(pattern=TASK_NAME)]
+
+
+def _params_value(section: str | None, name: str) -> Any:
+    """The value params.yaml (in $PTUNE_PROJECT_DIR) gives a setting now, or None if the file cannot be read."""
+    try:
+        params = project_params()
+        value = getattr(getattr(params, section) if section else params, name)
+    except Exception:  # noqa: BLE001 - a form without defaults beats no form
+        return None
+    return getattr(value, "value", value)
+
+
+def from_params(section: str | None, name: str) -> Any:
+    """json_schema_extra: the form shows params.yaml's value as the field's default. It is read when the schema
+    is made (`prefect deploy`), so re-deploy after editing params.yaml; the run itself reads the file again."""
+    def extra(schema: dict[str, Any]) -> None:
+        value = _params_value(section, name)
+        if value is not None:
+            schema["default"] = value
+            schema["description"] = f"{schema.get('description', '')} params.yaml: {value}.".strip()
+    return extra
+
+
+def task_choices(schema: dict[str, Any]) -> None:
+    """json_schema_extra of `task`: a dropdown of the catalog's tasks plus params.yaml's user tasks (as known
+    when the schema is made). Python callers may pass any well-formed name; the server enforces the list."""
+    try:
+        from ptune.data.catalog import all_tasks
+
+        schema["enum"] = sorted(all_tasks(project_params()))
+    except Exception:  # noqa: BLE001 - unreadable params.yaml: a free-text field with its pattern
+        return
 
 
 class _Form(BaseModel):
@@ -21,8 +53,8 @@ class _Form(BaseModel):
 
     params_file: str = Field("params.yaml", description="params.yaml to read, relative to the project directory.")
     model: str | None = Field(
-        None, description="Base model override: built-in name, local directory or hub id. Empty: params.yaml `model`."
-    )
+        None, description="Base model override: built-in name, local directory or hub id.",
+        json_schema_extra=from_params(None, "model"))
 
 
 # The form's training fields: description here; type, bounds and choices from ptune.config.TrainConfig.
@@ -45,12 +77,14 @@ TRAIN_FIELDS = {
 def _train_field(name: str, description: str) -> tuple[Any, Any]:
     """(annotation, Field) of one optional override, typed and bounded as TrainConfig validates it."""
     if name in TrainConfig.CHOICES:
-        return Literal[tuple(TrainConfig.CHOICES[name])] | None, Field(None, description=description)
+        return Literal[tuple(TrainConfig.CHOICES[name])] | None, Field(
+            None, description=description, json_schema_extra=from_params("train", name))
     low, high = TrainConfig.LIMITS[name]
     kind = type(getattr(TrainConfig, name))
     lower = {"gt": kind(low)} if name in TrainConfig.OPEN_LOW else {"ge": kind(low)}
     upper = {"le": kind(high)} if high is not None else {}
-    return kind | None, Field(None, description=description, **lower, **upper)
+    return kind | None, Field(None, description=description, json_schema_extra=from_params("train", name),
+                              **lower, **upper)
 
 
 class _Overrides(BaseModel):
@@ -69,11 +103,12 @@ TrainOverrides = create_model("TrainOverrides", __base__=_Overrides, __doc__=_Ov
 class TrainFlowParams(_Form):
     """One task: validate -> train -> evaluate -> baselines -> register -> promote."""
 
-    task: str = Field(..., pattern=TASK_NAME, description="Task name: a built-in task or a user task from params.yaml.")
+    task: str = Field(..., pattern=TASK_NAME, description="Task name: a built-in task or a user task from params.yaml.",
+                      json_schema_extra=task_choices)
     train: TrainOverrides = Field(default_factory=TrainOverrides, description="Training overrides for this run.")
     max_eval_examples: int | None = Field(
-        None, ge=0, le=1_000_000, description="Cap on evaluated examples per split (0 = all). Empty: params.yaml."
-    )
+        None, ge=0, le=1_000_000, description="Cap on evaluated examples per split (0 = all).",
+        json_schema_extra=from_params("evaluate", "max_examples"))
     promote: bool = Field(True, description="Run the promotion step (alias @champion moves only if the candidate wins).")
     refresh_data: bool = Field(False, description="Re-run fetch and prepare even if a cached result matches.")
 
@@ -87,19 +122,26 @@ class NightlyParams(_Form):
     train: TrainOverrides = Field(default_factory=TrainOverrides, description="Training overrides for every task.")
     max_eval_examples: int | None = Field(None, ge=0, le=1_000_000, description="Cap on evaluated examples per split.")
     promote: bool = Field(True, description="Run the promotion step for each task.")
+    retrain_unchanged: bool = Field(
+        False, description="Retrain a task even when @champion was trained on the same data version.")
+    fan_out: bool = Field(False, description="Run each task as its own `train-task/train` deployment run, so "
+                          "every worker of the pool (on any machine) can take one.")
 
 
 class ValidateParams(_Form):
     """Fetch, prepare and validate one task's data; nothing is trained."""
 
-    task: str = Field(..., pattern=TASK_NAME, description="Task name.")
+    task: str = Field(..., pattern=TASK_NAME, description="Task name.", json_schema_extra=task_choices)
     refresh_data: bool = Field(False, description="Re-run fetch and prepare even if a cached result matches.")
+    emit_events: bool = Field(True, description="Emit `ptune.data.changed` when the data version is new "
+                              "(the `train` deployment's trigger then retrains the task).")
 
 
 class PromoteParams(_Form):
     """Re-decide the @champion alias for one registered version."""
 
-    task: str = Field(..., pattern=TASK_NAME, description="Task name (registered model `ptune-<task>`).")
+    task: str = Field(..., pattern=TASK_NAME, description="Task name (registered model `ptune-<task>`).",
+                      json_schema_extra=task_choices)
     version: int | None = Field(None, ge=1, description="Model version to consider. Empty: the latest version.")
 
 

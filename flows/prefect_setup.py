@@ -1,7 +1,8 @@
 """The Prefect objects ptune's deployments need, created idempotently: `python -m flows.prefect_setup`.
 
 - work pool `ptune-process` (type `process`): the worker of `make worker` runs flow runs as local processes;
-- global concurrency limit `ptune-gpu` (limit 1): one training holds the GPU at a time.
+- global concurrency limit `ptune-gpu` (limit = number of GPUs, at least 1): one training per GPU slot;
+- the nightly-failure notification of flows/alerts.py when PTUNE_ALERT_WEBHOOK or PTUNE_ALERT_BLOCK is set.
 
 Prefect's `concurrency(...)` silently skips a limit that does not exist (strict=False) or fails (strict=True),
 so `gpu_slot()` creates the limit first when it is missing and then acquires it strictly: a run never goes
@@ -10,6 +11,7 @@ unguarded because nobody ran `make deploy`. An existing limit is never changed (
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -65,9 +67,21 @@ def gpu_slot(name: str = GPU_LIMIT) -> Iterator[None]:
 
 
 def main() -> None:
+    from flows.alerts import ensure_alerts
+
     pool = "created" if ensure_work_pool() else "exists"
-    limit = "created" if ensure_gpu_limit() else "exists"
-    print(f"work pool {WORK_POOL!r}: {pool}; concurrency limit {GPU_LIMIT!r}: {limit}")
+    limit = "created" if ensure_gpu_limit(limit=gpu_count()) else "exists"
+    print(f"work pool {WORK_POOL!r}: {pool}; concurrency limit {GPU_LIMIT!r}: {limit}; {ensure_alerts()}")
+
+
+def gpu_count() -> int:
+    """Slots of `ptune-gpu` for a new limit: $PTUNE_GPUS, else the CUDA devices torch sees, else 1 (a CPU
+    machine trains one prompt at a time too)."""
+    if os.environ.get("PTUNE_GPUS"):
+        return max(1, int(os.environ["PTUNE_GPUS"]))
+    import torch
+
+    return max(1, torch.cuda.device_count())
 
 
 if __name__ == "__main__":

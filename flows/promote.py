@@ -8,14 +8,15 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import task_run
+from flows.common import task_run, timed
+from flows.failure import HOOKS
 from flows.params import PromoteParams
 from flows.prefect_setup import gpu_slot
 from tasks.registry import latest_version, promote_if_better
 from tasks.training import artifact_key, load_model
 
 
-@flow(name="promote")
+@flow(name="promote", result_serializer="json", **HOOKS)
 def promote_flow(params: PromoteParams) -> dict[str, Any]:
     """Apply the promotion rule to one version (e.g. after changing promote.min_gain or the test split).
 
@@ -27,8 +28,8 @@ def promote_flow(params: PromoteParams) -> dict[str, Any]:
     run = task_run(params, params.task)                                            # 1
     version = str(params.version or latest_version(run))
     with gpu_slot():
-        base = load_model(run)                                                      # 2
-        decision = promote_if_better(run, version, base)                           # 3
+        base = timed(load_model, run, "load")(run)                                  # 2
+        decision = timed(promote_if_better, run, "promote")(run, version, base)    # 3
     create_markdown_artifact(f"# `ptune-{params.task}` v{version}: {decision.alias}\n\n{decision.reason}",  # 4
                              key=artifact_key("promote", params.task), description="promotion decision")
     return dataclasses.asdict(decision)

@@ -15,6 +15,7 @@ DEFAULT_ENV = {
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
     "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
     "DVC_NO_ANALYTICS": "1", "TOKENIZERS_PARALLELISM": "false", "GX_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "ptune", "PREFECT_RESULTS_DEFAULT_SERIALIZER": "json",
 }
 
 
@@ -61,7 +62,7 @@ def main() -> int:
     uri = tracking_uri()
     print(f"\nnightly flow: {state.name}" + (f" ({state.message})" if state.message else ""))
     print(f"MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000   (or `make mlflow-ui`)")
-    print("Prefect UI:  make server   then open http://127.0.0.1:4200/runs  (artifacts: tables, validation reports)")
+    print("Prefect UI:  make up   then open http://127.0.0.1:4200/runs  (artifacts: tables, validation reports)")
     print("Per task:    outputs/<task>/prefect/<flow run>/report/report.md")
     return 0 if state.is_completed() else 1
 

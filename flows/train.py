@@ -9,7 +9,8 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows.common import check_data, mlflow_ui, task_run, train_summary_markdown
+from flows.common import check_data, mlflow_ui, task_run, timed, train_summary_markdown
+from flows.failure import HOOKS
 from flows.params import TrainFlowParams
 from flows.prefect_setup import gpu_slot
 from ptune.evaluation.chart import CHART_NAME
@@ -35,12 +36,13 @@ def _run_name() -> str:
     return f"train-{task}"
 
 
-@flow(name="train-task", flow_run_name=_run_name)
+@flow(name="train-task", flow_run_name=_run_name, result_serializer="json", **HOOKS)
 def train_task_flow(params: TrainFlowParams) -> dict[str, Any] | State:
     """Train, evaluate, register and promote a soft prompt for one task.
 
     1. Read params.yaml and apply the form's overrides.
     2. Fetch, prepare and validate the data; a failed validation publishes its report and ends Failed.
+       Every step has a time budget (params.yaml `timeouts:`); a failure or crash writes `failure-*`.
     3. Take the GPU slot (concurrency limit `ptune-gpu`) and load the frozen base model.
     4. Train the soft prompt (progress artifact; MLflow run; checkpoints let a retry resume).
     5. Evaluate it on the test split, and the hard-prompt baselines on the same model and split.
@@ -54,13 +56,14 @@ def train_task_flow(params: TrainFlowParams) -> dict[str, Any] | State:
     if failed is not None:
         return failed
     with gpu_slot():
-        base = load_model(run)                                                       # 3
-        trained = train_prompt(run, base)                                            # 4
-        tuned = evaluate_prompt(run, base, trained)                                  # 5
-        baselines = run_baselines(run, base)
-        reported = write_report(run, trained, tuned, baselines)                      # 6
-        registered = register_prompt(run, trained, reported)                         # 7
-        decision = promote_if_better(run, registered.version, base) if params.promote else None  # 8
+        base = timed(load_model, run, "load")(run)                                   # 3
+        trained = timed(train_prompt, run, "train")(run, base)                       # 4
+        tuned = timed(evaluate_prompt, run, "evaluate")(run, base, trained)          # 5
+        baselines = timed(run_baselines, run, "baselines")(run, base)
+        reported = timed(write_report, run, "report")(run, trained, tuned, baselines)  # 6
+        registered = timed(register_prompt, run, "register")(run, trained, reported)  # 7
+        decision = (timed(promote_if_better, run, "promote")(run, registered.version, base)  # 8
+                    if params.promote else None)
     return publish_summary(run, trained, reported, registered, decision, base.spec)  # 9
 
 

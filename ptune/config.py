@@ -26,6 +26,7 @@ from ptune.config_sections import (  # noqa: F401  (re-exported: the public name
     EvalConfig,
     PromoteConfig,
     PromptInit,
+    TimeoutConfig,
     TrainConfig,
     _Section,
 )
@@ -34,6 +35,7 @@ from ptune.paths import project_dir
 
 _SECTION_TYPES: dict[str, type[_Section]] = {
     "data": DataConfig, "train": TrainConfig, "evaluate": EvalConfig, "promote": PromoteConfig,
+    "timeouts": TimeoutConfig,
 }
 
 
@@ -47,6 +49,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     task_overrides: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     tasks: Mapping[str, Any] = field(default_factory=dict)  # user tasks, parsed by ptune.data.catalog
     base_dir: Path | None = field(default=None, compare=False)  # where relative task paths start (params file dir)
@@ -109,7 +112,7 @@ def _override_problems(params: Params) -> list[str]:
     return problems
 
 
-_TOP_KEYS = ("model", "run_tasks", "data", "train", "evaluate", "promote", "task_overrides", "tasks")
+_TOP_KEYS = ("model", "run_tasks", "data", "train", "evaluate", "promote", "timeouts", "task_overrides", "tasks")
 
 
 def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:

@@ -1,4 +1,4 @@
-"""The sections of params.yaml (`data`, `train`, `evaluate`, `promote`): one frozen dataclass each, checked in
+"""The sections of params.yaml (`data`, `train`, `evaluate`, `promote`, `timeouts`): one frozen dataclass each, checked in
 `__post_init__`, raising one `ConfigError` that lists every bad field with its value and what is allowed.
 `ptune.config` puts them together into `Params`.
 """
@@ -31,7 +31,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")  # ptune.model.precision
 SCHEDULES = ("constant", "linear", "cosine")  # lr after warmup (transformers.get_scheduler)
 REPARAMS = ("none", "residual")  # ptune.model.reparam
-SECTIONS = ("data", "train", "evaluate", "promote")
+SECTIONS = ("data", "train", "evaluate", "promote", "timeouts")
 
 
 class _Section:
@@ -203,3 +203,28 @@ class PromoteConfig(_Section):
         if not isinstance(self.require_significant, bool):
             problems.append(f"promote.require_significant = {self.require_significant!r}: allowed values: true, false")
         self._raise_if(problems)
+
+
+@dataclass(frozen=True)
+class TimeoutConfig(_Section):
+    """Time budgets of the pipeline steps (Prefect `timeout_seconds`), derived from each step's work:
+    train = max_steps x step_seconds x batch_size/8 + its validations; evaluation = examples x example_seconds;
+    each x margin, never under min_seconds. Defaults: SmolLM2-135M on 2 CPU cores (docs/prefect.md)."""
+
+    section: ClassVar[str] = "timeouts"
+    step_seconds: float = 3.0      # one training step at batch size 8 (measured ~1.0-1.3 s; scaled by batch_size/8)
+    example_seconds: float = 0.5   # one evaluated example (rank ~0.04 s; generation ~0.5 s)
+    margin: float = 3.0            # budget = estimate x margin (slow machines, first-time model conversion)
+    min_seconds: float = 120.0     # floor of every budget
+    io_seconds: float = 600.0      # fetch, prepare, validate, report, register (file and registry I/O)
+    load_seconds: float = 900.0    # load the base model (first load converts a GGUF: ~15 s on 2 cores)
+
+    def __post_init__(self) -> None:
+        floatify(self, *self.FIELDS)
+        problems: list[str] = []
+        for name in self.FIELDS:
+            number(problems, f"timeouts.{name}", getattr(self, name), 0, lo_open=True)
+        self._raise_if(problems)
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("step_seconds", "example_seconds", "margin", "min_seconds", "io_seconds",
+                                         "load_seconds")

@@ -6,24 +6,39 @@ alone is not enough, so we also take an exclusive `fcntl` lock on `.dvc/tmp/ptun
 Prefect steps that write the same data/ and outputs/ never run DVC, so they cannot take DVC's lock, but they
 can take this one; and DVC waits forever, while we give up after `timeout_s` with a message naming the lock.
 DVC runs as a subprocess (ptune never imports dvc).
+Prefect's data steps (tasks/data.py) take the same lock with `workspace_lock`, so a flow and a `dvc repro`
+never write one task's data/ files at the same time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ptune import dvc_inputs
 from ptune.config import load_params
 from ptune.errors import PtuneError
+from ptune.fileio import file_lock
 
 
 def lock_path(project: Path) -> Path:
     return project / ".dvc" / "tmp" / "ptune-repro.lock"
+
+
+@contextlib.contextmanager
+def workspace_lock(project: Path) -> Iterator[None]:
+    """Hold the `ptune repro` lock of a DVC project for the block (waits while a repro runs); a project
+    without `.dvc/` has no `dvc repro` to race, so nothing is locked (and no `.dvc/` is created)."""
+    if not (Path(project) / ".dvc").is_dir():
+        yield
+        return
+    with file_lock(lock_path(Path(project))):
+        yield
 
 
 def repro(args: Sequence[str] = (), project: Path | None = None, timeout_s: float = 6 * 3600,

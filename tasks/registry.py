@@ -34,3 +34,10 @@ def promote_if_better(run: stages.TaskRun, version: str, base: BaseModel | None)
 def latest_version(run: stages.TaskRun) -> str:
     """The highest version number of `ptune-<task>` (ConfigError when none is registered)."""
     return model_registry.latest_version(run.name)
+
+
+@task(**REGISTRY_TASK)
+def champion_data_version(run: stages.TaskRun) -> tuple[str, str] | None:
+    """(version, data version) of `ptune-<task>@champion`, or None when there is no champion."""
+    found = model_registry.alias_version(run.name, "champion")
+    return (str(found.version), found.tags.get("data_version", "")) if found is not None else None

@@ -19,6 +19,7 @@ from ptune.evaluation.baseline import BaselineResults
 from ptune.evaluation.scoring import EvalResult
 from ptune.model.base import BaseModel
 from ptune.training.history import StepInfo
+from tasks.logs import EvalProgress
 from tasks.policies import retry_on, retry_unless
 
 MODEL_TASK = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -79,14 +80,17 @@ def train_prompt(run: stages.TaskRun, base: BaseModel) -> stages.Trained:
 
 @task(**MODEL_TASK)
 def evaluate_prompt(run: stages.TaskRun, base: BaseModel, trained: stages.Trained) -> EvalResult:
-    """The tuned prompt on the test split."""
-    return stages.evaluate(run, base, trained.prompt, progress=False)
+    """The tuned prompt on the test split (progress artifact `eval-progress-<task>`, log lines every ~10 %)."""
+    with EvalProgress(artifact_key("eval-progress", run.name), f"Evaluating `{run.name}`"):
+        return stages.evaluate(run, base, trained.prompt, progress=False)
 
 
 @task(**MODEL_TASK)
 def run_baselines(run: stages.TaskRun, base: BaseModel) -> BaselineResults:
-    """Hard-prompt baselines (zero-shot, k-shot, ...) on the same frozen model and test split."""
-    return stages.baselines(run, base, progress=False)
+    """Hard-prompt baselines (zero-shot, k-shot, ...) on the same frozen model and test split (progress artifact
+    `baselines-progress-<task>`)."""
+    with EvalProgress(artifact_key("baselines-progress", run.name), f"Baselines of `{run.name}`", passes=3):
+        return stages.baselines(run, base, progress=False)
 
 
 @task(**MODEL_TASK)

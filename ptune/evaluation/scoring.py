@@ -18,6 +18,7 @@ and greedy generation; `ptune.model.prefix`, `_shared_prefix`); same results as 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from ptune.model.batching import Encoded, _pad, collate, encode_source, encode_t
 from ptune.model.generate import generate_batch, match_label, max_label_tokens
 from ptune.model.prefix import PrefixCache, prefix_inputs, split_shared
 from ptune.model.soft_prompt import prompt_inputs
+
+log = logging.getLogger(__name__)
+LOG_PARTS = 10  # progress lines per prediction pass (every ~10 % of the batches), whatever `progress` says
 
 SHARE_PREFIX = True  # False: every batch runs prompt + full source (the plain path tests compare against)
 
@@ -247,9 +251,18 @@ def _predict(base: BaseModel, spec: TaskSpec, sources: list[list[int]], prompt: 
             for j, text in zip(idx, texts, strict=True):
                 out[j] = text
             bar.update(len(idx))
+            _log_progress(desc, i // batch_size + 1, min(i + batch_size, len(order)), len(order), batch_size)
     if scores_out is not None and mode == "rank":
         scores_out.extend(label_scores)
     return out
+
+
+def _log_progress(desc: str, batch: int, done: int, total: int, batch_size: int) -> None:
+    """An INFO line every ~1/LOG_PARTS of the batches and at the end; `extra["ptune_progress"]` = (desc, done,
+    total) lets a logging handler (e.g. the Prefect tasks' progress artifact) follow without a callback API."""
+    every = max(1, -(-total // batch_size) // LOG_PARTS)
+    if batch % every == 0 or done == total:
+        log.info("%s: %d/%d examples", desc, done, total, extra={"ptune_progress": (desc, done, total)})
 
 
 def _shared_prefix(base: BaseModel, sources: list[list[int]], prompt: torch.Tensor | None, mode: str,

@@ -43,7 +43,8 @@ def server(tmp_path_factory) -> Iterator[dict[str, str]]:
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
            "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
            "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "OMP_NUM_THREADS": "1"}
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO)}  # flow-run processes import this checkout's ptune, whatever is installed
     log = (home / "server.log").open("w")
     proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -95,9 +96,15 @@ def test_deployments_schedule_and_forms(deployed):
     schedule = nightly.schedules[0].schedule
     assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "Europe/Paris")
     assert nightly.work_pool_name == "ptune-process"
+    assert nightly.global_concurrency_limit.limit == 1  # one nightly at a time (issue 13)
+    assert nightly.concurrency_options.collision_strategy == "CANCEL_NEW"
     assert nightly.job_variables["env"]["PTUNE_PROJECT_DIR"] == deployed["PTUNE_PROJECT_DIR"]
     form = str(train.parameter_openapi_schema)
     assert "TrainFlowParams" in form and "Training steps" in form and "'adafactor', 'adamw'" in form
+    task = train.parameter_openapi_schema["definitions"]["TrainFlowParams"]["properties"]["task"]
+    assert {"toy", "toy_bad", "rotten_tomatoes"} <= set(task["enum"])  # the catalog + the project's user tasks
+    steps = train.parameter_openapi_schema["definitions"]["TrainOverrides"]["properties"]["max_steps"]
+    assert steps["default"] == 6  # the toy project's params.yaml value, shown in the form
 
 
 def test_run_a_deployment_with_form_parameters(deployed):

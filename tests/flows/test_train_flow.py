@@ -96,7 +96,8 @@ def test_data_stages_are_cached_when_nothing_changed(toy_run):
 
 
 def test_nightly_attempts_every_task_and_fails_if_one_failed(toy_run):
-    params = NightlyParams(tasks=["toy_bad", "toy"], train=TrainOverrides(max_steps=2, eval_every=2))
+    params = NightlyParams(tasks=["toy_bad", "toy"], train=TrainOverrides(max_steps=2, eval_every=2),
+                           retrain_unchanged=True)  # toy's champion saw this data: train it anyway
     state = nightly_flow(params, return_state=True)
     assert state.is_failed()
     assert state.message == "1 of 2 tasks failed: toy_bad"

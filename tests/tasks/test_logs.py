@@ -1,0 +1,36 @@
+"""ptune's evaluation progress reaches logging (ptune imports no Prefect), and the Prefect tasks turn it into a
+progress artifact."""
+
+from __future__ import annotations
+
+import logging
+
+from prefect import flow
+
+from ptune.evaluation.scoring import evaluate
+from tasks.logs import PTUNE, EvalProgress, attach_ptune_logs
+from tests.flows.api import artifacts
+from tests.ptune.evaluation.eval_helpers import make_examples, make_spec
+
+
+def test_evaluation_logs_progress_every_few_batches(tiny_causal, caplog):
+    caplog.set_level(logging.INFO, logger=PTUNE)
+    evaluate(tiny_causal, make_spec(), make_examples(), batch_size=1, progress=False)  # 7 batches of 1
+    lines = [r for r in caplog.records if getattr(r, "ptune_progress", None)]
+    assert [r.ptune_progress[1] for r in lines] == list(range(1, 8))  # < 10 batches: a line each
+    assert lines[-1].getMessage() == "toy_classification/test: 7/7 examples"
+
+
+def test_eval_progress_becomes_a_prefect_artifact(tiny_causal, prefect_harness):
+    @flow
+    def scored() -> None:
+        attach_ptune_logs()
+        with EvalProgress("eval-progress-demo", "demo", passes=2):
+            for _ in range(2):
+                evaluate(tiny_causal, make_spec(), make_examples(), batch_size=2, progress=False)
+
+    state = scored(return_state=True)
+    found = artifacts(state.state_details.flow_run_id)["eval-progress-demo"]
+    assert found.type == "progress" and float(found.data) == 100.0 and "done" in found.description
+    assert any(isinstance(h, logging.Handler) and type(h).__name__ == "APILogHandler"
+               for h in logging.getLogger(PTUNE).handlers)
