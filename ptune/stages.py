@@ -25,11 +25,7 @@ from pathlib import Path
 import torch
 
 from ptune import paths
-from ptune.config import Params
 from ptune.data import splits, validation
-from ptune.data.catalog import get_task
-from ptune.data.spec import TaskSpec
-from ptune.data.splits import Example
 from ptune.errors import ArtifactError
 from ptune.evaluation import interpret
 from ptune.evaluation import report as report_format
@@ -42,75 +38,11 @@ from ptune.model.base import BaseModel, load_base_model
 from ptune.model.precision import autocast, autocast_dtype
 from ptune.registry import model_card, model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
+from ptune.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
 from ptune.training.history import StepInfo, plot_curve, write_curve
 from ptune.training.train import train_prompt
 
 Callback = Callable[[StepInfo], None]
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where one run of one task writes. `root` is outputs/<task> for the CLI and DVC, and
-    outputs/<task>/prefect/<flow run> for Prefect (so a retry resumes and a new flow run starts fresh)."""
-
-    root: Path
-    metrics_file: Path  # metrics/<task>.json (CLI, DVC) or <root>/report/metrics.json
-
-    @property
-    def prompt_dir(self) -> Path:
-        return self.root / "prompt"
-
-    @property
-    def curve(self) -> Path:
-        return self.root / "train_curve.csv"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.root / "report"
-
-
-@dataclass(frozen=True)
-class TaskRun:
-    """One task, resolved once: its params (task_overrides and any caller overrides applied), spec and paths."""
-
-    params: Params
-    spec: TaskSpec
-    paths: RunPaths
-
-    @classmethod
-    def build(cls, task: str, params: Params, *, run_dir: Path | None = None, metrics_file: Path | None = None,
-              source: str = "overrides", model: str | None = None, **sections: dict) -> TaskRun:
-        """Resolve `task` in `params`; `model` and `sections` (train={...}, evaluate={...}) are the caller's
-        overrides on top of `task_overrides`, validated and named `source` in errors ("form", "--steps")."""
-        resolved = params.for_task(task).with_overrides(source, model=model, **sections)
-        spec = get_task(task, resolved)
-        root = Path(run_dir) if run_dir else paths.runs_dir() / spec.name
-        metrics = Path(metrics_file) if metrics_file else (paths.metrics_path(spec.name) if run_dir is None
-                                                            else root / "report" / "metrics.json")
-        return cls(resolved, spec, RunPaths(root, metrics))
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def data_version(self) -> str:
-        """Hash of the prepared splits (DataError when the task is not prepared yet)."""
-        return splits.data_version(self.name)
-
-    def examples(self, split: str, *, capped: bool = True) -> list[Example]:
-        """A prepared split; validation and test are capped at `evaluate.max_examples` unless `capped=False`."""
-        path = paths.prepared_dir(self.name) / f"{split}.jsonl"
-        stamp = (str(path), path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
-        rows = _read_split(self.name, split, stamp)
-        limit = self.params.evaluate.max_examples if capped and split != "train" else 0
-        return list(rows[:limit or None])
-
-
-@functools.lru_cache(maxsize=16)
-def _read_split(task: str, split: str, stamp: tuple[str, int, int] | None) -> tuple[Example, ...]:
-    """Read once per file version (`stamp` = path, mtime and size): every step of a run shares the parse."""
-    return tuple(splits.load_split(task, split))
 
 
 # ---- data ----------------------------------------------------------------------------------------

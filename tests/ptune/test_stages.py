@@ -8,7 +8,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ptune import stages
+from ptune import stages, task_run
 from ptune.config import Params, load_params
 from ptune.data.catalog import builtin_tasks
 from ptune.errors import ConfigError
@@ -41,7 +41,7 @@ def test_steps_chain_from_raw_data_to_a_promoted_version(toy_project, tmp_path, 
     reads = []
     real_load = stages.splits.load_split
     monkeypatch.setattr(stages.splits, "load_split", lambda task, split: reads.append(split) or real_load(task, split))
-    stages._read_split.cache_clear()
+    task_run._read_split.cache_clear()
     run = stages.TaskRun.build("toy", load_params(toy_project / "params.yaml"), run_dir=tmp_path / "run")
 
     assert stages.fetch(run).name == "toy.jsonl"

@@ -208,14 +208,14 @@ def test_cli_train_writes_a_prompt_artifact(tiny_causal, tmp_path, monkeypatch):
     """`ptune train TASK --steps N --out DIR` wires params, data, base model, training and the artifact."""
     from typer.testing import CliRunner
 
-    from ptune import stages
+    from ptune import stages, task_run
     from ptune.cli import app
     from ptune.model.artifacts import load_prompt
 
     # the CLI calls ptune.stages: stand in for the catalog, the data and the base model there
-    monkeypatch.setattr(stages, "get_task", lambda name, params=None: SPEC)
-    monkeypatch.setattr(stages, "_read_split", lambda task, split, stamp: TRAIN if split == "train" else VALID)
-    monkeypatch.setattr(stages.splits, "data_version", lambda task: "v-test")
+    monkeypatch.setattr(task_run, "get_task", lambda name, params=None: SPEC)
+    monkeypatch.setattr(task_run, "_read_split", lambda task, split, stamp: TRAIN if split == "train" else VALID)
+    monkeypatch.setattr(task_run.splits, "data_version", lambda task: "v-test")
     monkeypatch.setattr(stages, "load_base_model", lambda spec, threads=None: tiny_causal)
     params = tmp_path / "params.yaml"
     params.write_text("train: {n_tokens: 4, init: random, batch_size: 4, eval_every: 2, checkpoint_every: 2}\n")
