@@ -23,7 +23,7 @@ from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
 from ptune.errors import ConfigError
 from ptune.evaluation.metrics import compute_metrics
-from ptune.evaluation.scoring import EvalResult, _metric_meta, score_labels
+from ptune.evaluation.scoring import EvalResult, metric_meta, score_labels
 from ptune.model.base import BaseModel
 from ptune.model.batching import encode_source
 
@@ -90,7 +90,7 @@ def evaluate_ensemble(base: BaseModel, spec: TaskSpec, examples: Sequence[Exampl
     examples = list(examples)
     scores = member_scores(base, spec, [ex.source for ex in examples], prompts, batch_size=batch_size)
     seconds = time.perf_counter() - start
-    targets, meta = [ex.target for ex in examples], _metric_meta(spec, examples)
+    targets, meta = [ex.target for ex in examples], metric_meta(spec, examples)
 
     def result(picks: torch.Tensor, details: dict) -> EvalResult:
         predictions = [spec.label_words[i] for i in picks.tolist()]
