@@ -64,8 +64,11 @@ def flow_run_tags() -> dict[str, str]:
     if flow_run.get_id() is None:
         return {}
     name, url = str(flow_run.get_name()), str(flow_run.get_flow_run_ui_url())
-    return {"prefect.flow_run_id": str(flow_run.get_id()), "prefect.flow_run_name": name,
-            "prefect.flow_run_url": url, "mlflow.note.content": f"Prefect flow run [{name}]({url})"}
+    tags = {"prefect.flow_run_id": str(flow_run.get_id()), "prefect.flow_run_name": name,
+            "mlflow.note.content": f"Prefect flow run `{name}`"}
+    if url.startswith("http"):  # no UI URL (a temporary local server): "None/flow-runs/..."; leave it out
+        tags.update({"prefect.flow_run_url": url, "mlflow.note.content": f"Prefect flow run [{name}]({url})"})
+    return tags
 
 
 @task(retries=1, retry_delay_seconds=1, retry_condition_fn=retry_unless(), **MODEL_TASK)

@@ -7,6 +7,7 @@ the Prefect tasks included), so MLflow failures all become one `RegistryError` n
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -70,7 +71,8 @@ def register_prompt(task: str, prompt_dir: str | Path, run_id: str, primary_metr
         results = {k: v for k, v in metrics.items() if _is_result(k)}
         hashes = {PROMPT_TAG: prompt_sha256(prompt_dir), CODE_TAG: code_sha256(PYFUNC_MODEL_FILE, PTUNE_PACKAGE)}
         model_id = pyfunc_logging.log_pyfunc(run_id, prompt_dir, spec or get_task(task), example, hashes)
-        log_model_metrics(run_id, model_id, results)
+        linked = {m.key for m in client().get_logged_model(model_id).metrics or []}  # log_model links step-0 ones
+        log_model_metrics(run_id, model_id, {k: v for k, v in results.items() if k not in linked})
         tags = {"task": task, "data_version": meta.data_version, "base_model": meta.base_spec,
                 "base_fingerprint": meta.base_fingerprint, "git_commit": params.get("git_commit", git_commit()),
                 "primary_metric": primary_metric, "run_id": run_id, **hashes,
@@ -87,8 +89,12 @@ def _create_version(task: str, run_id: str, model_id: str, tags: Mapping[str, st
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    return str(mlc.create_model_version(model_name(task), f"models:/{model_id}", run_id=run_id, tags=dict(tags),
-                                        model_id=model_id).version)
+    version = str(mlc.create_model_version(model_name(task), f"models:/{model_id}", run_id=run_id, tags=dict(tags),
+                                           model_id=model_id).version)
+    # the link the UI follows from the logged model to its versions (as mlflow.register_model writes it)
+    mlc.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps([{"name": model_name(task),
+                                                                              "version": version}])})
+    return version
 
 
 def version_of_run(task: str, run_id: str) -> str | None:
