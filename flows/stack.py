@@ -89,7 +89,8 @@ def deploy(env: dict[str, str]) -> None:
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(cmd[-3:])} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else " ".join(cmd[-3:]))
+        lines = done.stdout.strip().splitlines()
+        print(lines[-1] if cmd[-1] == "flows.prefect_setup" and lines else f"{' '.join(cmd[-3:])}: done")
 
 
 def up(project: Path, port: int, workers: int = 2, mlflow_port: int | None = None) -> dict[str, int]:

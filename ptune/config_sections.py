@@ -213,7 +213,7 @@ class TimeoutConfig(_Section):
 
     section: ClassVar[str] = "timeouts"
     step_seconds: float = 3.0      # one training step at batch size 8 (measured ~1.0-1.3 s; scaled by batch_size/8)
-    example_seconds: float = 0.5   # one evaluated example (rank ~0.04 s; generation ~0.5 s)
+    example_seconds: float = 1.0   # one evaluated example (rank ~0.04 s; xsum generation ~1.8 s)
     margin: float = 3.0            # budget = estimate x margin (slow machines, first-time model conversion)
     min_seconds: float = 120.0     # floor of every budget
     io_seconds: float = 600.0      # fetch, prepare, validate, report, register (file and registry I/O)

@@ -160,3 +160,13 @@ def test_down_stops_everything_it_started(up):
             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
     assert left == [], left
     assert "nothing was running" in stack(up, "down").stdout  # a second down is a no-op
+
+
+def test_down_never_signals_a_pid_that_now_belongs_to_another_process(tmp_path):
+    from flows.stack import down
+
+    folder = state_dir(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "server.pid").write_text(f"{os.getpid()} 1\n")  # our own pid, with another start time
+    assert running(tmp_path) == {}
+    assert down(tmp_path) == [] and not (folder / "server.pid").exists()  # and this test process is alive

@@ -34,3 +34,23 @@ def test_eval_progress_becomes_a_prefect_artifact(tiny_causal, prefect_harness):
     assert found.type == "progress" and float(found.data) == 100.0 and "done" in found.description
     assert any(isinstance(h, logging.Handler) and type(h).__name__ == "APILogHandler"
                for h in logging.getLogger(PTUNE).handlers)
+
+
+def test_ptune_lines_reach_the_console_of_a_flow_run(tmp_path, prefect_harness):
+    """As in `make run`: a flow in a fresh process prints ptune's INFO lines on the console (stderr)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    code = ("import logging\nfrom prefect import flow\nimport flows.common\n"
+            "@flow\ndef f():\n    logging.getLogger('ptune.demo').info('ptune line on the console')\nf()\n")
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PYTHONPATH": str(repo), "PREFECT_LOGGING_LEVEL": "WARNING",
+           "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's test API
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ptune line on the console" in done.stderr
