@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # Settings that may change between a run and its resumption without making the checkpoint unusable.
 # max_steps shapes the lr of a decaying schedule, so it is free only with schedule 'constant'.
 _RESUME_FREE = ("max_steps", "patience", "checkpoint_every", "threads", "device", "precision")
-SPIKE_WINDOW, SPIKE_MIN_HISTORY = 20, 5  # the spike guard's running median: last 20 applied steps, from the 5th
+SPIKE_WINDOW, SPIKE_MIN_HISTORY = 20, 5  # guard: median of the last 20 applied losses, once 5 exist
 
 
 def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], validation: Sequence[Example], cfg: TrainConfig,
