@@ -107,7 +107,8 @@ def register_ensemble(run: stages.TaskRun, trained: TrainedEnsemble, reported: s
     run_id = mlflow_run.finish(trained.directory, found.ensemble.metrics, reported.baselines,
                                report_files=[files.markdown, files.metrics, files.chart,
                                              run.paths.report_dir / "ensemble.md"], predictions=files.predictions)
-    registered = model_registry.register_prompt(run.name, trained.directory, run_id, f"test/{run.spec.metrics[0]}")
+    registered = model_registry.register_prompt(run.name, trained.directory, run_id, f"test/{run.spec.metrics[0]}",
+                                                spec=run.spec)
     model_card.publish_after_registration(run.name, registered.version, run_id, trained.directory,
                                           metrics_file=files.metrics,
                                           interpretation_dir=trained.members[0].prompt_dir.parent / "interpretation")

@@ -148,9 +148,10 @@ class TrainingRun:
     def __init__(self, task: str, params: Mapping[str, Any], flush_every: int = 20, *, run_name: str | None = None,
                  tags: Mapping[str, str] | None = None) -> None:
         self.task, self.params, self.flush_every = task, dict(params), flush_every
-        self.run_name = run_name or default_run_name(task, str(self.params.get("base_model", "model")))
-        # over standard_tags at start(); e.g. mlflow.parentRunId for a sweep trial, the Prefect flow-run link
-        self.tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+        tags = dict(tags or {})  # over standard_tags at start(); e.g. mlflow.parentRunId, the Prefect flow-run link
+        self.run_name = (run_name or tags.pop("mlflow.runName", None)
+                         or default_run_name(task, str(self.params.get("base_model", "model"))))
+        self.tags = {k: str(v) for k, v in tags.items() if v is not None and k != "mlflow.runName"}
         self.run_id: str | None = None
         self._pending: list[Metric] = []
         self._offline = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -15,12 +17,14 @@ from ptune.model.soft_prompt import init_prompt
 from ptune.registry import model_registry, tracking
 
 
-def _champion(task: str, prompt: torch.Tensor, base, tmp_path, fingerprint: str | None = None) -> None:
+def _champion(task: str, prompt: torch.Tensor, base, tmp_path, spec, fingerprint: str | None = None) -> None:
+    """Register `prompt` as the @champion of a stand-in task `task` (the toy task's spec under that name)."""
     meta = PromptMeta(task, base.spec, fingerprint or base.fingerprint, label_words=("good", "bad"))
     prompt_dir = save_prompt(tmp_path / "sources" / task, prompt, meta)
     run = tracking.run_for_prompt(load_prompt(prompt_dir)[1])
     run.finish(prompt_dir, {})
-    reg = model_registry.register_prompt(task, prompt_dir, run.run_id, primary_metric="test/accuracy")
+    reg = model_registry.register_prompt(task, prompt_dir, run.run_id, primary_metric="test/accuracy",
+                                        spec=dataclasses.replace(spec, name=task))
     model_registry.set_alias(task, "champion", reg.version)
 
 
@@ -36,9 +40,9 @@ def sources(toy_project, tmp_path_factory):
     gen = torch.Generator().manual_seed(0)
     near = target + 0.01 * torch.randn(target.shape, generator=gen)
     far = -target + 0.5 * torch.randn(6, base.hidden_size, generator=gen)[:4]
-    _champion("near", near, base, tmp)
-    _champion("far", far[:3], base, tmp)  # a different prompt length still compares (mean pooling)
-    _champion("elsewhere", near, base, tmp, fingerprint="0" * 32)
+    _champion("near", near, base, tmp, run.spec)
+    _champion("far", far[:3], base, tmp, run.spec)  # a different prompt length still compares (mean pooling)
+    _champion("elsewhere", near, base, tmp, run.spec, fingerprint="0" * 32)
     return run, base, near, toy_project
 
 
