@@ -28,7 +28,7 @@ from ptune.evaluation.baseline import run_baselines  # noqa: E402
 
 def timed(fn):
     """(result, seconds). Wall seconds, unless PTUNE_BENCH_CPU_TIME=1: process CPU seconds, which a machine
-    shared with other jobs distorts less (under a load of 13 on 2 cores, wall time was ~6x the CPU time)."""
+    shared with other jobs distorts less (under a load of 13 on 2 cores, wall time was ~4x the CPU time)."""
     clock = time.process_time if os.environ.get("PTUNE_BENCH_CPU_TIME") == "1" else time.perf_counter
     start = clock()
     out = fn()
