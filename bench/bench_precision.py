@@ -13,12 +13,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import prepared_task, scratch_project  # noqa: E402
 from ptune import stages  # noqa: E402
 from ptune.config import load_params  # noqa: E402
 
@@ -43,13 +43,10 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["rotten_tomatoes", "presupposition_nli"])
     parser.add_argument("--steps", type=int, default=None, help="override train.max_steps (default: params.yaml)")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-precision-"))
-    os.environ["PTUNE_PROJECT_DIR"] = str(scratch)
+    scratch = scratch_project("bench-precision-")
     rows = []
     for task in args.tasks:
-        run = stages.TaskRun.build(task, load_params(ROOT / "params.yaml"))
-        stages.fetch(run), stages.prepare(run)
-        base = stages.load_base(run)
+        run, base = prepared_task(task, ROOT / "params.yaml")
         for precision in ("fp32", "bf16"):
             rows.append(one(task, precision, args.steps, scratch, base))
             print(json.dumps(rows[-1]), flush=True)

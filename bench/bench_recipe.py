@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import prepared_task, scratch_project  # noqa: E402
 from ptune import stages  # noqa: E402
 from ptune.config import load_params  # noqa: E402
 
@@ -60,13 +59,10 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=None, help="override train.max_steps (default: params.yaml)")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-recipe-"))
-    os.environ["PTUNE_PROJECT_DIR"] = str(scratch)
+    scratch = scratch_project("bench-recipe-")
     rows = []
     for task in args.tasks:
-        run = stages.TaskRun.build(task, load_params(ROOT / "params.yaml"))
-        stages.fetch(run), stages.prepare(run)
-        base = stages.load_base(run)
+        run, base = prepared_task(task, ROOT / "params.yaml")
         for seed in args.seeds:
             for recipe in args.recipes:
                 rows.append(one(task, recipe, seed, args.steps, scratch, base))

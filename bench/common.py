@@ -1,8 +1,12 @@
-"""What the bench scripts share: the command line of a model-speed bench (integer knobs plus --tiny)."""
+"""What the bench scripts share: the command line of a model-speed bench (integer knobs plus --tiny), and a
+scratch project with a prepared task for the task-level benches."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from pathlib import Path
 
 
 def bench_args(description: str, **defaults: int) -> argparse.Namespace:
@@ -12,3 +16,21 @@ def bench_args(description: str, **defaults: int) -> argparse.Namespace:
         parser.add_argument(f"--{name}", type=int, default=value)
     parser.add_argument("--tiny", action="store_true", help="use the tiny test model instead of SmolLM2-135M")
     return parser.parse_args()
+
+
+def scratch_project(prefix: str) -> Path:
+    """A throwaway project directory (set as PTUNE_PROJECT_DIR), so a task-level bench never writes the repo's
+    data/, outputs/ or MLflow store."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["PTUNE_PROJECT_DIR"] = str(scratch)
+    return scratch
+
+
+def prepared_task(task: str, params_file: Path):
+    """(TaskRun, base model) of `task` under `params_file`, fetched and prepared in the current project."""
+    from ptune import stages
+    from ptune.config import load_params
+
+    run = stages.TaskRun.build(task, load_params(params_file))
+    stages.fetch(run), stages.prepare(run)
+    return run, stages.load_base(run)
