@@ -64,7 +64,7 @@ def mlflow_pages(ui: str, task: str) -> dict[str, str]:
 
 
 def shoot(base: str, pages_by_name: dict[str, str], out: Path, prefix: str, width: int = 1400, height: int = 1000,
-          wait_ms: int = 4000) -> list[Path]:
+          wait_ms: int = 8000) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,7 @@ def shoot(base: str, pages_by_name: dict[str, str], out: Path, prefix: str, widt
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": width, "height": height})
         for name, path in pages_by_name.items():
-            page.goto(f"{base}{path}", wait_until="networkidle", timeout=60_000)
+            page.goto(f"{base}{path}", wait_until="load", timeout=60_000)
             page.wait_for_timeout(wait_ms)  # the UI renders after its API calls return
             target = out / f"{prefix}-{name}.png"
             page.screenshot(path=str(target), full_page=True)
