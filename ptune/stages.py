@@ -235,27 +235,38 @@ def _example_row(run: TaskRun) -> dict[str, str] | None:  # the first prepared t
 
 def promote(run: TaskRun, version: str, base: BaseModel | None = None, *, dry_run: bool = False,
             reevaluate_candidate: bool = False) -> promotion.Decision:
-    """Move @champion to `version` only if it passes `promote:` (docs/evaluation.md); the champion is re-scored."""
-    return promotion.promote_if_better(run.name, version, evaluator=version_evaluator(run, base), dry_run=dry_run,
-                                       reevaluate_candidate=reevaluate_candidate, gate=run.params.promote, compare=version_comparer(run, base))
+    """Move @champion to `version` only if it passes `promote:` (docs/evaluation.md); the champion is re-scored.
+    Each version is scored once per split, shared by the re-evaluation and the paired interval."""
+    score = _version_scorer(run, base)
+    return promotion.promote_if_better(run.name, version, evaluator=version_evaluator(run, base, score),
+                                       dry_run=dry_run, reevaluate_candidate=reevaluate_candidate,
+                                       gate=run.params.promote, compare=version_comparer(run, base, score))
 
 
-def version_evaluator(run: TaskRun, base: BaseModel | None = None) -> promotion.Evaluator:
+Scorer = Callable[[str, str], EvalResult]  # (version, split) -> its evaluation on `run`'s split
+
+
+def version_evaluator(run: TaskRun, base: BaseModel | None = None, score: Scorer | None = None) -> promotion.Evaluator:
     """Scores a registered version on a split of `run` (its cap), reusing `base` when the fingerprint matches."""
-    return lambda version, split: dict(_version_result(run, base, version, split).metrics)
+    score = score or _version_scorer(run, base)
+    return lambda version, split: dict(score(version, split).metrics)
 
 
-def version_comparer(run: TaskRun, base: BaseModel | None = None) -> promotion.Comparer:
+def version_comparer(run: TaskRun, base: BaseModel | None = None, score: Scorer | None = None) -> promotion.Comparer:
     """Paired bootstrap interval of (candidate - champion), both scored on the current split of `run`."""
-    score = functools.partial(_version_result, run, base)
+    score = score or _version_scorer(run, base)
     return lambda candidate, champion, split: paired_results(
         run.spec, run.examples(split), score(candidate, split), score(champion, split), seed=run.params.data.seed,
         n_resamples=run.params.evaluate.bootstrap_resamples)
 
 
-def _version_result(run: TaskRun, base: BaseModel | None, version: str, split: str) -> EvalResult:
-    loaded = load_prompt_with_base(f"models:/{model_registry.model_name(run.name)}/{version}", base=base)
-    return evaluate(run, loaded.base, loaded.prompt, split=split, progress=False)
+def _version_scorer(run: TaskRun, base: BaseModel | None) -> Scorer:
+    """(version, split) -> EvalResult, each pair loaded and scored once (promotion asks for the same one twice)."""
+    @functools.cache
+    def score(version: str, split: str) -> EvalResult:
+        loaded = load_prompt_with_base(f"models:/{model_registry.model_name(run.name)}/{version}", base=base)
+        return evaluate(run, loaded.base, loaded.prompt, split=split, progress=False)
+    return lambda version, split: score(str(version), split)
 
 
 def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None, *,

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
 
 PTUNE = "ptune"
@@ -24,8 +25,15 @@ def attach_ptune_logs(level: str | None = None) -> logging.Logger:
     logger = logging.getLogger(PTUNE)
     logger.setLevel(level or os.environ.get("PTUNE_LOG_LEVEL", "INFO"))
     if not any(isinstance(h, APILogHandler) for h in logger.handlers):
-        logger.addHandler(APILogHandler())
+        handler = APILogHandler()
+        handler.addFilter(_in_a_run)  # the same process may call ptune outside a run (CLI, tests): no warning then
+        logger.addHandler(handler)
     return logger
+
+
+def _in_a_run(record: logging.LogRecord) -> bool:
+    """Send a record to the Prefect API only from inside a flow or task run, which it can be attached to."""
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
 class EvalProgress(logging.Handler):
