@@ -113,7 +113,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def tasks() -> list[TaskInfo]:
         """Served tasks: kind, prompt version, labels, recorded metrics, base model."""
         return [TaskInfo(task=t.name, kind=t.spec.kind, version=t.version, labels=list(t.spec.label_words),
-                         prompt_tokens=int(t.prompt.shape[0]), metrics=dict(t.meta.metrics),
+                         prompt_tokens=int(t.prompt.shape[0]), ensemble=len(t.prompts), method=t.method,
+                         metrics=dict(t.meta.metrics),
                          base_model=model.base.spec, base_fingerprint=model.base.fingerprint)
                 for t in sorted(model.snapshot().values(), key=lambda t: t.name)]
 

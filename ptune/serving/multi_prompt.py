@@ -6,6 +6,12 @@ LMs; `ptune.model.prefix`). Loading a new version of a task builds the new `Load
 then replaces the old one in one dict assignment: a batch that started before the swap keeps the
 snapshot it took (`snapshot()`), so every row reports the version that answered it and no batch mixes
 versions of one task. The old version's tensors and cache are freed when its last batch ends.
+
+An ensemble version (`ptune train --ensemble K`: K prompts + ensemble.json) is served as one task: each
+of its rows becomes K rows of the same mixed batch, one per member prompt (each with its own cached
+prefix), and the K rank-classification scores are combined with the ensemble's method (`mean` or `vote`,
+`ptune.evaluation.ensemble.combine`) over each member's label log-probabilities, exactly as `ptune report`
+scored it. A row's `scores` are then the members' mean label log-probabilities (normalised over the labels). Ensembles of generation tasks are refused at load (there is nothing to average).
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from ptune.errors import ArtifactError, DataError
 from ptune.model import artifacts
 from ptune.model.artifacts import PromptMeta
 from ptune.model.base import BaseModel
+from ptune.evaluation.ensemble import combine
 from ptune.model.batching import encode_source, encode_target
+from ptune.model.ensemble_artifact import load_ensemble
 from ptune.model.prefix import build_prefix
 from ptune.serving.mixed import MixedRow, generate_mixed, score_mixed
 
@@ -37,10 +45,17 @@ class LoadedTask:
     version: str  # registry version ("3"), or the directory name for prompts loaded from disk
     prefix: object | None  # ptune.model.prefix.PrefixCache of the prompt, or None (plain path)
     label_ids: tuple[tuple[int, ...], ...]  # the spec's label words as target ids; () for generation
+    members: tuple[tuple[torch.Tensor, object | None], ...] = ()  # ensembles: (prompt, prefix) per member
+    method: str = "single"  # "single", or the ensemble's "mean" | "vote"
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def prompts(self) -> tuple[tuple[torch.Tensor, object | None], ...]:
+        """(prompt, prefix) of every prompt a row runs with: one, or the K members of an ensemble."""
+        return self.members or ((self.prompt, self.prefix),)
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,8 @@ class MultiPromptModel:
         """Check the artifact in `prompt_dir` (checksum, shape, fingerprint == this base's), build its
         prefix cache and make it the served version of `spec.name`. ArtifactError on a mismatch: the
         previous version (if any) stays in place."""
-        weight, meta = artifacts.load_prompt(prompt_dir)
+        ensemble = load_ensemble(prompt_dir)
+        weight, meta = (ensemble.prompts[0], ensemble.metas[0]) if ensemble else artifacts.load_prompt(prompt_dir)
         if meta.base_fingerprint != self.base.fingerprint:
             raise ArtifactError(
                 f"refusing to serve the {meta.task!r} prompt at {prompt_dir}: it was trained on {meta.base_spec!r} "
@@ -81,16 +97,26 @@ class MultiPromptModel:
                 f"{self.base.fingerprint}; one server holds one base model")
         if meta.task != spec.name:
             raise ArtifactError(f"{prompt_dir} holds a prompt for task {meta.task!r}, not {spec.name!r}")
-        return self.add(spec, weight, meta, version or Path(prompt_dir).name)
+        if ensemble and spec.kind != "classification":
+            raise ArtifactError(f"{prompt_dir} holds an ensemble of {len(ensemble.metas)} prompts for {spec.kind} "
+                                f"task {spec.name!r}; only classification ensembles are served")
+        version = version or Path(prompt_dir).name
+        if ensemble:
+            return self.add(spec, ensemble.prompts, meta, version, method=ensemble.method)
+        return self.add(spec, weight, meta, version)
 
-    def add(self, spec: TaskSpec, weight: torch.Tensor, meta: PromptMeta, version: str) -> LoadedTask:
-        """Serve an already checked prompt (P, d) as `version` of `spec.name` (replacing the old one)."""
-        prompt = weight.to(self.base.device, torch.float32)
+    def add(self, spec: TaskSpec, weight: torch.Tensor, meta: PromptMeta, version: str,
+            method: str = "single") -> LoadedTask:
+        """Serve an already checked prompt (P, d), or an ensemble's (K, P, d) with its `method`, as `version`
+        of `spec.name` (replacing the old one)."""
+        stacked = weight.to(self.base.device, torch.float32)
+        stacked = stacked if stacked.dim() == 3 else stacked.unsqueeze(0)
         with torch.inference_mode(), self._compute:  # a swap's prefix pass waits for the running batch
-            prefix = build_prefix(self.base, prompt, []) if self.cache_prefix else None
+            members = tuple((p, build_prefix(self.base, p, []) if self.cache_prefix else None) for p in stacked)
         tok, enc_dec = self.base.tokenizer, self.base.is_encoder_decoder
         labels = tuple(tuple(encode_target(tok, w, enc_dec, add_eos=False)) for w in spec.label_words)
-        task = LoadedTask(spec, prompt, meta, str(version), prefix, labels)
+        (prompt, prefix), ensemble = members[0], members if method != "single" else ()
+        task = LoadedTask(spec, prompt, meta, str(version), prefix, labels, ensemble, method)
         with self._lock:
             self._tasks = {**self._tasks, spec.name: task}  # a new dict: snapshots taken before stay whole
         return task
@@ -111,18 +137,18 @@ class MultiPromptModel:
         unknown = [f"row {i}: task {r.task!r}" for i, r in enumerate(rows) if r.task not in tasks]
         if unknown:
             raise DataError(f"unknown task(s): {'; '.join(unknown)}; served tasks: {sorted(tasks)}")
-        mixed = [self._mixed_row(tasks[r.task], r) for r in rows]
-        out: list[Prediction | None] = [None] * len(rows)
+        units = [(i, m) for i, r in enumerate(rows) for m in self._mixed_rows(tasks[r.task], r)]  # K per row
+        found: list[list] = [[] for _ in rows]  # row -> its members' outputs, in member order
         with torch.inference_mode(), self._compute:
             for kind in ("classification", "generation"):
-                idx = [i for i, r in enumerate(rows) if tasks[r.task].spec.kind == kind]
-                idx.sort(key=lambda i: len(mixed[i].source_ids))  # less padding
-                for start in range(0, len(idx), batch_size):
-                    part = idx[start:start + batch_size]
-                    for i, pred in zip(part, self._run(kind, [tasks[rows[i].task] for i in part],
-                                                       [mixed[i] for i in part]), strict=True):
-                        out[i] = pred
-        return [p for p in out if p is not None]
+                part_of = [u for u in units if tasks[rows[u[0]].task].spec.kind == kind]
+                part_of.sort(key=lambda u: len(u[1].source_ids))  # less padding (a stable sort keeps member order)
+                for start in range(0, len(part_of), batch_size):
+                    part = part_of[start:start + batch_size]
+                    run = score_mixed if kind == "classification" else generate_mixed
+                    for (i, _), value in zip(part, run(self.base, [m for _, m in part]), strict=True):
+                        found[i].append(value)
+        return [self._prediction(tasks[r.task], found[i]) for i, r in enumerate(rows)]
 
     def check_rows(self, rows: Sequence[Row]) -> None:
         """DataError naming every row whose task is not served or whose input tokenises to nothing."""
@@ -130,23 +156,28 @@ class MultiPromptModel:
         for i, row in enumerate(rows):
             if row.task not in tasks:
                 problems.append(f"row {i}: task {row.task!r} is not served")
-            elif not self._mixed_row(tasks[row.task], row).source_ids:
+            elif not self._mixed_rows(tasks[row.task], row)[0].source_ids:
                 problems.append(f"row {i}: input {row.text[:40]!r} tokenises to no tokens")
         if problems:
             raise DataError("; ".join(problems) + f" (served tasks: {sorted(tasks)})")
 
-    def _mixed_row(self, task: LoadedTask, row: Row) -> MixedRow:
+    def _mixed_rows(self, task: LoadedTask, row: Row) -> list[MixedRow]:
+        """The row once per prompt of its task (one, or K for an ensemble)."""
         spec = task.spec
         text = row.text if row.raw else format_input(spec, row.text)
         ids = encode_source(self.base.tokenizer, text, spec.max_source_tokens, self.base.is_encoder_decoder)
-        return MixedRow(ids, task.prompt, task.prefix, [list(x) for x in task.label_ids], spec.max_target_tokens)
+        labels = [list(x) for x in task.label_ids]
+        return [MixedRow(ids, prompt, prefix, labels, spec.max_target_tokens) for prompt, prefix in task.prompts]
 
-    def _run(self, kind: str, tasks: list[LoadedTask], rows: list[MixedRow]) -> list[Prediction]:
-        if kind == "generation":
-            texts = generate_mixed(self.base, rows)
-            return [Prediction(t.name, text, {}, t.version) for t, text in zip(tasks, texts, strict=True)]
-        preds = []
-        for t, scores in zip(tasks, score_mixed(self.base, rows), strict=True):
-            values = dict(zip(t.spec.label_words, scores.tolist(), strict=True))
-            preds.append(Prediction(t.name, max(values, key=values.__getitem__), values, t.version))
-        return preds
+    @staticmethod
+    def _prediction(task: LoadedTask, outputs: list) -> Prediction:
+        """One row's Prediction from its members' outputs (generated text, or label scores (L,) each)."""
+        if task.spec.kind == "generation":
+            return Prediction(task.name, outputs[0], {}, task.version)
+        if not task.members:
+            values = dict(zip(task.spec.label_words, outputs[0].tolist(), strict=True))
+            return Prediction(task.name, max(values, key=values.__getitem__), values, task.version)
+        scores = torch.log_softmax(torch.stack(outputs).float(), dim=-1)  # (K, L), as ptune.evaluation.ensemble
+        best = int(combine(scores.unsqueeze(0), task.method)[0])
+        values = dict(zip(task.spec.label_words, scores.mean(0).tolist(), strict=True))
+        return Prediction(task.name, task.spec.label_words[best], values, task.version)

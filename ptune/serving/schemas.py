@@ -43,7 +43,8 @@ def request_models(settings: ServeSettings) -> tuple[type[BaseModel], type[BaseM
 class PredictionOut(BaseModel):
     task: str
     label: str = Field(description="Best label word (classification) or generated text (generation).")
-    scores: dict[str, float] = Field(description="Label word -> summed log-likelihood; {} for generation.")
+    scores: dict[str, float] = Field(description="Label word -> summed log-likelihood (an ensemble: its members' mean label "
+                                                    "log-probability); {} for generation.")
     version: str = Field(description="Registry version of the task's prompt that answered.")
 
 
@@ -58,6 +59,8 @@ class TaskInfo(BaseModel):
     version: str
     labels: list[str]
     prompt_tokens: int
+    ensemble: int = Field(1, description="Prompts behind the version: 1, or K for an ensemble (`--ensemble K`).")
+    method: str = Field("single", description="'single', or how the ensemble combines its members: mean | vote.")
     metrics: dict[str, float]
     base_model: str
     base_fingerprint: str

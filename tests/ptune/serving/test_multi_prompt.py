@@ -97,3 +97,41 @@ def test_unknown_task_names_the_row_and_the_served_tasks(tmp_path, tiny_causal):
     model = loaded(tmp_path, tiny_causal)
     with pytest.raises(DataError, match=r"row 1: task 'nope'.*served tasks: \['intent'"):
         model.predict([Row("intent", "x"), Row("nope", "y")])
+
+
+def _ensemble(tmp_path, base, task: str, method: str, k: int = 3, n_tokens: int = 4):
+    from ptune.model.ensemble_artifact import save_ensemble
+
+    gen = torch.Generator().manual_seed(11)
+    prompts = [torch.randn(n_tokens, base.hidden_size, generator=gen) * 0.5 for _ in range(k)]
+    metas = [PromptMeta(task=task, base_spec=base.spec, base_fingerprint=base.fingerprint,
+                        train_config={"seed": i}) for i in range(k)]
+    return save_ensemble(tmp_path / f"{task}-ensemble-{method}", prompts, metas, method), torch.stack(prompts)
+
+
+@pytest.mark.parametrize("method", ["mean", "vote"])
+def test_a_served_ensemble_answers_as_its_evaluation_scored_it_in_a_mixed_batch(tmp_path, tiny_causal, method):
+    from ptune.evaluation.ensemble import combine, member_scores
+
+    model = loaded(tmp_path, tiny_causal)
+    directory, prompts = _ensemble(tmp_path, tiny_causal, "rotten_tomatoes", method)
+    served = model.load(get_task("rotten_tomatoes"), directory, version="9")
+    assert len(served.prompts) == 3 and served.method == method
+    rows = [Row("rotten_tomatoes", t) for t in TEXTS] + [Row("intent", TEXTS[0]), Row("vitaminc", TEXTS[2])]
+    preds = model.predict(rows, batch_size=5)  # members of one row may land in different batches
+    spec = get_task("rotten_tomatoes")
+    expected = member_scores(tiny_causal, spec, [format_input(spec, t) for t in TEXTS], prompts)  # (N, K, L)
+    labels = combine(expected, method)
+    for i, pred in enumerate(preds[:len(TEXTS)]):
+        assert pred.version == "9" and pred.label == spec.label_words[int(labels[i])]
+        torch.testing.assert_close(torch.tensor(list(pred.scores.values())), expected[i].mean(0), atol=1e-5, rtol=0)
+    assert preds[-2].label == alone(model, "intent", TEXTS[0])[1]  # single-prompt tasks unchanged beside it
+    assert preds[-1].label == alone(model, "vitaminc", TEXTS[2])[1]
+
+
+def test_an_ensemble_of_a_generation_task_is_refused_and_the_served_version_stays(tmp_path, tiny_causal):
+    model = loaded(tmp_path, tiny_causal)
+    directory, _ = _ensemble(tmp_path, tiny_causal, "xsum", "mean")
+    with pytest.raises(ArtifactError, match="ensemble of 3 prompts for generation task 'xsum'"):
+        model.load(get_task("xsum"), directory, version="9")
+    assert model.snapshot()["xsum"].version == "4"

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ptune.data.catalog import get_task
+from ptune.data.spec import format_input
 from ptune.errors import ArtifactError
 from ptune.registry import model_registry
 from ptune.serving.multi_prompt import MultiPromptModel, Row
@@ -152,3 +153,31 @@ def test_chunked_body_over_the_limit_is_413(served):
 
     resp = httpx.post(f"{url}/v1/predict", content=chunks(), headers={"content-type": "application/json"})
     assert resp.status_code == 413 and "larger than 1500 bytes" in resp.json()["detail"]
+
+
+def test_an_ensemble_champion_is_served_as_one_version_of_its_task(served):
+    """`ptune train --ensemble K --register` makes one version holding K prompts; the server follows the alias
+    to it, answers with the ensemble's combined scores and lists it with its K and method."""
+    from ptune.evaluation.ensemble import member_scores
+    from ptune.model.artifacts import PromptMeta
+    from ptune.model.ensemble_artifact import save_ensemble
+
+    service, url, tmp, base = served
+    spec = get_task("rotten_tomatoes")
+    gen = torch.Generator().manual_seed(5)
+    prompts = torch.randn(3, 4, base.hidden_size, generator=gen) * 0.5
+    metas = [PromptMeta(task=spec.name, base_spec=base.spec, base_fingerprint=base.fingerprint,
+                        train_config={"seed": i}) for i in range(3)]
+    directory = save_ensemble(tmp / "ensemble-rotten", list(prompts), metas, "vote")
+    version = model_registry.register_dir(directory, spec).version
+    model_registry.set_alias(spec.name, "champion", version)
+    deadline = time.monotonic() + 20
+    while service.model.snapshot()[spec.name].version != str(version) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    listed = {t["task"]: t for t in httpx.get(f"{url}/v1/tasks").json()}[spec.name]
+    assert (listed["version"], listed["ensemble"], listed["method"]) == (str(version), 3, "vote")
+    text = "a witty and gorgeous film"
+    body = httpx.post(f"{url}/v1/predict", json={"task": spec.name, "inputs": [text]}).json()["predictions"][0]
+    expected = member_scores(base, spec, [format_input(spec, text)], prompts)[0].mean(0)
+    assert body["version"] == str(version)
+    assert [round(v, 4) for v in body["scores"].values()] == [round(v, 4) for v in expected.tolist()]
