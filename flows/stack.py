@@ -93,8 +93,15 @@ def deploy(env: dict[str, str]) -> None:
         print(lines[-1] if cmd[-1] == "flows.prefect_setup" and lines else f"{' '.join(cmd[-3:])}: done")
 
 
-def up(project: Path, port: int, workers: int = 2, mlflow_port: int | None = None) -> dict[str, int]:
-    """Start what is not running yet; returns name -> pid of the stack. A running stack is left as it is."""
+def up(project: Path, port: int, workers: int = 2, mlflow_port: int | None = None,
+       worker_limit: int = 2) -> dict[str, int]:
+    """Start what is not running yet; returns name -> pid of the stack. A running stack is left as it is.
+
+    Each worker runs at most `worker_limit` flow runs at once (`prefect worker start --limit`). With the default 2,
+    a fanned-out nightly (one parent flow run waiting on one deployment run per task) never has a worker take
+    every child itself: the children spread over the workers, and the `ptune-gpu` limit still allows one training
+    per slot whichever worker runs it.
+    """
     project = project.resolve()
     if running(project):
         print(f"already up: {running(project)} (logs in {state_dir(project)}); `make down` stops it")
@@ -107,7 +114,7 @@ def up(project: Path, port: int, workers: int = 2, mlflow_port: int | None = Non
     deploy(env)
     for i in range(1, workers + 1):
         _spawn(project, f"worker-{i}", [prefect, "worker", "start", "--pool", "ptune-process", "--type", "process",
-                                        "--name", f"ptune-worker-{i}"], env, project)
+                                        "--name", f"ptune-worker-{i}", "--limit", str(worker_limit)], env, project)
     if mlflow_port:
         _spawn(project, "mlflow", [str(BIN / "mlflow"), "server", "--backend-store-uri", "sqlite:///mlruns.db",
                                    "--artifacts-destination", "./mlartifacts", "--host", "127.0.0.1",
@@ -182,10 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project", type=Path, default=Path(os.environ.get("PTUNE_PROJECT_DIR", Path.cwd())))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PREFECT_PORT", "4200")))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("PTUNE_WORKERS", "2")))
+    parser.add_argument("--worker-limit", type=int, default=int(os.environ.get("PTUNE_WORKER_LIMIT", "2")),
+                        help="most flow runs one worker runs at once")
     parser.add_argument("--mlflow-port", type=int, default=None, help="also start the MLflow UI on this port")
     args = parser.parse_args(argv)
     if args.command == "up":
-        up(args.project, args.port, args.workers, args.mlflow_port)
+        up(args.project, args.port, args.workers, args.mlflow_port, args.worker_limit)
     elif args.command == "down":
         down(args.project)
     else:

@@ -25,10 +25,10 @@ import torch
 
 from ptune.data.spec import TaskSpec, format_input
 from ptune.errors import ArtifactError, DataError
+from ptune.evaluation.ensemble import combine
 from ptune.model import artifacts
 from ptune.model.artifacts import PromptMeta
 from ptune.model.base import BaseModel
-from ptune.evaluation.ensemble import combine
 from ptune.model.batching import encode_source, encode_target
 from ptune.model.ensemble_artifact import load_ensemble
 from ptune.model.prefix import build_prefix

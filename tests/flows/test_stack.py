@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -26,6 +27,8 @@ from prefect.client.schemas.filters import (
     DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
     TaskRunFilter,
     TaskRunFilterName,
 )
@@ -69,6 +72,7 @@ def up(tmp_path_factory, tiny_causal_dir) -> Iterator[dict[str, str]]:
     env = {**os.environ, **project_env_vars(project), "PREFECT_HOME": str(tmp_path_factory.mktemp("stack-home")),
            "PTUNE_ALERT_WEBHOOK": f"http://127.0.0.1:{hook.server_port}/alert", "PREFECT_WORKER_QUERY_SECONDS": "1",
            "PREFECT_LOGGING_LEVEL": "WARNING", "OMP_NUM_THREADS": "1", "PTUNE_TZ": "UTC",
+           "PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL": "INFO",  # keeps "Worker '…' submitting flow run"
            "PYTHONPATH": str(REPO)}  # flow-run processes import this checkout's ptune, whatever is installed
     env.pop("PREFECT_API_URL", None)
     started = stack(env, "up", "--port", str(port), "--workers", "2")
@@ -132,6 +136,18 @@ def test_a_failed_nightly_notifies_the_webhook(up):
     assert "1 of 1 tasks failed: toy_bad" in alert["body"]
 
 
+def _workers_of(client, run_ids: list, seconds: float = 60) -> dict:
+    """flow-run id -> name of the worker that submitted it, from the worker's own run log line."""
+    pattern = re.compile(r"Worker '([^']+)' submitting flow run '([0-9a-f-]+)'")
+    deadline = time.monotonic() + seconds  # workers ship their logs to the API in batches
+    while True:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)))
+        found = {m.group(2): m.group(1) for log in logs if (m := pattern.search(log.message))}
+        if len(found) == len(run_ids) or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
 def test_a_fanned_out_nightly_runs_tasks_as_deployment_runs_one_training_per_slot(up):
     with temporary_settings({PREFECT_API_URL: up["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         before = {r.id for r in _train_runs(client)}
@@ -146,6 +162,9 @@ def test_a_fanned_out_nightly_runs_tasks_as_deployment_runs_one_training_per_slo
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in trains])),
             task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="train_prompt"))) if t.state.is_completed())
         assert len(spans) == 2 and spans[0][1] <= spans[1][0], spans  # ptune-gpu limit 1: never two at once
+        workers = _workers_of(client, [run.id, *(r.id for r in trains)])
+    assert len(workers) == 3, workers
+    assert set(workers.values()) == {"ptune-worker-1", "ptune-worker-2"}, workers  # both workers took a share
 
 
 def test_down_stops_everything_it_started(up):
