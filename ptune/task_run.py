@@ -4,6 +4,7 @@ The pipeline steps over it are in ptune.stages."""
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from ptune.data import splits
 from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class TaskRun:
         root = Path(run_dir) if run_dir else paths.runs_dir() / spec.name
         metrics = Path(metrics_file) if metrics_file else (paths.metrics_path(spec.name) if run_dir is None
                                                             else root / "report" / "metrics.json")
+        _warn_if_never_promotable(spec.name, scored_test_cap(resolved), resolved.promote.min_examples)
         return cls(resolved, spec, RunPaths(root, metrics))
 
     @property
@@ -72,6 +76,21 @@ class TaskRun:
         rows = _read_split(self.name, split, stamp)
         limit = self.params.evaluate.max_examples if capped and split != "train" else 0
         return list(rows[:limit or None])
+
+
+def scored_test_cap(params: Params) -> int:
+    """The most test examples a run scores: data.max_test and evaluate.max_examples (0 = no cap)."""
+    caps = [c for c in (params.data.max_test, params.evaluate.max_examples) if c]
+    return min(caps, default=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_if_never_promotable(task: str, cap: int, min_examples: int) -> None:
+    """Say once per process, before any training, when the promotion gate can never pass for a task."""
+    if cap and cap < min_examples:
+        log.warning("task %s: at most %d test examples are scored (data.max_test / evaluate.max_examples) but "
+                    "promote.min_examples is %d, so its prompts can only become @challenger; raise the cap (in "
+                    "task_overrides.%s) or lower promote.min_examples", task, cap, min_examples, task)
 
 
 @functools.lru_cache(maxsize=16)

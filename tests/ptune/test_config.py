@@ -122,3 +122,21 @@ def test_project_params_default_file_is_optional_a_named_one_is_not(tmp_path, mo
         project_params("typo.yaml")
     (tmp_path / "other.yaml").write_text("train: {max_steps: 7}\n")
     assert project_params("other.yaml").train.max_steps == 7
+
+
+def test_a_run_task_whose_test_cap_is_under_promote_min_examples_is_named_before_training(caplog):
+    """The shipped xsum override scores 40 test rows and the gate wants 100: say so when the run is built."""
+    import logging
+
+    from ptune.config import project_params
+    from ptune.task_run import TaskRun, scored_test_cap
+
+    params = project_params()
+    assert scored_test_cap(params.for_task("xsum")) < params.promote.min_examples <= scored_test_cap(params)
+    with caplog.at_level(logging.WARNING, logger="ptune.task_run"):
+        TaskRun.build("rotten_tomatoes", params)
+        assert not caplog.records
+        TaskRun.build("xsum", params)
+    assert len(caplog.records) == 1
+    assert ("task xsum: at most 40 test examples are scored" in caplog.text
+            and "promote.min_examples is 100" in caplog.text and "@challenger" in caplog.text)
