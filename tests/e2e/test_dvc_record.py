@@ -63,10 +63,13 @@ def test_metrics_show_and_diff_on_a_fresh_clone(clone):
 
 
 def test_plots_diff_and_exp_show_on_a_fresh_clone(clone):
-    plots = json.loads(dvc(clone, "plots", "diff", "--json"))
-    images = [p for p in plots if p.endswith(".png")]
+    plots = json.loads(dvc(clone, "plots", "diff", "HEAD", "--json"))["data"]  # workspace vs the commit
     for task in RUN_TASKS:
-        assert f"outputs/{task}/report/tuned_vs_baseline.png" in images, images
+        for path in (f"outputs/{task}/report/tuned_vs_baseline.png", f"outputs/{task}/train_curve.png"):
+            shown = plots.get(path, [])
+            assert {r["type"] for r in shown} == {"image"}, (path, sorted(plots))
+            assert {rev for r in shown for rev in r["revisions"]} == {"workspace", "HEAD"}, shown
+            assert all(Path(r["url"]).is_file() for r in shown), shown  # rendered from git, not a cache
     rows = json.loads(dvc(clone, "exp", "show", "--json"))
     assert rows and rows[0]["rev"] == "workspace"
     metrics = rows[0]["data"]["metrics"]
