@@ -50,6 +50,7 @@ from ptune.serving.multi_prompt import MultiPromptModel  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "serve.json"
 N_TASKS, ROWS, PROMPT, TOKENS = 8, 4, 20, 48
+SHAPES = ((20, 16), (20, 48), (100, 48))  # (prompt tokens P, row tokens T) of the secondary table
 GOALS = {"mixed_over_switching": 2.0}
 
 
@@ -62,22 +63,22 @@ def single_token_labels(base: BaseModel) -> tuple[str, str]:
     return found[0], found[1]
 
 
-def synthetic_model(base: BaseModel) -> MultiPromptModel:
+def synthetic_model(base: BaseModel, prompt: int = PROMPT) -> MultiPromptModel:
     """8 tasks task0..task7 (rotten_tomatoes' template, two single-token labels), each its own 20-token prompt."""
     model = MultiPromptModel(base)
     spec = dataclasses.replace(get_task("rotten_tomatoes"), label_words=single_token_labels(base))
     for i in range(N_TASKS):
-        weight = init_prompt(base, PROMPT, "vocab", seed=i).weight.detach()  # (P, d)
+        weight = init_prompt(base, prompt, "vocab", seed=i).weight.detach()  # (P, d)
         meta = PromptMeta(task=f"task{i}", base_spec=base.spec, base_fingerprint=base.fingerprint)
         model.add(dataclasses.replace(spec, name=f"task{i}"), weight, meta, version="1")
     return model
 
 
-def peft_model(base: BaseModel, model: MultiPromptModel):
+def peft_model(base: BaseModel, model: MultiPromptModel, prompt: int = PROMPT):
     """One PeftModel over the same base module with the 8 prompts as PromptTuning adapters."""
     from peft import PromptTuningConfig, get_peft_model
 
-    config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=PROMPT, prompt_tuning_init="RANDOM")
+    config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=prompt, prompt_tuning_init="RANDOM")
     peft = get_peft_model(base.model, config, adapter_name="task0")
     for name in model.tasks[1:]:
         peft.add_adapter(name, config)
@@ -87,10 +88,22 @@ def peft_model(base: BaseModel, model: MultiPromptModel):
     return peft.eval()
 
 
-def rows_per_task(base: BaseModel) -> dict[str, list[list[int]]]:
+def rows_per_task(base: BaseModel, tokens: int = TOKENS) -> dict[str, list[list[int]]]:
     gen = torch.Generator().manual_seed(0)
     vocab = min(len(base.tokenizer), 5000)
-    return {f"task{i}": torch.randint(4, vocab, (ROWS, TOKENS), generator=gen).tolist() for i in range(N_TASKS)}
+    return {f"task{i}": torch.randint(4, vocab, (ROWS, tokens), generator=gen).tolist() for i in range(N_TASKS)}
+
+
+def shapes(base: BaseModel, reps: int) -> dict[str, dict]:
+    """The same comparison at other prompt lengths P and row lengths T (process CPU time, fewer repetitions):
+    caching the prompt removes P/(P+T) of PEFT's work, so where the CPU is compute-bound the ratio tracks
+    (P+T)/T; batching adds what the hardware gains from bigger batches (little on a CPU core)."""
+    found = {}
+    for prompt, tokens in SHAPES:
+        model = synthetic_model(base, prompt)
+        peft = peft_model(base, model, prompt)
+        found[f"P{prompt}_T{tokens}"] = compare(base, model, peft, rows_per_task(base, tokens), reps)
+    return found
 
 
 def run_mixed(base, model, rows) -> torch.Tensor:
@@ -240,6 +253,12 @@ def main() -> None:
     print(f"  mixed_over_switching (PEFT set_adapter / mixed) {batch['mixed_over_switching']:.2f}x "
           f"(goal >= {GOALS['mixed_over_switching']}); ptune per-task / mixed {batch['ptune_switching_over_mixed']:.2f}x; "
           f"in CPU time {batch['mixed_over_switching_cpu']:.2f}x; max score difference {batch['max_score_diff']:.2e}")
+    table = shapes(base, max(2, args.reps // 2))
+    print("  by shape (CPU time; PEFT set_adapter / mixed):")
+    for key, found in table.items():
+        prompt, tokens = (int(x[1:]) for x in key.split("_"))
+        print(f"    P={prompt:3} T={tokens:3}: {found['mixed_over_switching_cpu']:.2f}x "
+              f"(token ratio (P+T)/T = {(prompt + tokens) / tokens:.2f})")
     del model, base
     loads = {}
     for batching in (True, False):
@@ -249,6 +268,7 @@ def main() -> None:
         print(f"  load {key:13} {r['req_per_s']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
               f"errors {r['errors']} ({r['requests']} ok, {args.clients} clients, {r['seconds']:.0f} s)")
     out = {"model": label, "mixed_over_switching": batch["mixed_over_switching"], "batch": batch, "load": loads,
+           "by_shape_cpu": {k: v["mixed_over_switching_cpu"] for k, v in table.items()}, "by_shape": table,
            "load_speedup_batching": loads["batching_on"]["req_per_s"] / max(loads["batching_off"]["req_per_s"], 1e-9),
            "clients": args.clients, "goals": GOALS, "loadavg": os.getloadavg(),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv)}
