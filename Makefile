@@ -40,8 +40,11 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/python -m flows.run_default
 
+# Two pytest workers, one test file each at a time (module fixtures such as servers stay in one process):
+# the suite waits on servers and subprocesses more than it computes. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q --timeout=900
+	$(BIN)/python -m pytest -q --timeout=900 $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 
 lint: setup
 	$(BIN)/ruff check ptune tasks flows tests bench
