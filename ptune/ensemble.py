@@ -108,7 +108,7 @@ def register_ensemble(run: stages.TaskRun, trained: TrainedEnsemble, reported: s
                                report_files=[files.markdown, files.metrics, files.chart,
                                              run.paths.report_dir / "ensemble.md"], predictions=files.predictions)
     registered = model_registry.register_prompt(run.name, trained.directory, run_id, f"test/{run.spec.metrics[0]}",
-                                                spec=run.spec)
+                                                spec=run.spec, example=stages.example_row(run))
     model_card.publish_after_registration(run.name, registered.version, run_id, trained.directory,
                                           metrics_file=files.metrics,
                                           interpretation_dir=trained.members[0].prompt_dir.parent / "interpretation")

@@ -214,7 +214,7 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
                                report_files=[files.markdown, files.metrics, files.chart],
                                predictions=files.predictions, validation_dir=paths.validation_dir(run.name))
     registered = model_registry.register_prompt(run.name, trained.prompt_dir, run_id, f"test/{run.spec.metrics[0]}",
-                                                spec=run.spec, example=_example_row(run))
+                                                spec=run.spec, example=example_row(run))
     model_card.publish_after_registration(
         run.name, registered.version, run_id, trained.prompt_dir, metrics_file=files.metrics,
         split_counts={s: len(run.examples(s, capped=False)) for s in ("train", "validation", "test")})
@@ -225,10 +225,10 @@ def register_dir(run: TaskRun, prompt_dir: Path) -> model_registry.RegisteredPro
     """Register a prompt left on disk with the test and baseline metrics of its report, when one newer than the
     prompt lies next to it (<prompt dir>/../report/metrics.json or `run`'s metrics JSON)."""
     report = report_format.read_report_metrics(prompt_dir, run.paths.metrics_file, owner=run.paths.prompt_dir)
-    return model_registry.register_dir(prompt_dir, run.spec, report, example=_example_row(run))
+    return model_registry.register_dir(prompt_dir, run.spec, report, example=example_row(run))
 
 
-def _example_row(run: TaskRun) -> dict[str, str] | None:  # the first prepared test row: the input example
+def example_row(run: TaskRun) -> dict[str, str] | None:  # the first prepared test row: the input example
     rows = run.examples("test") if (paths.prepared_dir(run.name) / "test.jsonl").exists() else []
     return {**rows[0].fields, "source": rows[0].source} if rows else None
 

@@ -37,13 +37,19 @@ def signature(spec: TaskSpec) -> ModelSignature:
                           params=ParamSchema([ParamSpec("batch_size", "long", DEFAULT_BATCH_SIZE)]))
 
 
+PLACEHOLDER_INPUT = "an example input"  # when no data row is at hand: never empty (an empty input is refused)
+
+
 def input_example(spec: TaskSpec, example: Mapping[str, str] | None) -> pd.DataFrame:
-    """One input row: the task's first column when `example` (a raw row) has it, else its source text."""
+    """One input row: the task's first column when `example` (a raw row) has it, else its source text, else
+    a placeholder text in the task's first column (MLflow runs the pyfunc on it when the model is logged)."""
     example = example or {}
     first = spec.columns[0] if spec.columns else SOURCE_COLUMN
-    if isinstance(example.get(first), str):
+    if isinstance(example.get(first), str) and example[first].strip():
         return pd.DataFrame({first: [example[first]]})
-    return pd.DataFrame({SOURCE_COLUMN: [str(example.get(SOURCE_COLUMN, ""))]})
+    if str(example.get(SOURCE_COLUMN, "")).strip():
+        return pd.DataFrame({SOURCE_COLUMN: [str(example[SOURCE_COLUMN])]})
+    return pd.DataFrame({first: [PLACEHOLDER_INPUT]})
 
 
 def log_pyfunc(run_id: str, prompt_dir: str | Path, spec: TaskSpec, example: Mapping[str, str] | None,

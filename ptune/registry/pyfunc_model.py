@@ -67,7 +67,28 @@ class PtunePromptModel(PythonModel):
 
 def input_sources(spec: TaskSpec, frame: pd.DataFrame) -> list[str]:
     """Source texts for the rows of `frame`: through the task's formatter when its input columns are
-    present, else the "source" (or "text") column as already-formatted source text."""
+    present, else the "source" (or "text") column as already-formatted source text. ValueError naming every
+    row whose input is empty (or missing): the model has nothing to score."""
+    sources = _sources(spec, frame)
+    columns = [c for c in dict.fromkeys((*spec.columns, *SOURCE_COLUMNS)) if c in frame.columns]
+    rows = frame[columns].to_dict(orient="records") if columns else [{} for _ in sources]
+    empty = [str(i) for i, (source, row) in enumerate(zip(sources, rows, strict=True))
+             if not source.strip() or all(_blank(v) for v in row.values())]
+    if empty:
+        raise ValueError(f"task {spec.name!r}: row(s) {', '.join(empty[:20])}{' ...' if len(empty) > 20 else ''} "
+                         f"have an empty input (columns {columns}); expected non-empty text")
+    return sources
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
+
+
+def _sources(spec: TaskSpec, frame: pd.DataFrame) -> list[str]:
     rows = frame.to_dict(orient="records")
     present = [c for c in spec.columns if c in frame.columns]
     if present and not any(c in frame.columns and c not in spec.columns for c in SOURCE_COLUMNS):

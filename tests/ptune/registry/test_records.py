@@ -95,6 +95,31 @@ def test_version_has_signature_input_example_and_honours_batch_size(store, tiny_
     assert small == large and len(small) == 6
 
 
+def test_a_version_registered_without_an_example_gets_one_its_pyfunc_answers(store, tiny_causal, tmp_path, caplog):
+    """Ensembles and scripts register without a data row: the example is a placeholder text, never an empty
+    source (MLflow runs the pyfunc on the example at logging time; an empty one failed deep inside torch)."""
+    prompt_dir = make_prompt(tmp_path / "prompt", tiny_causal)
+    run = tracking.TrainingRun(TASK, {"base_model": tiny_causal.spec})
+    run.finish(prompt_dir, {"test/accuracy": 0.8})
+    with caplog.at_level("WARNING", logger="mlflow"):
+        reg = model_registry.register_prompt(TASK, prompt_dir, run.run_id, "test/accuracy")
+    assert "Failed to validate serving input example" not in caplog.text
+    model = mlflow.pyfunc.load_model(reg.model_uri)
+    assert model.input_example.to_dict(orient="list") == {"text": [pyfunc_logging.PLACEHOLDER_INPUT]}
+    assert len(model.predict(model.input_example)) == 1
+
+
+@pytest.mark.parametrize("frame, rows", [
+    (pd.DataFrame({"source": ["Review: fine\nSentiment:", "", "   "]}), "1, 2"),
+    (pd.DataFrame({"text": ["a witty film", None, ""]}), "1, 2"),
+])
+def test_empty_inputs_are_refused_naming_the_rows(store, tiny_causal, tmp_path, frame, rows):
+    reg = register(tmp_path, tiny_causal, score=0.8, baseline=0.5)
+    model = mlflow.pyfunc.load_model(reg.model_uri)
+    with pytest.raises(Exception, match=rf"row\(s\) {rows} have an empty input .*expected non-empty text"):
+        model.predict(frame)
+
+
 def test_metrics_are_logged_model_metrics_and_promotion_reads_them(store, tiny_causal, tmp_path):
     reg = register(tmp_path, tiny_causal, score=0.8, baseline=0.5)
     assert model_registry.version_metrics(TASK, reg.version) == {"test/accuracy": 0.8,
