@@ -17,6 +17,9 @@ export HF_EVALUATE_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export DO_NOT_TRACK ?= true
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+# Prefect's ephemeral API (make run, tests) gets 20 s to start by default; a first start on a fresh clone
+# creates its database, which takes longer than that on a busy 2-core CI machine.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
