@@ -40,12 +40,11 @@ class LoadedTask:
     """One task's prompt version, ready to serve."""
 
     spec: TaskSpec
-    prompt: torch.Tensor  # (P, d) fp32 on the base model's device
     meta: PromptMeta
     version: str  # registry version ("3"), or the directory name for prompts loaded from disk
-    prefix: object | None  # ptune.model.prefix.PrefixCache of the prompt, or None (plain path)
     label_ids: tuple[tuple[int, ...], ...]  # the spec's label words as target ids; () for generation
-    members: tuple[tuple[torch.Tensor, object | None], ...] = ()  # ensembles: (prompt, prefix) per member
+    prompts: tuple[tuple[torch.Tensor, object | None], ...]  # (prompt (P, d) fp32, PrefixCache or None) each:
+    # one, or the K members of an ensemble; the prefix is None on the plain path
     method: str = "single"  # "single", or the ensemble's "mean" | "vote"
 
     @property
@@ -53,9 +52,14 @@ class LoadedTask:
         return self.spec.name
 
     @property
-    def prompts(self) -> tuple[tuple[torch.Tensor, object | None], ...]:
-        """(prompt, prefix) of every prompt a row runs with: one, or the K members of an ensemble."""
-        return self.members or ((self.prompt, self.prefix),)
+    def prompt(self) -> torch.Tensor:
+        """The (first) prompt (P, d)."""
+        return self.prompts[0][0]
+
+    @property
+    def prefix(self) -> object | None:
+        """The (first) prompt's cached keys/values, or None."""
+        return self.prompts[0][1]
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,7 @@ class MultiPromptModel:
             members = tuple((p, build_prefix(self.base, p, []) if self.cache_prefix else None) for p in stacked)
         tok, enc_dec = self.base.tokenizer, self.base.is_encoder_decoder
         labels = tuple(tuple(encode_target(tok, w, enc_dec, add_eos=False)) for w in spec.label_words)
-        (prompt, prefix), ensemble = members[0], members if method != "single" else ()
-        task = LoadedTask(spec, prompt, meta, str(version), prefix, labels, ensemble, method)
+        task = LoadedTask(spec, meta, str(version), labels, members, method)
         with self._lock:
             self._tasks = {**self._tasks, spec.name: task}  # a new dict: snapshots taken before stay whole
         return task
@@ -174,7 +177,7 @@ class MultiPromptModel:
         """One row's Prediction from its members' outputs (generated text, or label scores (L,) each)."""
         if task.spec.kind == "generation":
             return Prediction(task.name, outputs[0], {}, task.version)
-        if not task.members:
+        if task.method == "single":
             values = dict(zip(task.spec.label_words, outputs[0].tolist(), strict=True))
             return Prediction(task.name, max(values, key=values.__getitem__), values, task.version)
         scores = torch.log_softmax(torch.stack(outputs).float(), dim=-1)  # (K, L), as ptune.evaluation.ensemble
