@@ -3,14 +3,17 @@
 Recipes: `old` is params.yaml's `train:` as it is; each other recipe puts its settings on top of it (RECIPES).
 For each (task, recipe, seed) it trains, scores the best prompt on the test split, and records validation and
 test metrics, the wall time, the spike guard's skips and the largest loss/running-median ratio of the curve.
-Runs in a scratch project directory (nothing of the real project is touched). Writes
-bench/results/recipe_tasks.json. Times are wall-clock on whatever else the machine is doing.
-Usage: python bench/bench_recipe.py [--tasks rotten_tomatoes] [--recipes old new] [--seeds 0] [--steps N]
+Runs in a scratch project directory (nothing of the real project is touched). Merges its rows into
+bench/results/recipe_tasks.json, keyed by (task, recipe, seed, steps), under a file lock, so several processes
+(one per task) can run side by side; a (task, recipe, seed) already in the file is skipped unless --redo.
+Times are wall-clock on whatever else the machine is doing.
+Usage: python bench/bench_recipe.py [--tasks rotten_tomatoes] [--recipes old new] [--seeds 0] [--steps N] [--redo]
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import statistics
 import sys
@@ -52,23 +55,46 @@ def one(task: str, recipe: str, seed: int, steps: int | None, scratch: Path, bas
             "test": tuned.metrics, "n_test": tuned.n, "worst_spike": round(worst_spike(losses), 2)}
 
 
+def _key(row: dict) -> tuple:
+    return row["task"], row["recipe"], row["seed"], row["settings"].get("max_steps")
+
+
+def load_rows() -> list[dict]:
+    return json.loads(RESULT.read_text()) if RESULT.exists() else []
+
+
+def merge_row(row: dict) -> None:
+    """Replace-or-append `row` in RESULT under an exclusive lock, written via a temporary file and rename."""
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULT.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = [r for r in load_rows() if _key(r) != _key(row)] + [row]
+        tmp = RESULT.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows, indent=2) + "\n")
+        tmp.replace(RESULT)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["rotten_tomatoes"])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=None, help="override train.max_steps (default: params.yaml)")
+    parser.add_argument("--redo", action="store_true", help="rerun combinations already in the result file")
     args = parser.parse_args()
     scratch = scratch_project("bench-recipe-")
+    done = {(r["task"], r["recipe"], r["seed"], r["settings"].get("max_steps")) for r in load_rows()}
     rows = []
     for task in args.tasks:
         run, base = prepared_task(task, ROOT / "params.yaml")
         for seed in args.seeds:
             for recipe in args.recipes:
+                if not args.redo and (task, recipe, seed, args.steps) in done:
+                    print(f"skip {task} {recipe} seed {seed}: already in {RESULT.name}", flush=True)
+                    continue
                 rows.append(one(task, recipe, seed, args.steps, scratch, base))
                 print(json.dumps(rows[-1]), flush=True)
-                RESULT.parent.mkdir(parents=True, exist_ok=True)
-                RESULT.write_text(json.dumps(rows, indent=2) + "\n")
+                merge_row(rows[-1])
     print(f"\n{'task':18} {'recipe':14} {'seed':>4} {'steps':>5} {'best':>4} {'train s':>8} {'spike':>5}  validation / test")
     for r in rows:
         key = next(iter(r["test"]))
