@@ -9,7 +9,8 @@
 3. peak RSS of prompt tuning (ptune's default precision policy: bf16 autocast on CPUs with bf16 units) /
    full fine-tuning (fp32, AdamW on every parameter), each measured in a fresh child process of this
    script (hidden `--memory-child prompt|full`) that loads the model, records its RSS, runs 2 steps and
-   reports ru_maxrss; goal <= 0.4.
+   reports ru_maxrss; goal <= 0.4. Also with the frozen weights held in bf16 (params.yaml `model_dtype: bf16`):
+   peak RSS and the train step under bf16 autocast, next to the fp32-held ones.
 Timings are interleaved (order rotated each repetition, first repetition is warm-up) and medians are
 reported. Results are printed and written to bench/results/train_step_<model>.json. Asserts nothing.
 Usage: python bench/bench_train_step.py [--model tiny|smollm2] [--reps N] [--threads N]
@@ -51,10 +52,10 @@ BATCH, TOKENS, MEMORY_STEPS = 8, 64, 2
 Batch = dict[str, torch.Tensor]
 
 
-def load(model: str, tiny_dir: str | None, threads: int | None) -> BaseModel:
-    """SmolLM2-135M from ptune's cache, or the tests' tiny Llama from `tiny_dir`, frozen on CPU."""
+def load(model: str, tiny_dir: str | None, threads: int | None, dtype: str | None = None) -> BaseModel:
+    """SmolLM2-135M from ptune's cache, or the tests' tiny Llama from `tiny_dir`, frozen on CPU, held in `dtype`."""
     spec = "smollm2-135m" if model == "smollm2" else str(tiny_dir)
-    base = load_base_model(spec, device="cpu", threads=threads)
+    base = load_base_model(spec, device="cpu", threads=threads, dtype=dtype)
     base.model.train(False)  # frozen base: dropout off, as in ptune's training
     return base
 
@@ -96,13 +97,14 @@ def in_bf16(step: Callable[[Batch], float]) -> Callable[[Batch], float]:
     return run
 
 
-def time_steps(base: BaseModel, batch: Batch, reps: int) -> dict:
+def time_steps(base: BaseModel, batch: Batch, reps: int, held: BaseModel) -> dict:
     """Interleaved timings of ptune step, PEFT step and forward-only on one batch, in fp32 and (ptune step,
-    forward) in bf16 autocast; medians in seconds."""
+    forward) in bf16 autocast, and the ptune step on `held` (the same model held in bf16); medians in seconds."""
     weight = init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().cpu()  # (P, d)
     runs = {"ptune": ptune_step(base, weight), "peft": peft_step(base, weight), "forward": forward_only(base, weight),
             "ptune_plain": ptune_step(base, weight, shared=False), "lora": lora_step(base),
-            "ptune_bf16": in_bf16(ptune_step(base, weight)), "forward_bf16": in_bf16(forward_only(base, weight))}
+            "ptune_bf16": in_bf16(ptune_step(base, weight)), "forward_bf16": in_bf16(forward_only(base, weight)),
+            "ptune_bf16w": in_bf16(ptune_step(held, weight))}
     times: dict[str, list[float]] = {k: [] for k in runs}
     losses: dict[str, list[float]] = {k: [] for k in runs}
     keys = list(runs)
@@ -123,7 +125,10 @@ def time_steps(base: BaseModel, batch: Batch, reps: int) -> dict:
             "shared_prompt_speedup": med["ptune_plain"] / med["ptune"],
             "ptune_over_lora": med["ptune"] / med["lora"],
             "bf16_speedup": med["ptune"] / med["ptune_bf16"], "eval_bf16_speedup": med["forward"] / med["forward_bf16"],
-            "max_abs_loss_diff_fp32_bf16": abs(losses["forward"][0] - losses["forward_bf16"][0])}
+            "max_abs_loss_diff_fp32_bf16": abs(losses["forward"][0] - losses["forward_bf16"][0]),
+            "bf16_weights_speedup": med["ptune"] / med["ptune_bf16w"],
+            "bf16_weights_over_autocast": med["ptune_bf16w"] / med["ptune_bf16"],
+            "abs_loss_diff_bf16_weights": abs(losses["ptune_bf16"][0] - losses["ptune_bf16w"][0])}
 
 
 def step_flops(base: BaseModel, batch: Batch) -> int:
@@ -180,7 +185,7 @@ def full_step(base: BaseModel) -> Callable[[Batch], float]:
 
 def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | None) -> dict:
     """Runs inside the child: load, record RSS, 2 train steps, report peak RSS (KB)."""
-    base = load(model, tiny_dir, threads)
+    base = load(model, tiny_dir, threads, "bfloat16" if mode == "prompt_bf16w" else None)
     with torch.no_grad():  # weights may be lazily mmapped from safetensors: page them in so RSS counts them
         for param in base.model.parameters():
             param.sum()
@@ -192,6 +197,8 @@ def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | Non
         step = ptune_step(base, init_prompt(base, PROMPT, "vocab", seed=0).weight.detach())
         amp = autocast_dtype("auto", torch.device("cpu"), base.n_params)
         step = in_bf16(step) if amp is not None else step
+    elif mode == "prompt_bf16w":  # model_dtype bf16: weights held in bf16, always under bf16 autocast
+        step, amp = in_bf16(ptune_step(base, init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().float())), torch.bfloat16
     else:  # the reference a user would otherwise run: full fine-tuning in fp32 with AdamW
         step = full_step(base)
     trainable = sum(p.numel() for p in base.model.parameters() if p.requires_grad) if mode == "full" else PROMPT * base.hidden_size
@@ -206,13 +213,14 @@ def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | Non
 def measure_memory(model: str, tiny_dir: str | None, threads: int | None) -> dict:
     """Run each memory child in a fresh process of this script; returns both reports and the ratio."""
     out = {}
-    for mode in ("prompt", "full"):
+    for mode in ("prompt", "prompt_bf16w", "full"):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", mode, "--model", model]
         cmd += ["--tiny-dir", tiny_dir] if tiny_dir else []
         cmd += ["--threads", str(threads)] if threads else []
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     out["prompt_over_full_peak_rss"] = out["prompt"]["peak_rss_kb"] / out["full"]["peak_rss_kb"]
+    out["prompt_bf16_weights_over_full_peak_rss"] = out["prompt_bf16w"]["peak_rss_kb"] / out["full"]["peak_rss_kb"]
     return out
 
 
@@ -249,7 +257,14 @@ def print_table(res: dict) -> None:
              f"|loss diff| {t['max_abs_loss_diff_fp32_bf16']:.1e}"),
             ("peak RSS prompt / full FT", m["prompt_over_full_peak_rss"], GOALS["prompt_over_full_peak_rss"],
              f"prompt {m['prompt']['peak_rss_kb'] / 1024:.0f} MiB (+{m['prompt']['increase_over_load_kb'] / 1024:.0f}), "
-             f"full {m['full']['peak_rss_kb'] / 1024:.0f} MiB (+{m['full']['increase_over_load_kb'] / 1024:.0f})")]
+             f"full {m['full']['peak_rss_kb'] / 1024:.0f} MiB (+{m['full']['increase_over_load_kb'] / 1024:.0f})"),
+            ("peak RSS bf16-held / full", m["prompt_bf16_weights_over_full_peak_rss"], GOALS["prompt_over_full_peak_rss"],
+             f"prompt, weights bf16 {m['prompt_bf16w']['peak_rss_kb'] / 1024:.0f} MiB "
+             f"(+{m['prompt_bf16w']['increase_over_load_kb'] / 1024:.0f}); model_dtype: bf16"),
+            ("bf16 weights speed-up, step", t["bf16_weights_speedup"], GOALS["bf16_speedup"],
+             f"fp32 {med['ptune']:.1f} ms, bf16 weights + autocast {med['ptune_bf16w']:.1f} ms "
+             f"({t['bf16_weights_over_autocast']:.2f}x the fp32-held autocast step), "
+             f"|first loss diff| {t['abs_loss_diff_bf16_weights']:.1e}")]
     r = t["roofline"]
     for dtype in ("fp32", "bf16"):
         rows.append((f"step FLOP/s / peak, {dtype}", r["fraction_of_peak"][dtype], GOALS["fraction_of_peak"],
@@ -270,9 +285,10 @@ def run(args: argparse.Namespace) -> dict:
     load_start, start = os.getloadavg(), time.perf_counter()
     memory = measure_memory(args.model, tiny_dir, threads)
     base = load(args.model, tiny_dir, threads)
+    held = load(args.model, tiny_dir, threads, "bfloat16")
     batch = make_batch(base)
     torch.manual_seed(0)
-    timing = time_steps(base, batch, args.reps)
+    timing = time_steps(base, batch, args.reps, held)
     timing["roofline"] = roofline(base, batch, timing)
     mask = batch["attention_mask"]
     shape = {"batch": int(mask.shape[0]), "width": int(mask.shape[1]), "prompt_tokens": PROMPT,
@@ -289,7 +305,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions after one warm-up (default 30 tiny, 5 smollm2)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: $OMP_NUM_THREADS if set, else ptune's size rule)")
-    parser.add_argument("--memory-child", choices=("prompt", "full"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", choices=("prompt", "prompt_bf16w", "full"), help=argparse.SUPPRESS)
     parser.add_argument("--tiny-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.reps = args.reps or (30 if args.model == "tiny" else 5)

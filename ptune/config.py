@@ -44,6 +44,7 @@ class Params:
     """The whole params.yaml. `for_task(name)` gives the settings one task runs with."""
 
     model: str = "smollm2-135m"                  # built-in name, local directory or hub id
+    model_dtype: str = "fp32"                    # fp32 | bf16: dtype the frozen weights are held in (docs/training.md)
     run_tasks: tuple[str, ...] = ()              # tasks the nightly flow and dvc repro run, in order
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -58,6 +59,12 @@ class Params:
         problems: list[str] = []
         if not isinstance(self.model, str) or not self.model.strip():
             problems.append(f"model = {self.model!r}: must be a non-empty model name, directory or hub id")
+        if self.model_dtype not in MODEL_DTYPES:
+            problems.append(f"model_dtype = {self.model_dtype!r}: allowed values are {', '.join(MODEL_DTYPES)}")
+        elif self.model_dtype == "bf16":
+            problems += [f"{sec}.precision = 'fp32' with model_dtype = 'bf16': weights held in bf16 compute in "
+                         f"bf16; set {sec}.precision to auto or bf16, or model_dtype to fp32"
+                         for sec in ("train", "evaluate") if getattr(self, sec).precision == "fp32"]
         if isinstance(self.run_tasks, str) or not all(isinstance(t, str) for t in self.run_tasks):
             problems.append(f"run_tasks = {self.run_tasks!r}: must be a list of task names")
         else:
@@ -112,7 +119,16 @@ def _override_problems(params: Params) -> list[str]:
     return problems
 
 
-_TOP_KEYS = ("model", "run_tasks", "data", "train", "evaluate", "promote", "timeouts", "task_overrides", "tasks")
+MODEL_DTYPES = ("fp32", "bf16")
+_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def torch_dtype_name(model_dtype: str) -> str:
+    """params.yaml `model_dtype` -> the torch dtype name `load_base_model` takes."""
+    return _TORCH_DTYPES[model_dtype]
+
+
+_TOP_KEYS = ("model", "model_dtype", "run_tasks", "data", "train", "evaluate", "promote", "timeouts", "task_overrides", "tasks")
 
 
 def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
@@ -126,7 +142,7 @@ def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
             sections[sec] = cls.from_dict(raw.get(sec))
         except ConfigError as exc:
             problems += getattr(exc, "problems", [str(exc)])
-    top = {k: raw[k] for k in ("model", "run_tasks", "task_overrides", "tasks") if raw.get(k) is not None}
+    top = {k: raw[k] for k in ("model", "model_dtype", "run_tasks", "task_overrides", "tasks") if raw.get(k) is not None}
     try:  # sections that failed fall back to defaults here, so top-level problems are listed too
         params = Params(**top, **sections)
     except ConfigError as exc:

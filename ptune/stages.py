@@ -26,6 +26,7 @@ import torch
 
 from ptune import paths
 from ptune.data import splits, validation
+from ptune.config import torch_dtype_name
 from ptune.errors import ArtifactError
 from ptune.evaluation import interpret
 from ptune.evaluation import report as report_format
@@ -99,8 +100,9 @@ class Trained:
 
 
 def load_base(run: TaskRun) -> BaseModel:
-    """The frozen base model `model:` names, with the thread count `train.threads` asks for."""
-    return load_base_model(run.params.model, threads=run.params.train.threads)
+    """The frozen base model `model:` names, held in `model_dtype`, with the thread count `train.threads` asks for."""
+    return load_base_model(run.params.model, threads=run.params.train.threads,
+                           dtype=torch_dtype_name(run.params.model_dtype))
 
 
 def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, track: bool = False,

@@ -81,7 +81,10 @@ class BaseModel:
 
 def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str | torch.device | None = None,
                     threads: int | None = None, dtype: str | torch.dtype | None = None) -> BaseModel:
-    """Load `spec` frozen on `device` (default `pick_device()`), in `dtype` (default fp32).
+    """Load `spec` frozen on `device` (default `pick_device()`), held in `dtype` (default fp32).
+
+    The weights are read in fp32 and fingerprinted before the cast to `dtype`, so a model held in bf16 has
+    the fingerprint of its checkpoint and prompts move freely between fp32 and bf16 holders.
 
     Resolution order: built-in name, existing local directory, hub id (`from_pretrained`, which reads
     the HF cache and downloads when online). Sets torch's CPU threads for the model size
@@ -92,10 +95,11 @@ def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str
     torch_dtype = _resolve_dtype(dtype)
     _requested_threads(threads)  # fail on a bad PTUNE_THREADS before a slow load
     path = resolve_spec(spec)
-    model, tokenizer = _load_pretrained(spec, path, torch_dtype)
+    model, tokenizer = _load_pretrained(spec, path, torch.float32)
     chosen = choose_threads(sum(p.numel() for p in model.parameters()), threads)
     torch.set_num_threads(chosen)
     base = from_objects(model.to(target), tokenizer, spec)
+    _hold_in(base.model, torch_dtype)
     base.path, base.threads = (str(path) if path else None), chosen
     return base
 
@@ -193,6 +197,16 @@ def _requested_threads(threads: int | None) -> int | None:
     if count < 1:
         raise ConfigError(f"{source}={value!r} is not a positive integer")
     return count
+
+
+def _hold_in(model: PreTrainedModel, dtype: torch.dtype) -> None:
+    """Cast the parameters (not the buffers) to `dtype`: buffers such as rotary inverse frequencies stay in
+    the precision the model computed them in, as `from_pretrained(dtype=...)` leaves them."""
+    if dtype == torch.float32:
+        return
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = param.data.to(dtype)
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

@@ -57,6 +57,15 @@ def test_with_overrides_validates_and_names_its_source():
         Params().with_overrides("form", train={"n_tokens": 0})
 
 
+def test_model_dtype_is_checked_against_the_precision_policies():
+    assert Params().model_dtype == "fp32"
+    assert Params(model_dtype="bf16").model_dtype == "bf16"  # both policies auto
+    with pytest.raises(ConfigError, match="model_dtype = 'fp16'"):
+        Params(model_dtype="fp16")
+    with pytest.raises(ConfigError, match=r"evaluate.precision = 'fp32' with model_dtype = 'bf16'"):
+        params_from_dict({"model_dtype": "bf16", "evaluate": {"precision": "fp32"}})
+
+
 def test_train_config_lists_every_problem_at_once():
     with pytest.raises(ConfigError) as info:
         TrainConfig(n_tokens=0, init="zeros", optimizer="sgd", lr=0.0, batch_size=0, device="tpu", precision="yes",

@@ -138,6 +138,20 @@ def test_dtype(tiny_causal_dir):
         load_base_model(tiny_causal_dir, dtype="int8")
 
 
+def test_bf16_held_weights_keep_the_checkpoint_fingerprint_and_fp32_buffers(tiny_causal_dir):
+    """A model held in bf16 is the same checkpoint: prompts trained on it load on an fp32 holder (the serving
+    path) and back. Only parameters are cast; buffers (rotary frequencies) keep their precision."""
+    fp32 = load_base_model(tiny_causal_dir)
+    bf16 = load_base_model(tiny_causal_dir, dtype="bfloat16")
+    assert bf16.fingerprint == fp32.fingerprint
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    float_buffers = {name: b.dtype for name, b in bf16.model.named_buffers() if b.is_floating_point()}
+    assert float_buffers == {name: b.dtype for name, b in fp32.model.named_buffers() if b.is_floating_point()}
+    # the held copy is the rounded checkpoint, not something else
+    emb32, emb16 = fp32.model.get_input_embeddings().weight, bf16.model.get_input_embeddings().weight
+    assert torch.equal(emb16, emb32.to(torch.bfloat16))
+
+
 def test_prepare_tokenizer_pads_with_eos():
     tok = build_tokenizer("causal")
     tok.pad_token = None

@@ -11,6 +11,7 @@ import torch
 from ptune.config import TrainConfig
 from ptune.data.catalog import TaskSpec
 from ptune.errors import ConfigError, DataError
+from ptune.model.soft_prompt import init_prompt
 from ptune.training import checkpoint as ckpt
 from ptune.training import train as train_mod
 from ptune.training.train import StepInfo, train_prompt
@@ -204,6 +205,21 @@ def test_forced_bf16_autocast_keeps_the_prompt_fp32(tiny_causal, tmp_path):
     assert plain.autocast is None
 
 
+def test_bf16_held_weights_train_an_fp32_prompt_close_to_the_fp32_holder(tiny_causal_dir, tmp_path):
+    """model_dtype bf16: the frozen weights are bf16, the prompt and its optimizer state stay fp32, the
+    gradient reaches the prompt, and the losses stay near those of the fp32-held model (same seed, data)."""
+    from ptune.model.base import load_base_model
+
+    cfg = replace(BASE_CFG, max_steps=4, eval_every=4, checkpoint_every=0, precision="bf16")
+    held = train_prompt(load_base_model(tiny_causal_dir, dtype="bfloat16"), SPEC, TRAIN, VALID, cfg, tmp_path / "a")
+    ref = train_prompt(load_base_model(tiny_causal_dir), SPEC, TRAIN, VALID, cfg, tmp_path / "b")
+    assert held.prompt.weight.dtype == torch.float32
+    init = init_prompt(load_base_model(tiny_causal_dir), cfg.n_tokens, cfg.init, seed=cfg.seed).weight
+    assert not torch.equal(held.prompt.weight.detach(), init.detach())  # it trained
+    for a, b in zip(held.history, ref.history, strict=True):
+        assert a.loss == pytest.approx(b.loss, rel=0.05, abs=0.05)
+
+
 def test_cli_train_writes_a_prompt_artifact(tiny_causal, tmp_path, monkeypatch):
     """`ptune train TASK --steps N --out DIR` wires params, data, base model, training and the artifact."""
     from typer.testing import CliRunner
@@ -216,7 +232,7 @@ def test_cli_train_writes_a_prompt_artifact(tiny_causal, tmp_path, monkeypatch):
     monkeypatch.setattr(task_run, "get_task", lambda name, params=None: SPEC)
     monkeypatch.setattr(task_run, "_read_split", lambda task, split, stamp: TRAIN if split == "train" else VALID)
     monkeypatch.setattr(task_run.splits, "data_version", lambda task: "v-test")
-    monkeypatch.setattr(stages, "load_base_model", lambda spec, threads=None: tiny_causal)
+    monkeypatch.setattr(stages, "load_base_model", lambda spec, threads=None, dtype=None: tiny_causal)
     params = tmp_path / "params.yaml"
     params.write_text("train: {n_tokens: 4, init: random, batch_size: 4, eval_every: 2, checkpoint_every: 2}\n")
     out = tmp_path / "out"
