@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ptune import cli_interpret, cli_serve, cli_sweep, cli_transfer
+from ptune import cli_interpret, cli_reference, cli_serve, cli_sweep, cli_transfer
 from ptune.config import project_params
 from ptune.errors import PtuneError, ValidationFailed
 
@@ -294,6 +294,7 @@ def model_info(
 app.command("sweep")(cli_sweep.sweep_cmd)  # the cli_* modules import torch lazily, inside commands
 app.command("interpret")(cli_interpret.interpret_cmd)
 app.command("similar")(cli_transfer.similar_cmd)
+app.command("reference")(cli_reference.reference_cmd)
 app.command("serve")(cli_serve.serve_cmd)
 
 

@@ -205,6 +205,18 @@ class TrainingRun:
             client().set_terminated(self.run_id, "FINISHED")
         return self.run_id
 
+    def close(self, metrics: Mapping[str, float], files: Sequence[str | Path], artifact_path: str) -> str:
+        """Log final metrics and `files` (under `artifact_path`) and end the run, with no prompt: for runs that
+        are never registered (reference models). Returns the run id."""
+        with guard(f"logging of the {self.task!r} run"):
+            self.flush()
+            stamp = _now_ms()
+            client().log_batch(self.run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
+            for path in files:
+                client().log_artifact(self.run_id, str(path), artifact_path)
+            client().set_terminated(self.run_id, "FINISHED")
+        return self.run_id
+
     def fail(self) -> None:
         """Mark the run FAILED (best effort: never hides the error that made the training fail)."""
         if self.run_id is not None:
