@@ -1,8 +1,6 @@
 """The `ptune` command line (and so `dvc repro`). Each command parses its arguments, calls one or a few
 functions of `ptune.stages` on a `TaskRun`, and prints; library errors become one line and exit code 2.
 `ptune.stages` (torch, transformers, MLflow) is imported inside the commands, so `ptune --help` is quick.
-
-Errors from the library (`PtuneError`) are printed as one `error: ...` line with exit code 2.
 """
 
 from __future__ import annotations

@@ -178,9 +178,8 @@ def train_reference(run: stages.TaskRun, ref: BaseModel, cfg: ReferenceConfig, m
     params = {n: p for n, p in ref.model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
     amp = autocast_dtype(run.params.train.precision, ref.device, ref.n_params, "train.precision")
-    order, key = _batches([len(i.source_ids) + len(i.target_ids) for i in items], cfg.batch_size, cfg.seed), \
-        f"validation/{run.spec.metrics[0]}"
-    history, best, bad = [], (None, 0, {}, None), 0  # (value, step, metrics, weights)
+    order = _batches([len(i.source_ids) + len(i.target_ids) for i in items], cfg.batch_size, cfg.seed)
+    history, best = [], _Best(f"validation/{run.spec.metrics[0]}")
     for step in range(1, cfg.steps + 1):
         start = time.perf_counter()
         batch = {k: v.to(ref.device) for k, v in collate([items[i] for i in next(order)], ref.tokenizer.pad_token_id,
@@ -197,27 +196,38 @@ def train_reference(run: stages.TaskRun, ref: BaseModel, cfg: ReferenceConfig, m
             start = time.perf_counter()
             info.metrics = dict(stages.evaluate(run, ref, None, split="validation", progress=False).metrics)
             info.validation_seconds = time.perf_counter() - start
-            if best[0] is None or info.metrics[key] > best[0]:
-                best, bad = (info.metrics[key], step, info.metrics, _snapshot(params)), 0
-            else:
-                bad += 1
+            best.update(step, info.metrics, params)
         history.append(info)
         if callback is not None:
             callback(info)
-        if cfg.patience and bad >= cfg.patience:
+        if cfg.patience and best.bad >= cfg.patience:
             break
-    _restore(params, best[3])
-    return history, best[1], best[2]
+    best.restore(params)
+    return history, best.step, best.metrics
 
 
-def _snapshot(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
+@dataclass
+class _Best:
+    """The best validated weights so far (CPU copies of the trainable ones) and evaluations since a gain."""
 
+    key: str  # "validation/<primary metric>", higher is better
+    value: float | None = None
+    step: int = 0
+    metrics: dict = dataclasses.field(default_factory=dict)
+    weights: dict = dataclasses.field(default_factory=dict)
+    bad: int = 0
 
-@torch.no_grad()
-def _restore(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor]) -> None:
-    for name, param in params.items():
-        param.copy_(saved[name])
+    def update(self, step: int, metrics: dict[str, float], params: dict[str, torch.nn.Parameter]) -> None:
+        if self.value is None or metrics[self.key] > self.value:  # strictly better, as for prompts
+            self.value, self.step, self.metrics, self.bad = metrics[self.key], step, dict(metrics), 0
+            self.weights = {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
+        else:
+            self.bad += 1
+
+    @torch.no_grad()
+    def restore(self, params: dict[str, torch.nn.Parameter]) -> None:
+        for name, param in params.items():
+            param.copy_(self.weights[name])
 
 
 def run_reference(run: stages.TaskRun, base: BaseModel, cfg: ReferenceConfig, *,
@@ -242,8 +252,8 @@ def run_reference(run: stages.TaskRun, base: BaseModel, cfg: ReferenceConfig, *,
                          mlflow_run.run_id)
         curve = write_curve(history, out / f"{cfg.method}_curve.csv")
         _write(done, run, base, cfg, command)
-        mlflow_run.close({**done.metrics, "test/n": done.n, "reference/seconds": seconds,
-                          "reference/best_step": best_step}, [done.path, curve], "reference")
+        mlflow_run.finish(None, {**done.metrics, "test/n": done.n, "reference/seconds": seconds,
+                                 "reference/best_step": best_step}, report_files=[done.path, curve])
     except BaseException:
         mlflow_run.fail()
         raise

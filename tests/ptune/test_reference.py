@@ -67,7 +67,7 @@ def test_each_method_writes_its_json_and_a_reference_run_and_registers_nothing(m
     assert run.data.tags["ptune.reference_method"] == method and run.data.params["lr"] == str(record["lr"])
     assert run.data.metrics["test/accuracy"] == pytest.approx(record["metrics"]["test/accuracy"])
     assert [m.step for m in mlc.get_metric_history(run.info.run_id, "validation/accuracy")][-1] == record["steps"]
-    assert {a.path for a in mlc.list_artifacts(run.info.run_id, "reference")} >= {f"reference/{method}.json"}
+    assert {a.path for a in mlc.list_artifacts(run.info.run_id, "report")} >= {f"report/{method}.json"}
     assert mlc.search_model_versions("name='ptune-toy'") == [] and mlc.search_registered_models() == []
     assert _weights_digest(tiny_causal_dir) == before
 
