@@ -77,7 +77,7 @@ class ReferenceConfig:
     def for_run(cls, run: stages.TaskRun, method: str, *, steps: int | None = None, batch_size: int | None = None,
                 lr: float | None = None) -> ReferenceConfig:
         cfg = run.params.train
-        return cls(method, steps or cfg.max_steps, batch_size or cfg.batch_size,
+        return cls(method, cfg.max_steps if steps is None else steps, cfg.batch_size if batch_size is None else batch_size,
                    lr if lr is not None else DEFAULT_LR.get(method, 1e-5), cfg.eval_every, cfg.patience, cfg.seed,
                    cfg.grad_clip)
 
