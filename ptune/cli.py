@@ -1,8 +1,6 @@
 """The `ptune` command line (and so `dvc repro`). Each command parses its arguments, calls one or a few
 functions of `ptune.stages` on a `TaskRun`, and prints; library errors become one line and exit code 2.
 `ptune.stages` (torch, transformers, MLflow) is imported inside the commands, so `ptune --help` is quick.
-
-Errors from the library (`PtuneError`) are printed as one `error: ...` line with exit code 2.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ptune import cli_interpret, cli_serve, cli_sweep, cli_transfer
+from ptune import cli_interpret, cli_reference, cli_serve, cli_sweep, cli_transfer
 from ptune.config import project_params
 from ptune.errors import PtuneError, ValidationFailed
 
@@ -294,6 +292,7 @@ def model_info(
 app.command("sweep")(cli_sweep.sweep_cmd)  # the cli_* modules import torch lazily, inside commands
 app.command("interpret")(cli_interpret.interpret_cmd)
 app.command("similar")(cli_transfer.similar_cmd)
+app.command("reference")(cli_reference.reference_cmd)
 app.command("serve")(cli_serve.serve_cmd)
 
 

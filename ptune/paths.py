@@ -47,3 +47,8 @@ def metrics_path(task: str) -> Path:
 def runs_dir() -> Path:
     """Training outputs: prompts, checkpoints, reports (outputs/<task>/...)."""
     return project_dir() / "outputs"
+
+
+def reference_dir(task: str) -> Path:
+    """Reference models' results (`ptune reference`): outputs/<task>/reference/<method>.json."""
+    return runs_dir() / task / "reference"

@@ -28,7 +28,7 @@ from ptune import paths
 from ptune.data import splits, validation
 from ptune.config import torch_dtype_name
 from ptune.errors import ArtifactError
-from ptune.evaluation import interpret
+from ptune.evaluation import interpret, references
 from ptune.evaluation import report as report_format
 from ptune.evaluation.analysis import analyse, paired_results
 from ptune.evaluation.baseline import BaselineResults, baselines_on_two_splits, trainable_params
@@ -188,15 +188,20 @@ class Reported:
 
 
 def report(run: TaskRun, tuned: EvalResult, found: BaselineResults, trainable: int) -> Reported:
-    """report.md, chart, predictions and metrics JSON: best baseline chosen on validation, test intervals."""
+    """report.md, chart, predictions and metrics JSON: best baseline chosen on validation, test intervals, and
+    the reference models of outputs/<task>/reference/ (`ptune reference`) with the gap the prompt closes."""
     results = {**found, report_format.TUNED: tuned}
     counts = {name: 0 for name in results} | {report_format.TUNED: trainable}
-    cfg, examples = run.params.evaluate, run.examples(next(iter(tuned.metrics)).split("/", 1)[0])
+    split = next(iter(tuned.metrics)).split("/", 1)[0]
+    cfg, examples = run.params.evaluate, run.examples(split)
+    ceiling, skipped = references.read_rows(paths.reference_dir(run.name), run.data_version, split)
     analysis = analyse(run.spec, examples, results, found.validation or None, n_resamples=cfg.bootstrap_resamples,
                        seed=run.params.data.seed, threshold=cfg.degenerate_share)
     files = report_format.write_report(run.name, results, run.paths.report_dir, counts, examples=examples,
-                                       notes={**found.notes, **interpret.report_note(run.paths.root)},
-                                       metrics_file=run.paths.metrics_file, analysis=analysis, curve=run.paths.curve)
+                                       notes={**found.notes, **interpret.report_note(run.paths.root),
+                                              **({"reference models": "; ".join(skipped)} if skipped else {})},
+                                       metrics_file=run.paths.metrics_file, analysis=analysis, curve=run.paths.curve,
+                                       references=ceiling)
     stats = report_format.gate_metrics(report_format.flat_metrics(results, counts, analysis))
     return Reported(tuned, found, files, trainable, stats)
 

@@ -2,7 +2,8 @@
 
 Left: one row per approach (baselines, calibrated twins, majority class, tuned prompt, and any other row
 such as reference runs), a dot at its score and a bar over its bootstrap interval; the best baseline (chosen
-on validation) and the tuned prompt are coloured, degenerate rows are grey and say so. Right: the tuned
+on validation) and the tuned prompt are coloured, degenerate rows are grey and say so. Reference models (the
+ceiling, `ptune reference`) sit on top as purple diamonds without an interval, under a dashed separator. Right: the tuned
 prompt's validation metric over training steps, with the best baseline's validation score as a line.
 Constrained layout and wrapped titles keep every text inside the figure (tested). The file name is stable,
 `tuned_vs_baseline.png`, so MLflow (`report/`), the Prefect artifact and DVC plots find it at one path.
@@ -19,7 +20,7 @@ from ptune.evaluation.analysis import TUNED, Analysis
 from ptune.evaluation.scoring import EvalResult
 
 CHART_NAME = "tuned_vs_baseline.png"
-COLORS = {"tuned": "#1b7837", "best": "#2166ac", "other": "#555555", "degenerate": "#bbbbbb"}
+COLORS = {"tuned": "#1b7837", "best": "#2166ac", "other": "#555555", "degenerate": "#bbbbbb", "reference": "#762a83"}
 
 
 def read_curve(path: str | Path | None, metric: str) -> tuple[list[int], list[float]]:
@@ -36,18 +37,21 @@ def read_curve(path: str | Path | None, metric: str) -> tuple[list[int], list[fl
 
 
 def report_chart(task: str, results: Mapping[str, EvalResult], titles: Mapping[str, str], path: Path, *,
-                 analysis: Analysis | None = None, curve: str | Path | None = None) -> Path:
-    """Write the chart described in the module docstring to `path` (PNG); returns `path`."""
+                 analysis: Analysis | None = None, curve: str | Path | None = None,
+                 references: Mapping[str, float] | None = None) -> Path:
+    """Write the chart described in the module docstring to `path` (PNG); returns `path`.
+    references: {row title: primary metric} of reference models."""
     import matplotlib.pyplot as plt
 
-    fig = chart_figure(task, results, titles, analysis=analysis, curve=curve)
+    fig = chart_figure(task, results, titles, analysis=analysis, curve=curve, references=references)
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
     return path
 
 
 def chart_figure(task: str, results: Mapping[str, EvalResult], titles: Mapping[str, str], *,
-                 analysis: Analysis | None = None, curve: str | Path | None = None):
+                 analysis: Analysis | None = None, curve: str | Path | None = None,
+                 references: Mapping[str, float] | None = None):
     """The matplotlib Figure of `report_chart` (open: the caller closes it)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -55,9 +59,11 @@ def chart_figure(task: str, results: Mapping[str, EvalResult], titles: Mapping[s
 
     names = [n for n in results if n != TUNED] + ([TUNED] if TUNED in results else [])
     metric = next(iter(results[names[0]].metrics))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 2.2 + 0.32 * len(names)), layout="constrained",
-                                      width_ratios=(3, 2))
+    references = dict(references or {})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 2.2 + 0.32 * (len(names) + len(references))),
+                                      layout="constrained", width_ratios=(3, 2))
     _scores(left, names, results, titles, analysis, metric)
+    _references(left, references, len(names))
     _curve(right, curve, metric, results, analysis)
     fig.suptitle(_wrap(f"{task}: every approach on the {metric.split('/', 1)[0]} split, with 95% intervals", 90),
                  fontsize=11)
@@ -96,6 +102,22 @@ def _scores(ax, names: list[str], results: Mapping[str, EvalResult], titles: Map
     ax.grid(axis="x", alpha=0.3)
     gain = analysis.gain if analysis is not None else None
     ax.set_title(_wrap("tuned - best baseline: " + gain.text(3), 60) if gain else "scores", fontsize=9)
+
+
+def _references(ax, references: Mapping[str, float], first: int) -> None:
+    """Reference models above the prompts: diamonds, no interval, a dashed line between the two groups."""
+    if not references:
+        return
+    ticks, labels = list(ax.get_yticks()), [t.get_text() for t in ax.get_yticklabels()]
+    for y, (title, score) in enumerate(references.items(), start=first):
+        ax.plot([score], [y], "D", color=COLORS["reference"], markersize=7)
+        ticks.append(y)
+        labels.append(_wrap(f"{title} (ceiling)", 38))
+    ax.axhline(first - 0.5, color=COLORS["reference"], linestyle="--", linewidth=0.8)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    for label in ax.get_yticklabels()[first:]:
+        label.set_color(COLORS["reference"])
+    ax.set_ylim(-0.6, first + len(references) - 0.4)
 
 
 def _curve(ax, curve: str | Path | None, metric: str, results: Mapping[str, EvalResult],

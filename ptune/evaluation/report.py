@@ -10,6 +10,8 @@ primary metric):
     "baseline/best/<split>/<metric>"  the best baseline, CHOSEN ON VALIDATION ("baseline/best/validation/<p>")
     "gain/<split>/<metric>" tuned - that best; "gain/<split>/<p>/ci_low|ci_high" its paired 95% interval
     "kshot/<split>/<p>/mean|std|best"  k-shot over the demonstration draws (best = draw chosen on validation)
+    "reference/<method>/<split>/<metric>", "reference/<method>/gap_closed"  reference models, when their files
+        exist (ptune.evaluation.references); never in `gate_metrics`, so never in MLflow or the promotion gate
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptune.data.splits import Example
+from ptune.evaluation import references as refs
 from ptune.evaluation.analysis import TUNED, Analysis
 from ptune.evaluation.chart import CHART_NAME, report_chart
 from ptune.evaluation.scoring import EvalResult
@@ -84,7 +87,7 @@ def flat_metrics(results: Mapping[str, EvalResult], trainable: Mapping[str, int]
 def gate_metrics(flat: Mapping[str, float]) -> dict[str, float]:
     """The JSON keys MLflow keeps beside the metrics, for the promotion gate: the tuned row's n, answer share,
     degenerate flag and interval, "baseline/best/*" and "gain/*" (intervals included)."""
-    rows = ("baseline/", "kshot/")
+    rows = ("baseline/", "kshot/", "reference/")
     return {k: float(v) for k, v in flat.items() if (k.startswith("baseline/best/") or not k.startswith(rows))
             and not k.endswith(("/seconds", "/invalid_rate")) and k != "trainable_params"}
 
@@ -205,27 +208,42 @@ def write_predictions(results: Mapping[str, EvalResult], examples: Sequence[Exam
 def write_report(task: str, results: Mapping[str, EvalResult], out_dir: str | Path, trainable: Mapping[str, int],
                  *, examples: Sequence[Example] | None = None, notes: Mapping[str, str] | None = None,
                  metrics_file: str | Path | None = None, analysis: Analysis | None = None,
-                 curve: str | Path | None = None) -> ReportPaths:
+                 curve: str | Path | None = None,
+                 references: Mapping[str, refs.ReferenceRow] | None = None) -> ReportPaths:
     """Write report.md, the metrics JSON, the chart and predictions.jsonl for one task.
 
     results: {"zero_shot" | "k_shot" | "chat_zero_shot" | "tuned" | other: EvalResult}, all on the same
     examples in the same order; trainable: parameters trained per approach (0 for baselines); analysis:
     intervals and the validation-chosen best baseline (`ptune.evaluation.analysis`); curve: the training
-    curve CSV drawn beside the scores."""
+    curve CSV drawn beside the scores; references: reference-model rows (ptune.evaluation.references), in
+    their own table and in the chart, with the gap each closes."""
     if not results:
         raise ValueError(f"task {task!r}: no results to report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(out / "report.md", Path(metrics_file) if metrics_file else out / "metrics.json",
                         out / CHART_NAME, out / "predictions.jsonl")
-    atomic_write_text(paths.markdown, markdown_table(task, results, trainable, notes, analysis))
-    atomic_write_text(paths.metrics, json.dumps(flat_metrics(results, trainable, analysis), indent=2) + "\n")
+    references = references or {}
+    tuned, best = _gap_ends(results, analysis)
+    table = markdown_table(task, results, trainable, notes, analysis)
+    table += "\n".join(refs.markdown(references, tuned, best, results[TUNED].n if TUNED in results else None))
+    atomic_write_text(paths.markdown, table.rstrip("\n") + "\n")
+    flat = {**flat_metrics(results, trainable, analysis), **refs.flat(references, tuned, best)}
+    atomic_write_text(paths.metrics, json.dumps(flat, indent=2) + "\n")
     titles = {name: _title(name, res) for name, res in results.items()}
+    ceiling = {row.title: next(iter(row.metrics.values())) for row in references.values()}
     with atomic_path(paths.chart) as tmp:
-        report_chart(task, results, titles, tmp, analysis=analysis, curve=curve)
+        report_chart(task, results, titles, tmp, analysis=analysis, curve=curve, references=ceiling)
     with atomic_path(paths.predictions) as tmp:
         write_predictions(results, examples, tmp, best_baseline(results, analysis))
     return paths
+
+
+def _gap_ends(results: Mapping[str, EvalResult],
+              analysis: Analysis | None) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+    """(tuned metrics, best baseline's metrics) for the gap closed; None where there is no such row."""
+    best = best_baseline(results, analysis)
+    return (results[TUNED].metrics if TUNED in results else None), (results[best].metrics if best else None)
 
 
 def read_report_metrics(prompt_dir: str | Path, metrics_file: str | Path | None = None,

@@ -189,13 +189,14 @@ class TrainingRun:
                 mlc.log_batch(run_id, metrics=self._pending[:1000])
             del self._pending[:1000]
 
-    def finish(self, prompt_dir: str | Path, metrics: Mapping[str, float],
+    def finish(self, prompt_dir: str | Path | None, metrics: Mapping[str, float],
                baselines: Mapping[str, Any] = (), report_files: Sequence[str | Path] = (),
                predictions: str | Path | None = None, validation_dir: str | Path | None = None) -> str:
         """Log final tuned metrics ("<split>/<metric>"), baselines ("baseline/<name>/<split>/<metric>";
-        values are metric dicts or EvalResults) and artifacts, then end the run. Returns the run id."""
+        values are metric dicts or EvalResults) and artifacts, then end the run. Returns the run id. No
+        `prompt_dir` for runs that never register a prompt (reference models: their files go to report/)."""
         hint = (f"The prompt is kept at {prompt_dir}; register it later with "
-                f"`ptune register {prompt_dir} --task {self.task}`.")
+                f"`ptune register {prompt_dir} --task {self.task}`.") if prompt_dir is not None else ""
         with guard(f"logging of the {self.task!r} run", hint):
             self.flush()
             final = {**metrics, **baseline_metrics(baselines)}
@@ -213,10 +214,11 @@ class TrainingRun:
             except (MlflowException, OSError):
                 pass
 
-    def _log_artifacts(self, prompt_dir: str | Path, report_files: Sequence[str | Path],
+    def _log_artifacts(self, prompt_dir: str | Path | None, report_files: Sequence[str | Path],
                        predictions: str | Path | None, validation_dir: str | Path | None) -> None:
         mlc = client()
-        mlc.log_artifacts(self.run_id, str(prompt_dir), "prompt")
+        if prompt_dir is not None:
+            mlc.log_artifacts(self.run_id, str(prompt_dir), "prompt")
         for path in report_files:
             mlc.log_artifact(self.run_id, str(path), "report")
         if predictions is not None:
