@@ -278,14 +278,14 @@ def import_peft_cmd(
 
 @app.command("model-info")
 def model_info(
-    spec: Annotated[str, typer.Argument(help="Built-in name (smollm2-135m), local directory, or hub id.")] = "smollm2-135m",
+    spec: Annotated[str, typer.Argument(help="Built-in name (smollm2-135m, gemma3-270m), local directory, or hub id.")] = "smollm2-135m",
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: $PTUNE_THREADS, else by model size).")] = None,
 ) -> None:
-    """Load a base model (converting a built-in once) and print its spec, path, fingerprint, params, threads, device."""
-    from ptune.model.base import load_base_model
+    """Load a base model (converting a built-in once), print its identity; gemma3-270m unaccepted: metadata only."""
+    from ptune.model.base import describe
 
-    for key, value in load_base_model(spec, device=device, threads=threads).info().items():
+    for key, value in describe(spec, device=device, threads=threads).items():
         typer.echo(f"{key}: {value}")
 
 

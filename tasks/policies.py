@@ -24,11 +24,13 @@ def _exception(state: Any) -> BaseException | None:
 
 
 def retry_on(*kinds: type[BaseException]) -> RetryCondition:
-    """A `retry_condition_fn`: retry when the failure is one of `kinds` (default: I/O, network, registry)."""
+    """A `retry_condition_fn`: retry when the failure is one of `kinds` (default: I/O, network, registry)
+    and not also a DETERMINISTIC kind (e.g. gemma3-270m's TermsNotAccepted is a ModelError and a ConfigError)."""
     kinds = kinds or TRANSIENT
 
     def should_retry(task: Any, task_run: Any, state: Any) -> bool:
-        return isinstance(_exception(state), kinds)
+        exc = _exception(state)
+        return isinstance(exc, kinds) and not isinstance(exc, DETERMINISTIC)
 
     should_retry.__name__ = f"retry_on({', '.join(k.__name__ for k in kinds)})"
     return should_retry

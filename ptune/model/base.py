@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from ptune.errors import ConfigError, ModelError
-from ptune.model.gguf import BUILTIN_MODELS, cached_model_dir
+from ptune.model.gguf import BUILTIN_MODELS, builtin_info, cached_model_dir, terms_accepted
 from ptune.model.precision import bf16_support
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,22 @@ def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str
     _hold_in(base.model, torch_dtype)
     base.path, base.threads = (str(path) if path else None), chosen
     return base
+
+
+def describe(spec: str, *, device: str | torch.device | None = None, threads: int | None = None
+             ) -> dict[str, Any]:
+    """What `ptune model-info` prints: `BaseModel.info()`, plus licence and packages for a built-in.
+
+    A built-in whose terms are not accepted is neither downloaded nor loaded: only its metadata, and
+    `loaded: no` with how to opt in."""
+    builtin = BUILTIN_MODELS.get(spec)
+    if builtin is not None and not terms_accepted(builtin):
+        return {**builtin_info(spec), "loaded": f"no (read {builtin.terms.url}, then set "
+                                                f"{builtin.terms.accept_env}=1 to download and load it)"}
+    info = load_base_model(spec, device=device, threads=threads).info()
+    if builtin is not None:
+        info.update({key: value for key, value in builtin_info(spec).items() if key not in info})
+    return info
 
 
 def resolve_spec(spec: str) -> Path | None:
