@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_peft import PROMPT, lora_step, peft_step, ptune_step  # noqa: E402
 from ptune.model.base import BaseModel, load_base_model  # noqa: E402
 from ptune.model.batching import collate, encode_pair  # noqa: E402
-from ptune.model.precision import autocast, autocast_dtype  # noqa: E402
+from ptune.model.precision import autocast, autocast_dtype, training_attention  # noqa: E402
 from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # noqa: E402
 from tests.tiny_models import WORDS, build_causal  # noqa: E402
 
@@ -97,14 +97,25 @@ def in_bf16(step: Callable[[Batch], float]) -> Callable[[Batch], float]:
     return run
 
 
+def train_in_bf16(base: BaseModel, step: Callable[[Batch], float]) -> Callable[[Batch], float]:
+    """A train `step` as ptune's training runs it under bf16: autocast, and eager attention on CPU
+    (`ptune.model.precision.training_attention`)."""
+
+    def run(batch: Batch) -> float:
+        with training_attention(base.model, base.device, torch.bfloat16):
+            return in_bf16(step)(batch)
+
+    return run
+
+
 def time_steps(base: BaseModel, batch: Batch, reps: int, held: BaseModel) -> dict:
     """Interleaved timings of ptune step, PEFT step and forward-only on one batch, in fp32 and (ptune step,
     forward) in bf16 autocast, and the ptune step on `held` (the same model held in bf16); medians in seconds."""
     weight = init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().cpu()  # (P, d)
     runs = {"ptune": ptune_step(base, weight), "peft": peft_step(base, weight), "forward": forward_only(base, weight),
             "ptune_plain": ptune_step(base, weight, shared=False), "lora": lora_step(base),
-            "ptune_bf16": in_bf16(ptune_step(base, weight)), "forward_bf16": in_bf16(forward_only(base, weight)),
-            "ptune_bf16w": in_bf16(ptune_step(held, weight))}
+            "ptune_bf16": train_in_bf16(base, ptune_step(base, weight)), "forward_bf16": in_bf16(forward_only(base, weight)),
+            "ptune_bf16w": train_in_bf16(held, ptune_step(held, weight))}
     times: dict[str, list[float]] = {k: [] for k in runs}
     losses: dict[str, list[float]] = {k: [] for k in runs}
     keys = list(runs)
@@ -196,9 +207,9 @@ def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | Non
     if mode == "prompt":  # ptune's default precision policy (auto): bf16 autocast where the CPU has bf16 units
         step = ptune_step(base, init_prompt(base, PROMPT, "vocab", seed=0).weight.detach())
         amp = autocast_dtype("auto", torch.device("cpu"), base.n_params)
-        step = in_bf16(step) if amp is not None else step
+        step = train_in_bf16(base, step) if amp is not None else step
     elif mode == "prompt_bf16w":  # model_dtype bf16: weights held in bf16, always under bf16 autocast
-        step, amp = in_bf16(ptune_step(base, init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().float())), torch.bfloat16
+        step, amp = train_in_bf16(base, ptune_step(base, init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().float())), torch.bfloat16
     else:  # the reference a user would otherwise run: full fine-tuning in fp32 with AdamW
         step = full_step(base)
     trainable = sum(p.numel() for p in base.model.parameters() if p.requires_grad) if mode == "full" else PROMPT * base.hidden_size

@@ -27,7 +27,7 @@ from ptune.errors import ConfigError, DataError
 from ptune.fileio import sha256_text
 from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
-from ptune.model.precision import autocast, autocast_dtype
+from ptune.model.precision import autocast, autocast_dtype, training_attention
 from ptune.model.soft_prompt import SoftPrompt, shared_prompt_inputs, target_loss
 from ptune.training.history import StepInfo, TrainResult
 from ptune.training.state import TrainState, new_state, resume, save
@@ -164,15 +164,17 @@ def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tenso
                 amp: torch.dtype | None) -> tuple[float, bool]:
     """One step on the prompt (and reparam MLP): (batch loss, skipped). A loss above `spike_factor` x the
     running median is not applied (no backward, no update); the lr schedule advances either way."""
-    with autocast(base.device, amp):
-        loss = target_loss(base, shared_prompt_inputs(base, state.prompt(), **batch))  # prompt pass run once
-    value = float(loss.item())
-    skipped = _is_spike(value, state.history, cfg.spike_factor)
+    with training_attention(base.model, base.device, amp):
+        with autocast(base.device, amp):
+            loss = target_loss(base, shared_prompt_inputs(base, state.prompt(), **batch))  # prompt pass run once
+        value = float(loss.item())
+        skipped = _is_spike(value, state.history, cfg.spike_factor)
+        if not skipped:
+            loss.backward()
     if skipped:
         log.warning("step %d: loss %.4f > %g x running median: update skipped", state.step + 1, value,
                     cfg.spike_factor)
     else:
-        loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(state.prompt.parameters(), cfg.grad_clip)
         state.optimizer.step()

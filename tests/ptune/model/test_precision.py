@@ -74,3 +74,37 @@ def test_bf16_stays_close_to_fp32_on_smollm2(tmp_path, monkeypatch):
                 results[name] = evaluate(base, run.spec, rows, weight, batch_size=16, progress=False)
         gap = abs(results["bf16"].metrics["test/accuracy"] - results["fp32"].metrics["test/accuracy"])
         assert gap <= 0.05, {k: v.metrics for k, v in results.items()}  # at most 3 of 64 rows differ
+
+
+def test_training_attention_is_eager_only_for_cpu_bf16_steps_and_restored(tiny_causal):
+    """Under bf16 autocast on CPU a train step runs eager attention (faster backward than CPU flash
+    attention); the loss and prompt gradient match the SDPA step within bf16 rounding, and the model's own
+    implementation is back afterwards (evaluation keeps SDPA). fp32 steps are left alone."""
+    from ptune.model.precision import training_attention
+    from ptune.model.soft_prompt import shared_prompt_inputs
+
+    model, cpu = tiny_causal.model, torch.device("cpu")
+    model.set_attn_implementation("sdpa")
+    with training_attention(model, cpu, None):
+        assert model.config._attn_implementation == "sdpa"
+    items = [encode_pair(tiny_causal.tokenizer, f"w{i} " * (3 + i), " yes", encoder_decoder=False, add_eos=False,
+                         max_source_tokens=64) for i in range(4)]
+    batch = collate(items, tiny_causal.tokenizer.pad_token_id, encoder_decoder=False)
+    weight = init_prompt(tiny_causal, 5, "vocab", seed=0).weight.detach()
+
+    def step(switch: bool) -> tuple[float, torch.Tensor]:
+        prompt = weight.clone().requires_grad_(True)
+        ctx = training_attention(model, cpu, torch.bfloat16) if switch else contextlib.nullcontext()
+        with ctx:
+            seen = model.config._attn_implementation
+            with autocast(cpu, torch.bfloat16):
+                loss = target_loss(tiny_causal, shared_prompt_inputs(tiny_causal, prompt, **batch))
+            loss.backward()
+        assert seen == ("eager" if switch else "sdpa")
+        return float(loss), prompt.grad
+
+    (eager_loss, eager_grad), (sdpa_loss, sdpa_grad) = step(True), step(False)
+    assert model.config._attn_implementation == "sdpa"
+    assert eager_loss == pytest.approx(sdpa_loss, rel=0.02)
+    cos = torch.nn.functional.cosine_similarity(eager_grad.flatten(), sdpa_grad.flatten(), dim=0)
+    assert cos > 0.99
