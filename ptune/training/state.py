@@ -1,12 +1,14 @@
 """The training state a checkpoint restores, how it is made fresh, and how it is saved and resumed.
 
 `TrainState` holds the `TrainablePrompt` (raw prompt + optional residual MLP), the optimizer over all of
-it, the lr scheduler, the step, the best prompt so far (folded, (P, d)) and the history. Checkpoints hold
-every tensor (prompt, MLP, optimizer, RNG) and the scheduler's state (JSON), so a resumed run is bit-exact.
+it, the lr scheduler, the step, the best prompt so far (folded, (P, d)), the history, and (with the
+loss-spike guard on) the last known-good state to roll back to. Checkpoints hold every tensor (prompt, MLP,
+optimizer, RNG, rollback state) and the scheduler's state (JSON), so a resumed run is bit-exact.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -21,6 +23,7 @@ from ptune.training import checkpoint as ckpt
 from ptune.training.history import StepInfo
 
 log = logging.getLogger(__name__)
+_GOOD = "rollback."  # checkpoint key prefix of the spike guard's known-good state
 _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -39,10 +42,28 @@ class TrainState:
     bad_evals: int = 0
     stopped_early: bool = False
     history: list[StepInfo] = field(default_factory=list)
+    good: tuple[dict[str, torch.Tensor], dict] | None = None  # (prompt + MLP tensors, optimizer state)
 
     @property
     def skipped_steps(self) -> int:
         return sum(h.skipped for h in self.history)
+
+    def remember_good(self) -> None:
+        """Keep the current prompt, MLP and optimizer state: they just produced a normal loss (spike guard)."""
+        tensors = {"prompt": self.prompt.raw, **self.prompt.extra_tensors()}
+        self.good = ({k: v.detach().clone() for k, v in tensors.items()},
+                     copy.deepcopy(self.optimizer.state_dict()))
+
+    def roll_back(self) -> bool:
+        """Restore the state `remember_good` kept (the one before the last applied update); False if none."""
+        if self.good is None:
+            return False
+        tensors, opt_state = self.good
+        with torch.no_grad():
+            self.prompt.raw.copy_(tensors["prompt"])
+        self.prompt.load_extra({k: v.clone() for k, v in tensors.items()})
+        self.optimizer.load_state_dict(copy.deepcopy(opt_state))
+        return True
 
 
 def new_state(prompt: SoftPrompt, cfg: TrainConfig) -> TrainState:
@@ -82,7 +103,11 @@ def save(ckpt_dir: Path, state: TrainState, meta: dict) -> None:
     tensors = {"prompt": state.prompt.raw, **state.prompt.extra_tensors(), **opt_tensors, **rng_tensors}
     if state.best_weight is not None:
         tensors["best_prompt"] = state.best_weight
-    doc = {"meta": meta, "step": state.step, "best_step": state.best_step, "best_value": state.best_value,
+    rollback_json = None
+    if state.good is not None:
+        good_opt_tensors, rollback_json = ckpt.flatten_optimizer(state.good[1])
+        tensors.update({f"{_GOOD}{k}": v for k, v in {**state.good[0], **good_opt_tensors}.items()})
+    doc = {"rollback_optimizer": rollback_json, "meta": meta, "step": state.step, "best_step": state.best_step, "best_value": state.best_value,
            "best_metrics": state.best_metrics, "bad_evals": state.bad_evals, "stopped_early": state.stopped_early,
            "history": [asdict(h) for h in state.history], "optimizer": opt_json, "rng": rng_json,
            "scheduler": _scheduler_json(state.scheduler)}
@@ -124,6 +149,10 @@ def resume(ckpt_dir: Path, state: TrainState, meta: dict) -> int | None:
     state.step, state.best_step, state.best_value = doc["step"], doc["best_step"], doc["best_value"]
     state.best_metrics, state.bad_evals, state.stopped_early = doc["best_metrics"], doc["bad_evals"], doc["stopped_early"]
     state.history = [StepInfo(**h) for h in doc["history"]]
+    if doc.get("rollback_optimizer") is not None:
+        good = {k.removeprefix(_GOOD): v.to(state.prompt.raw.device) for k, v in tensors.items() if k.startswith(_GOOD)}
+        state.good = ({k: v for k, v in good.items() if not k.startswith("optimizer.")},
+                      ckpt.unflatten_optimizer(good, doc["rollback_optimizer"]))
     ckpt.restore_rng(tensors, doc["rng"])
     log.info("resumed from %s at step %d", ckpt_dir, state.step)
     return state.step

@@ -163,7 +163,9 @@ def _new_state(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Pat
 def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tensor], cfg: TrainConfig,
                 amp: torch.dtype | None) -> tuple[float, bool]:
     """One step on the prompt (and reparam MLP): (batch loss, skipped). A loss above `spike_factor` x the
-    running median is not applied (no backward, no update); the lr schedule advances either way."""
+    running median is not applied (no backward, no update) and rolls back the update before it, to the state
+    that last gave a normal loss; the lr schedule advances either way. Skipping alone could leave a diverged
+    prompt in place with every later step skipped (seen on rotten_tomatoes, seed 1: docs/training.md)."""
     with training_attention(base.model, base.device, amp):
         with autocast(base.device, amp):
             loss = target_loss(base, shared_prompt_inputs(base, state.prompt(), **batch))  # prompt pass run once
@@ -171,10 +173,13 @@ def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tenso
         skipped = _is_spike(value, state.history, cfg.spike_factor)
         if not skipped:
             loss.backward()
-    if skipped:
-        log.warning("step %d: loss %.4f > %g x running median: update skipped", state.step + 1, value,
-                    cfg.spike_factor)
+    if skipped:  # the previous update probably caused it: go back to the state that gave a normal loss
+        rolled = state.roll_back()
+        log.warning("step %d: loss %.4f > %g x running median: update skipped%s", state.step + 1, value,
+                    cfg.spike_factor, ", previous update rolled back" if rolled else "")
     else:
+        if cfg.spike_factor:
+            state.remember_good()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(state.prompt.parameters(), cfg.grad_clip)
         state.optimizer.step()

@@ -48,6 +48,7 @@ def test_resume_is_bit_exact_with_schedule_reparam_and_guard(arch, request, tmp_
     assert b.resumed_from == 6 and a.steps_run == b.steps_run == 12
     ta, tb = (ckpt.read_checkpoint(tmp_path / d / "checkpoint")[0] for d in "ab")
     assert sorted(ta) == sorted(tb) and any(k.startswith("reparam.") for k in ta)
+    assert any(k.startswith("rollback.optimizer.") for k in ta)  # the guard's known-good state is saved too
     assert all(torch.equal(ta[k], tb[k]) for k in ta)  # prompt, MLP, optimizer state, RNG
     assert torch.equal(a.prompt.weight, b.prompt.weight)
     assert [(h.loss, h.lr, h.skipped) for h in a.history] == [(h.loss, h.lr, h.skipped) for h in b.history]
@@ -63,8 +64,9 @@ def test_a_decaying_schedule_does_not_resume_with_other_max_steps(tiny_causal, t
     assert train_prompt(tiny_causal, SPEC, TRAIN, VALID, replace(constant, max_steps=6), tmp_path / "c").resumed_from == 3
 
 
-def test_spike_guard_skips_the_update_and_counts_it(tiny_causal, tmp_path, monkeypatch):
-    """A step whose loss is 100x the others is not applied; the prompt is the same as before that step."""
+def test_spike_guard_skips_the_update_rolls_back_the_previous_one_and_counts_it(tiny_causal, tmp_path, monkeypatch):
+    """A step whose loss is 100x the others is not applied, and the update before it is undone: the prompt
+    is back to the state that gave the last normal loss (after step 6), then training goes on from there."""
     real = train_mod.target_loss
     calls = {"n": 0}
 
@@ -84,7 +86,9 @@ def test_spike_guard_skips_the_update_and_counts_it(tiny_causal, tmp_path, monke
                               ckpt.read_checkpoint(tmp_path / "checkpoint")[0]["prompt"])))
     assert [h.skipped for h in result.history] == [False] * 7 + [True, False, False]
     assert [h.skipped_steps for h in seen] == [0] * 7 + [1, 1, 1]
-    assert torch.equal(prompts[6], prompts[7]) and not torch.equal(prompts[7], prompts[8])
+    assert not torch.equal(prompts[5], prompts[6])  # step 7 was applied ...
+    assert torch.equal(prompts[5], prompts[7])  # ... and rolled back when step 8 spiked
+    assert not torch.equal(prompts[7], prompts[8])  # step 9 is applied again
     monkeypatch.setattr(train_mod, "target_loss", real)
     calls["n"] = 0
     off = train_prompt(tiny_causal, SPEC, TRAIN, VALID, replace(cfg, spike_factor=0.0), tmp_path / "off")
