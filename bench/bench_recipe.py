@@ -55,6 +55,13 @@ def one(task: str, recipe: str, seed: int, steps: int | None, scratch: Path, bas
             "test": tuned.metrics, "n_test": tuned.n, "worst_spike": round(worst_spike(losses), 2)}
 
 
+def _commit() -> str:
+    """The git commit of the code measured ("unknown" outside a git checkout)."""
+    import subprocess
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
 def _key(row: dict) -> tuple:
     return row["task"], row["recipe"], row["seed"], row["settings"].get("max_steps")
 
@@ -81,6 +88,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=None, help="override train.max_steps (default: params.yaml)")
     parser.add_argument("--redo", action="store_true", help="rerun combinations already in the result file")
+    parser.add_argument("--label", default="", help="suffix for the recipe names in the rows (e.g. '@rollback' "
+                        "for the same settings measured with changed code)")
     args = parser.parse_args()
     scratch = scratch_project("bench-recipe-")
     done = {(r["task"], r["recipe"], r["seed"], r["settings"].get("max_steps")) for r in load_rows()}
@@ -89,10 +98,11 @@ def main() -> None:
         run, base = prepared_task(task, ROOT / "params.yaml")
         for seed in args.seeds:
             for recipe in args.recipes:
-                if not args.redo and (task, recipe, seed, args.steps) in done:
+                if not args.redo and (task, recipe + args.label, seed, args.steps) in done:
                     print(f"skip {task} {recipe} seed {seed}: already in {RESULT.name}", flush=True)
                     continue
-                rows.append(one(task, recipe, seed, args.steps, scratch, base))
+                rows.append(one(task, recipe, seed, args.steps, scratch, base) | {"recipe": recipe + args.label,
+                                                                                   "commit": _commit()})
                 print(json.dumps(rows[-1]), flush=True)
                 merge_row(rows[-1])
     print(f"\n{'task':18} {'recipe':14} {'seed':>4} {'steps':>5} {'best':>4} {'train s':>8} {'spike':>5}  validation / test")
