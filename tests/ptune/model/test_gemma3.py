@@ -36,22 +36,10 @@ from ptune.packages import GEMMA3_270M, GEMMA3_270M_PARTS, PinnedFile
 from ptune.paths import models_dir, packages_dir
 from tests.tiny_models import build_tokenizer
 
+pytestmark = pytest.mark.usefixtures("keep_threads")
+
 ACCEPT = "PTUNE_ACCEPT_GEMMA_TERMS"
 GEMMA = BUILTIN_MODELS["gemma3-270m"]
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads(monkeypatch):
-    monkeypatch.delenv("PTUNE_THREADS", raising=False)
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def temp_home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("PTUNE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 @pytest.fixture
