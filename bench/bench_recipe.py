@@ -81,6 +81,27 @@ def merge_row(row: dict) -> None:
         tmp.replace(RESULT)
 
 
+def summary_table(rows: list[dict]) -> str:
+    """Markdown: per (task, recipe), the seeds, mean ± std of validation and test score, worst spike, train s."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["recipe"]), []).append(r)
+    lines = ["| task | recipe | seeds | validation (mean ± std) | test (mean ± std) | test per seed | "
+             "largest loss / running median | train s (mean) |", "|---|---|---|---|---|---|---|---|"]
+    for (task, recipe), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r["seed"])
+        key = next(iter(rs[0]["test"]))
+        vals = [r["validation"].get(key.replace("test/", "validation/"), float("nan")) for r in rs]
+        tests = [r["test"][key] for r in rs]
+
+        def ms(xs: list[float]) -> str:
+            return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
+        lines.append(f"| {task} | {recipe} | {', '.join(str(r['seed']) for r in rs)} | {ms(vals)} | {ms(tests)} | "
+                     f"{' / '.join(f'{t:.4f}' for t in tests)} | {max(r['worst_spike'] for r in rs):.1f} | "
+                     f"{statistics.mean(r['train_s'] for r in rs):.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["rotten_tomatoes"])
@@ -88,9 +109,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=None, help="override train.max_steps (default: params.yaml)")
     parser.add_argument("--redo", action="store_true", help="rerun combinations already in the result file")
+    parser.add_argument("--summary", action="store_true", help="print the mean/std table of the result file and exit")
     parser.add_argument("--label", default="", help="suffix for the recipe names in the rows (e.g. '@rollback' "
                         "for the same settings measured with changed code)")
     args = parser.parse_args()
+    if args.summary:
+        print(summary_table(load_rows()))
+        return
     scratch = scratch_project("bench-recipe-")
     done = {(r["task"], r["recipe"], r["seed"], r["settings"].get("max_steps")) for r in load_rows()}
     rows = []
