@@ -16,6 +16,7 @@ from flows.reference import reference_flow
 from ptune import reference, stages
 from ptune.config import project_params
 from tasks.reference import rereport
+from tasks.timeouts import reference_seconds, reference_timeout
 from tests.flows.api import artifacts, task_states
 
 
@@ -69,6 +70,15 @@ def test_rereport_skips_a_task_without_a_tuned_prompt(referenced, tmp_path):
     _, _, run = referenced
     elsewhere = stages.TaskRun.build("toy", project_params(), run_dir=tmp_path / "no-prompt")
     assert rereport(elsewhere, None) is None
+
+
+def test_reference_time_budget_follows_the_timeouts_section(referenced):
+    _, _, run = referenced
+    t = run.params.timeouts
+    evals = (len(run.examples("validation")) + len(run.examples("test"))) * t.example_seconds  # last + test
+    lora, full = (reference_seconds(run, method, 100, 8, 0) - evals for method in ("lora", "full"))
+    assert full == 2 * lora == 2 * 100 * t.step_seconds
+    assert reference_timeout(run, "multitask", 100, 8, 0) == max(t.min_seconds, (full + evals) * t.margin)
 
 
 @pytest.mark.parametrize("bad", [{"method": "prefix"}, {"method": "lora", "mix": ["toy"]},
