@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ptune.config import TrainConfig, project_params
 
@@ -152,3 +152,31 @@ class SweepParams(_Form):
     budget_minutes: float = Field(30.0, ge=0, le=7 * 24 * 60, description="Stop starting trials after this long.")
     trials: int | None = Field(None, ge=1, le=10_000, description="At most this many trials in this run. Empty: no cap.")
     seed: int = Field(0, ge=0, description="Sampler seed.")
+
+
+class ReferenceParams(_Form):
+    """Train a reference model (LoRA, full or multi-task fine-tuning) on one task: the ceiling its prompt is
+    measured against. Never registered; writes outputs/<task>/reference/<method>.json."""
+
+    task: str = Field(..., pattern=TASK_NAME, description="Task name (its data must be prepared: run `validate`).",
+                      json_schema_extra=task_choices)
+    method: Literal["lora", "full", "multitask"] = Field(
+        ..., description="lora: LoRA r 8 on the attention q/v projections; full: every weight; multitask: every "
+                            "weight, on a mixture of this task and `mix`.")
+    # No params.yaml default shown here: an empty field takes the task's own budget (task_overrides included),
+    # the one its prompt was trained with; a pre-filled global value would silently replace it.
+    steps: int | None = Field(None, ge=1, description="Steps at most. Empty: the task's train.max_steps, as its "
+                                                      "prompt was trained.")
+    batch_size: int | None = Field(None, ge=1, description="Rows per step. Empty: the task's train.batch_size.")
+    lr: float | None = Field(None, gt=0, le=10, description="AdamW learning rate. Empty: 1e-3 for lora, "
+                                                           "1e-5 for full and multitask.")
+    mix: list[TaskName] | None = Field(
+        None, max_length=100, description="multitask only: tasks mixed with this one (each must be prepared). "
+                                          "Empty: params.yaml `run_tasks`.")
+
+    @model_validator(mode="after")
+    def _mix_only_for_multitask(self) -> ReferenceParams:
+        if self.mix and self.method != "multitask":
+            raise ValueError(f"mix {self.mix} is for method 'multitask', not {self.method!r}; empty it or pick "
+                             "multitask")
+        return self

@@ -91,7 +91,9 @@ def test_deployments_schedule_and_forms(deployed):
     with temporary_settings({PREFECT_API_URL: deployed["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
         nightly = client.read_deployment_by_name("nightly/nightly")
         train = client.read_deployment_by_name("train-task/train")
-        assert {d.name for d in client.read_deployments()} == {"nightly", "train", "validate", "promote", "sweep"}
+        reference = client.read_deployment_by_name("reference/reference")
+        assert {d.name for d in client.read_deployments()} == {"nightly", "train", "validate", "promote", "sweep",
+                                                                "reference"}
         assert client.read_global_concurrency_limit_by_name("ptune-gpu").limit == 1
     schedule = nightly.schedules[0].schedule
     assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "Europe/Paris")
@@ -105,6 +107,9 @@ def test_deployments_schedule_and_forms(deployed):
     assert {"toy", "toy_bad", "rotten_tomatoes"} <= set(task["enum"])  # the catalog + the project's user tasks
     steps = train.parameter_openapi_schema["definitions"]["TrainOverrides"]["properties"]["max_steps"]
     assert steps["default"] == 6  # the toy project's params.yaml value, shown in the form
+    ref_form = reference.parameter_openapi_schema["definitions"]["ReferenceParams"]["properties"]
+    assert ref_form["method"]["enum"] == ["lora", "full", "multitask"] and "toy" in ref_form["task"]["enum"]
+    assert reference.work_pool_name == "ptune-process" and "reference" in reference.tags
 
 
 def test_run_a_deployment_with_form_parameters(deployed):
