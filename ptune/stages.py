@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from ptune import paths
-from ptune.data import splits, validation
 from ptune.config import torch_dtype_name
+from ptune.data import splits, validation
 from ptune.errors import ArtifactError
 from ptune.evaluation import interpret, references
 from ptune.evaluation import report as report_format
