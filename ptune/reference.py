@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -35,17 +36,19 @@ from ptune.data.splits import SPLITS
 from ptune.errors import ConfigError, DataError, ModelError
 from ptune.fileio import atomic_write_text
 from ptune.model.base import BaseModel
-from ptune.model.batching import bucketed_batches, collate, encode_pair
+from ptune.model.batching import collate
 from ptune.model.precision import autocast, autocast_dtype
 from ptune.model.soft_prompt import prompt_inputs, target_loss
 from ptune.registry import tracking
 from ptune.training.history import StepInfo, write_curve
+from ptune.training.train import BatchOrder, encode_examples
 
 METHODS = ("lora", "full", "multitask")
 DEFAULT_LR = {"lora": 1e-3, "full": 1e-5, "multitask": 1e-5}
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
 LORA_TARGETS = (("q_proj", "v_proj"), ("q", "v"))  # Llama/SmolLM/Qwen/GPT-NeoX-style names; T5's
 KIND_TAG, METHOD_TAG = "ptune.kind", "ptune.reference_method"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -153,36 +156,20 @@ def check_prepared(runs: Sequence[stages.TaskRun]) -> None:
                         "first (or `dvc repro prepare@<task>`)")
 
 
-def _batches(lengths: list[int], batch_size: int, seed: int):
-    """Endless bucketed batches; epoch e's order is a function of (seed, e), as in prompt training."""
-    epoch = 0
-    while True:
-        yield from bucketed_batches(lengths, batch_size, random.Random(seed * 1_000_003 + epoch))
-        epoch += 1
-
-
-def _encoded(ref: BaseModel, mixed: list[tuple[stages.TaskRun, list]]) -> list:
-    return [encode_pair(ref.tokenizer, ex.source, ex.target, encoder_decoder=ref.is_encoder_decoder,
-                        add_eos=run.spec.kind == "generation", max_source_tokens=run.spec.max_source_tokens)
-            for run, rows in mixed for ex in rows]
-
-
 def train_reference(run: stages.TaskRun, ref: BaseModel, cfg: ReferenceConfig, mixed: list[tuple[stages.TaskRun, list]],
                     callback=None) -> tuple[list[StepInfo], int, dict[str, float]]:
     """Train `ref`'s trainable weights in place on `mixed`; leave the best validated weights loaded.
     Returns (history, best step, best validation metrics)."""
     torch.manual_seed(cfg.seed)
-    items = _encoded(ref, mixed)
-    if not items:
-        raise DataError(f"task {run.name!r}: the train split is empty, nothing to train on")
+    items = [item for task, rows in mixed for item in encode_examples(ref, task.spec, rows)]
     params = {n: p for n, p in ref.model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
     amp = autocast_dtype(run.params.train.precision, ref.device, ref.n_params, "train.precision")
-    order = _batches([len(i.source_ids) + len(i.target_ids) for i in items], cfg.batch_size, cfg.seed)
+    order = BatchOrder([len(i.source_ids) + len(i.target_ids) for i in items], cfg.batch_size, cfg.seed)
     history, best = [], _Best(f"validation/{run.spec.metrics[0]}")
     for step in range(1, cfg.steps + 1):
         start = time.perf_counter()
-        batch = {k: v.to(ref.device) for k, v in collate([items[i] for i in next(order)], ref.tokenizer.pad_token_id,
+        batch = {k: v.to(ref.device) for k, v in collate([items[i] for i in order(step - 1)], ref.tokenizer.pad_token_id,
                                                           ref.is_encoder_decoder).items()}
         with autocast(ref.device, amp):
             loss = target_loss(ref, prompt_inputs(ref, None, **batch))
@@ -197,6 +184,8 @@ def train_reference(run: stages.TaskRun, ref: BaseModel, cfg: ReferenceConfig, m
             info.metrics = dict(stages.evaluate(run, ref, None, split="validation", progress=False).metrics)
             info.validation_seconds = time.perf_counter() - start
             best.update(step, info.metrics, params)
+            log.info("%s reference (%s) step %d/%d: loss %.4f, %s (validation %.1f s)", run.name, cfg.method, step,
+                     cfg.steps, info.loss, info.metrics, info.validation_seconds)
         history.append(info)
         if callback is not None:
             callback(info)

@@ -49,11 +49,11 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
         torch.set_num_threads(cfg.threads)
     device = _resolve_device(base, cfg)
     amp = autocast_dtype(cfg.precision, device, base.n_params, "train.precision")
-    items = _encode(base, spec, train)
+    items = encode_examples(base, spec, train)
     state = _new_state(base, spec, cfg, init_path, device)
     meta = _compat_key(base, spec, cfg, train, init_path)
     resumed_from = resume(Path(out_dir) / "checkpoint", state, meta)
-    order = _BatchOrder([len(it.source_ids) + len(it.target_ids) for it in items], cfg.batch_size, cfg.seed)
+    order = BatchOrder([len(it.source_ids) + len(it.target_ids) for it in items], cfg.batch_size, cfg.seed)
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {spec.name}", disable=None, leave=False)
     while not state.stopped_early and state.step < cfg.max_steps:
         batch = collate([items[i] for i in order(state.step)], base.tokenizer.pad_token_id, base.is_encoder_decoder)
@@ -109,7 +109,7 @@ def _resolve_device(base: BaseModel, cfg: TrainConfig) -> torch.device:
     return base.device
 
 
-def _encode(base: BaseModel, spec: TaskSpec, examples: Sequence[Example]) -> list[Encoded]:
+def encode_examples(base: BaseModel, spec: TaskSpec, examples: Sequence[Example]) -> list[Encoded]:
     """Tokenise every (source, target) once, with the one rule shared with scoring (ptune.model.batching)."""
     if not examples:
         raise DataError(f"task {spec.name!r}: the train split is empty, nothing to train on")
@@ -118,7 +118,7 @@ def _encode(base: BaseModel, spec: TaskSpec, examples: Sequence[Example]) -> lis
             for ex in examples]
 
 
-class _BatchOrder:
+class BatchOrder:
     """Step -> batch indices. Epoch e's order is bucketed_batches(seed, e), so it is the same after resume."""
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
@@ -205,7 +205,7 @@ def _is_spike(loss: float, history: Sequence[StepInfo], factor: float) -> bool:
 def _validation_loss(base: BaseModel, spec: TaskSpec, examples: Sequence[Example], weight: torch.Tensor, batch_size: int,
                      amp: torch.dtype | None) -> float:
     """Mean loss per target token over `examples`, with prompt `weight` (P, d)."""
-    items = _encode(base, spec, examples)
+    items = encode_examples(base, spec, examples)
     total, count = 0.0, 0
     for i in range(0, len(items), batch_size):
         batch = {k: v.to(base.device) for k, v in collate(items[i:i + batch_size], base.tokenizer.pad_token_id,
