@@ -16,7 +16,7 @@ from flows.params import ReferenceParams
 from flows.prefect_setup import gpu_slot
 from ptune import reference
 from ptune.config import project_params
-from ptune.errors import ConfigError, DataError
+from ptune.errors import DataError
 from ptune.evaluation.references import NOT_ABOVE
 from ptune.stages import Reported, TaskRun
 from tasks.reference import rereport, train_reference_model
@@ -66,13 +66,7 @@ def resolve(params: ReferenceParams) -> tuple[TaskRun, reference.ReferenceConfig
     run = TaskRun.build(params.task, project, source="form", model=params.model)
     cfg = reference.ReferenceConfig.for_run(run, params.method, steps=params.steps, batch_size=params.batch_size,
                                             lr=params.lr)
-    mix: list[TaskRun] = []
-    if params.method == "multitask":
-        names = params.mix or list(project.run_tasks)
-        mix = [TaskRun.build(name, project) for name in dict.fromkeys(names) if name != run.name]
-        if not mix:
-            raise ConfigError(f"method multitask: no other task to mix with {run.name!r}; list them in the "
-                              "form's `mix` (or params.yaml run_tasks)")
+    mix = reference.mix_runs(run, project, params.method, params.mix)
     try:
         reference.check_prepared([run, *mix])
     except DataError as exc:

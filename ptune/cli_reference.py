@@ -27,19 +27,12 @@ def reference_cmd(
     outputs/TASK/reference/METHOD.json, which `ptune report TASK` shows with the gap the prompt closes."""
     from ptune import reference, stages
     from ptune.config import project_params
-    from ptune.errors import ConfigError
 
     project = project_params(params, must_exist=params is not None)
     run = stages.TaskRun.build(task, project, source="--steps")
     cfg = reference.ReferenceConfig.for_run(run, method, steps=steps, batch_size=batch_size, lr=lr)
-    others = []
-    if method == "multitask":
-        names = [t.strip() for t in mix.split(",") if t.strip()] if mix else list(project.run_tasks)
-        others = [stages.TaskRun.build(name, project) for name in names if name != task]
-        if not others:
-            raise ConfigError("--method multitask: no other task to mix with; list them with --mix or run_tasks")
-    elif mix:
-        raise ConfigError(f"--mix is for --method multitask, not {method}")
+    names = [t.strip() for t in mix.split(",") if t.strip()] if mix else None
+    others = reference.mix_runs(run, project, method, names)
     reference.check_prepared([run, *others])
     done = reference.run_reference(run, stages.load_base(run), cfg, mix=others,
                                    command=shlex.join(["ptune", *sys.argv[1:]]))

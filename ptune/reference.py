@@ -146,6 +146,21 @@ def mixture(target: stages.TaskRun, runs: Sequence[stages.TaskRun], seed: int) -
     return mixed
 
 
+def mix_runs(run: stages.TaskRun, project, method: str, names: Sequence[str] | None) -> list[stages.TaskRun]:
+    """The other tasks of a multitask mixture: `names` (default `run_tasks`) without TASK, each once. Empty for
+    the other methods; `names` given with them, or no other task for multitask, is a ConfigError."""
+    if method != "multitask":
+        if names:
+            raise ConfigError(f"mix is for method multitask, not {method}")
+        return []
+    chosen = list(names) if names else list(project.run_tasks)
+    mix = [stages.TaskRun.build(name, project) for name in dict.fromkeys(chosen) if name != run.name]
+    if not mix:
+        raise ConfigError(f"method multitask: no other task to mix with {run.name!r}; list them in mix "
+                          "(--mix, the form's `mix`) or params.yaml run_tasks")
+    return mix
+
+
 def check_prepared(runs: Sequence[stages.TaskRun]) -> None:
     """One DataError naming every task whose prepared splits are missing, with the commands to run."""
     missing = [run.name for run in runs if not all((paths.prepared_dir(run.name) / f"{s}.jsonl").exists()

@@ -114,7 +114,7 @@ def test_bad_input_says_what_to_do(project, monkeypatch):
     out = runner.invoke(app, ["reference", "toy", "--method", "multitask", "--mix", "toy,toy_bad"])
     assert isinstance(out.exception, DataError) and "ptune prepare toy_bad" in str(out.exception)
     out = runner.invoke(app, ["reference", "toy", "--method", "full", "--mix", "toy2"])
-    assert "--mix is for --method multitask" in str(out.exception)
+    assert "mix is for method multitask, not full" in str(out.exception)
 
 
 def test_gap_closed_known_answer_and_undefined():
