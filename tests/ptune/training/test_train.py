@@ -113,6 +113,23 @@ def test_early_stopping_keeps_the_best_prompt(tiny_causal, tmp_path, monkeypatch
     assert not torch.equal(seen[1], seen[3])
 
 
+def test_validation_loss_read_off_label_scores_equals_the_loss_pass(tiny_base):
+    """Classification validation takes its loss from the rank scores (no second pass): same value as the
+    teacher-forced pass, for a causal LM (prefix-cached scoring) and T5; a target that is not a label word
+    falls back to the pass."""
+    _pretrained_like(tiny_base, emb_std=2.0 if tiny_base.is_encoder_decoder else 0.5)
+    weight = init_prompt(tiny_base, 4, "random", seed=3).weight.detach()
+    data = toy(10, 5)
+    metrics = train_mod._validate(tiny_base, SPEC, data, weight, None)
+    passed = train_mod._validation_loss(tiny_base, SPEC, data, weight, 4, None)
+    assert metrics["validation/loss"] == pytest.approx(passed, rel=1e-4, abs=1e-5)
+    assert list(train_mod._evaluate(tiny_base, SPEC, data, weight, BASE_CFG, None)) == \
+        ["validation/loss", "validation/accuracy"]
+    odd = [replace(data[0], target="neutral"), *data[1:]]
+    assert "validation/loss" not in train_mod._validate(tiny_base, SPEC, odd, weight, None)
+    assert train_mod._evaluate(tiny_base, SPEC, odd, weight, BASE_CFG, None)["validation/loss"] > 0
+
+
 def test_real_validation_metrics_are_reported(tiny_causal, tmp_path):
     cfg = replace(BASE_CFG, max_steps=6, eval_every=3, checkpoint_every=0)
     result = train_prompt(tiny_causal, SPEC, TRAIN, VALID, cfg, tmp_path)
