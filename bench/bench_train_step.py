@@ -1,6 +1,8 @@
 """One prompt-tuning train step, three ways: vs PEFT, vs a forward-only pass, and in memory vs full fine-tuning.
 
-1. ptune step / PEFT PromptTuning step (fwd + bwd + Adafactor lr 0.3, 20-token prompt, fp32), goal <= 0.65.
+1. ptune step / PEFT PromptTuning step (fwd + bwd + Adafactor lr 0.3, 20-token prompt, fp32), goal <= 0.65;
+   the same at ptune's default precision on this CPU (bf16 autocast for both; PEFT with the model's own
+   SDPA attention, as a PEFT user runs it; ptune with its CPU bf16 training attention, eager).
 2. ptune step / forward-only pass (torch.inference_mode, same batch and prompt), goal <= 2.0.
    ptune step / LoRA step (PEFT, r 8 on q/v, AdamW; fp32, same batch), goal <= 0.9.
    Both also under bf16 autocast: fp32 time / bf16 time, goals >= 1.25 (step) and >= 1.8 (forward).
@@ -115,7 +117,8 @@ def time_steps(base: BaseModel, batch: Batch, reps: int, held: BaseModel) -> dic
     runs = {"ptune": ptune_step(base, weight), "peft": peft_step(base, weight), "forward": forward_only(base, weight),
             "ptune_plain": ptune_step(base, weight, shared=False), "lora": lora_step(base),
             "ptune_bf16": train_in_bf16(base, ptune_step(base, weight)), "forward_bf16": in_bf16(forward_only(base, weight)),
-            "ptune_bf16w": train_in_bf16(held, ptune_step(held, weight))}
+            "ptune_bf16w": train_in_bf16(held, ptune_step(held, weight)),
+            "peft_bf16": in_bf16(peft_step(base, weight)), "lora_bf16": in_bf16(lora_step(base))}
     times: dict[str, list[float]] = {k: [] for k in runs}
     losses: dict[str, list[float]] = {k: [] for k in runs}
     keys = list(runs)
@@ -138,6 +141,10 @@ def time_steps(base: BaseModel, batch: Batch, reps: int, held: BaseModel) -> dic
             "bf16_speedup": med["ptune"] / med["ptune_bf16"], "eval_bf16_speedup": med["forward"] / med["forward_bf16"],
             "max_abs_loss_diff_fp32_bf16": abs(losses["forward"][0] - losses["forward_bf16"][0]),
             "bf16_weights_speedup": med["ptune"] / med["ptune_bf16w"],
+            # same precision as ptune's default on this CPU: PEFT and LoRA under bf16 autocast with the model's
+            # own attention (SDPA), as a PEFT user runs them; ptune's step as its training runs it (eager on CPU)
+            "ptune_over_peft_bf16": med["ptune_bf16"] / med["peft_bf16"],
+            "ptune_over_lora_bf16": med["ptune_bf16"] / med["lora_bf16"],
             "bf16_weights_over_autocast": med["ptune_bf16w"] / med["ptune_bf16"],
             "abs_loss_diff_bf16_weights": abs(losses["ptune_bf16"][0] - losses["ptune_bf16w"][0])}
 
@@ -259,6 +266,10 @@ def print_table(res: dict) -> None:
              f"train {med['ptune']:.1f} ms, forward {med['forward']:.1f} ms (min-based {t['min_train_over_forward']:.3f})"),
             ("train step ptune / LoRA r8", t["ptune_over_lora"], GOALS["ptune_over_lora"],
              f"ptune {med['ptune']:.1f} ms, LoRA (q,v) {med['lora']:.1f} ms"),
+            ("bf16: ptune / peft", t["ptune_over_peft_bf16"], GOALS["ptune_over_peft"],
+             f"ptune {med['ptune_bf16']:.1f} ms, peft {med['peft_bf16']:.1f} ms (bf16 autocast both)"),
+            ("bf16: ptune / LoRA r8", t["ptune_over_lora_bf16"], GOALS["ptune_over_lora"],
+             f"ptune {med['ptune_bf16']:.1f} ms, LoRA (q,v) {med['lora_bf16']:.1f} ms (bf16 autocast both)"),
             ("shared prompt pass speed-up", t["shared_prompt_speedup"], GOALS["shared_prompt_speedup"],
              f"plain {med['ptune_plain']:.1f} ms, shared {med['ptune']:.1f} ms"),
             ("bf16 speed-up, train step", t["bf16_speedup"], GOALS["bf16_speedup"],
