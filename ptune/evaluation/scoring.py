@@ -76,6 +76,8 @@ def _score_causal(base: BaseModel, source_ids: Sequence[Sequence[int]], label_id
     kwargs = prompt_inputs(base, prompt, ids, mask) if prefix is None else prefix_inputs(base, prefix, ids, mask)
     out = model(**kwargs, use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): next token after the source
+    if max(len(x) for x in label_ids) == 1:  # one token per label: the source pass already holds every score
+        return first[:, [x[0] for x in label_ids]]  # (B, L)
     cache = out.cache  # transformers 5: DynamicCache (formerly past_key_values)
     cache.batch_repeat_interleave(n_labels)  # (B*L, heads, P+S or K+S, hd) per layer
     lab = _pad(label_ids, base.tokenizer.pad_token_id).to(dev)  # (L, T)

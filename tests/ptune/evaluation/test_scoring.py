@@ -22,16 +22,22 @@ def _sources(base, texts=TEXTS):
     return [encode_source(base.tokenizer, t, 64, base.is_encoder_decoder) for t in texts]
 
 
+ONE_TOKEN_LABELS = ["a", "b", "n", "y"]  # one token each in the tiny tokenizer: the causal shortcut, no label pass
+
+
+@pytest.mark.parametrize("labels", [LABELS, ONE_TOKEN_LABELS], ids=["mixed", "one_token"])
 @pytest.mark.parametrize("prompt_kind", ["none", "shared", "per_row"])
-def test_shared_source_scoring_equals_full_forward_per_label(tiny_base, prompt_kind):
+def test_shared_source_scoring_equals_full_forward_per_label(tiny_base, prompt_kind, labels):
     torch.manual_seed(0)
     srcs = _sources(tiny_base)
     prompt = {"none": None, "shared": torch.randn(4, tiny_base.hidden_size),
               "per_row": torch.randn(len(srcs), 4, tiny_base.hidden_size)}[prompt_kind]
+    lengths = {len(ids) for ids in ev._label_ids(tiny_base, labels)}
+    assert (lengths == {1}) == (labels is ONE_TOKEN_LABELS) or tiny_base.is_encoder_decoder, lengths
     with torch.inference_mode():
-        fast = score_labels(tiny_base, srcs, LABELS, prompt)
-        slow = score_labels_naive(tiny_base, srcs, LABELS, prompt)
-    assert fast.shape == (len(TEXTS), len(LABELS))
+        fast = score_labels(tiny_base, srcs, labels, prompt)
+        slow = score_labels_naive(tiny_base, srcs, labels, prompt)
+    assert fast.shape == (len(TEXTS), len(labels))
     assert torch.allclose(fast, slow, atol=1e-5, rtol=0), (fast - slow).abs().max()
     assert torch.isfinite(fast).all() and (fast < 0).all()
 
