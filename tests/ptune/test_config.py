@@ -43,7 +43,7 @@ def test_task_overrides_apply_to_that_task_only(tmp_path):
     params = load_params(ROOT / "params.yaml")
     xsum = params.for_task("xsum")
     assert (xsum.train.max_steps, xsum.train.eval_every, xsum.train.batch_size) == (60, 30, 4)
-    assert (xsum.evaluate.max_examples, xsum.evaluate.batch_size) == (40, 4)
+    assert (xsum.evaluate.max_examples, xsum.evaluate.batch_size) == (40, 16)
     assert xsum.train.lr == params.train.lr and xsum.data == params.data
     plain = params.for_task("presupposition_nli")  # no overrides
     assert (plain.train, plain.evaluate, plain.data) == (params.train, params.evaluate, params.data)
