@@ -37,7 +37,7 @@ from ptune.errors import ConfigError, DataError, ModelError
 from ptune.fileio import atomic_write_text
 from ptune.model.base import BaseModel
 from ptune.model.batching import collate
-from ptune.model.precision import autocast, autocast_dtype
+from ptune.model.precision import autocast, autocast_dtype, training_attention
 from ptune.model.soft_prompt import prompt_inputs, target_loss
 from ptune.registry import tracking
 from ptune.training.history import StepInfo, write_curve
@@ -186,9 +186,10 @@ def train_reference(run: stages.TaskRun, ref: BaseModel, cfg: ReferenceConfig, m
         start = time.perf_counter()
         batch = {k: v.to(ref.device) for k, v in collate([items[i] for i in order(step - 1)], ref.tokenizer.pad_token_id,
                                                           ref.is_encoder_decoder).items()}
-        with autocast(ref.device, amp):
-            loss = target_loss(ref, prompt_inputs(ref, None, **batch))
-        loss.backward()
+        with training_attention(ref.model, ref.device, amp):  # as prompt training: eager in CPU bf16 steps
+            with autocast(ref.device, amp):
+                loss = target_loss(ref, prompt_inputs(ref, None, **batch))
+            loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
         optimizer.step()
