@@ -52,9 +52,16 @@ def report_chart(task: str, results: Mapping[str, EvalResult], titles: Mapping[s
 def chart_figure(task: str, results: Mapping[str, EvalResult], titles: Mapping[str, str], *,
                  analysis: Analysis | None = None, curve: str | Path | None = None,
                  references: Mapping[str, float] | None = None):
-    """The matplotlib Figure of `report_chart` (open: the caller closes it)."""
+    """The matplotlib Figure of `report_chart` (open: the caller closes it). Its texts are literal: a "$"
+    in a task or label name is not mathtext (two of them made matplotlib raise at draw time)."""
     import matplotlib
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _chart_figure(task, results, titles, analysis=analysis, curve=curve, references=references)
+
+
+def _chart_figure(task: str, results: Mapping[str, EvalResult], titles: Mapping[str, str], *,
+                  analysis: Analysis | None, curve: str | Path | None, references: Mapping[str, float] | None):
     import matplotlib.pyplot as plt
 
     names = [n for n in results if n != TUNED] + ([TUNED] if TUNED in results else [])

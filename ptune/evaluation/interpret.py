@@ -128,6 +128,11 @@ def heat_map(found: Interpretation, path: Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with matplotlib.rc_context({"text.parse_math": False}):  # a token such as "$$" is text, not mathtext
+        return _draw_heat_map(plt, found, path, title)
+
+
+def _draw_heat_map(plt, found: Interpretation, path: Path, title: str) -> Path:
     n = len(found.neighbours)
     fig, ax = plt.subplots(figsize=(1.4 + 1.3 * found.k, 0.9 + 0.32 * n))
     image = ax.imshow(found.similarities, cmap="viridis", aspect="auto", vmin=-1, vmax=1)

@@ -59,3 +59,16 @@ def test_write_and_cli_produce_markdown_png_and_json(tiny_causal, tiny_causal_di
     written = json.loads((tmp_path / "run" / "interpretation" / "interpretation.json").read_text())
     assert written["label_share"] >= 0.5 and written["k"] == 3 and "label share" in result.output
     assert written["neighbours"] == json.loads((out / "interpretation.json").read_text())["neighbours"]
+
+
+def test_tokens_with_dollar_signs_are_drawn_as_text_not_mathtext(tmp_path):
+    """Regression (strategyqa, 2026-11-29): a neighbour token "$$" made matplotlib's mathtext parser raise
+    at draw time, after training had finished, and the whole train stage failed."""
+    from ptune.evaluation.interpret import Interpretation, heat_map
+
+    words = [["$$", "$x$", "a_b^c"], ["$", " $$ ", "\\frac"]]
+    found = Interpretation(neighbours=words, similarities=[[0.9, 0.5, 0.1], [0.2, -0.3, 0.0]],
+                           label_hits=[False, True], coherence=0.1, prompt_tightness=0.3, random_tightness=0.2,
+                           k=3, seed=0)
+    path = heat_map(found, tmp_path / "map.png", "price_in_$usd$: nearest vocabulary tokens")
+    assert path.read_bytes()[:4] == b"\x89PNG"

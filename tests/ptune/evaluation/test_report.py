@@ -179,7 +179,7 @@ def test_chart_is_written_and_no_text_leaves_the_figure(tmp_path):
     curve.write_text("step,train/loss,validation/accuracy\n1,0.9,\n3,0.7,0.6\n6,0.5,0.8\n")
     paths = write_report("toy", results, tmp_path, {"tuned": 10}, examples=examples, analysis=analysis, curve=curve)
     assert paths.chart.name == "tuned_vs_baseline.png" and paths.chart.read_bytes()[:4] == b"\x89PNG"
-    fig = chart_figure("a_task_with_a_long_name_like_presupposition_nli", results, {n: n for n in results},
+    fig = chart_figure("a_task_with_a_long_name_like_presupposition_nli_$$", results, {n: n for n in results},
                        analysis=analysis, curve=curve)
     fig.canvas.draw()
     renderer, box = fig.canvas.get_renderer(), fig.bbox
