@@ -81,8 +81,11 @@ def _step(base: BaseModel, spec: TaskSpec, state: TrainState, batch: dict[str, t
     """One optimizer step, then validation (and best/early-stop bookkeeping) when it is due."""
     lr = float(state.optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
-    loss, skipped = _train_step(base, state, batch, cfg, amp)
+    loss, skipped, rolled = _train_step(base, state, batch, cfg, amp)
     step_seconds, state.step = time.perf_counter() - start, state.step + 1
+    if skipped:
+        log.warning("%s step %d: loss %.4f > %g x running median: update skipped%s", spec.name, state.step, loss,
+                    cfg.spike_factor, ", previous update rolled back" if rolled else "")
     metrics, validation_seconds = None, None
     if cfg.eval_every and validation and (state.step % cfg.eval_every == 0 or state.step == cfg.max_steps):
         start = time.perf_counter()
@@ -161,8 +164,8 @@ def _new_state(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Pat
 
 
 def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tensor], cfg: TrainConfig,
-                amp: torch.dtype | None) -> tuple[float, bool]:
-    """One step on the prompt (and reparam MLP): (batch loss, skipped). A loss above `spike_factor` x the
+                amp: torch.dtype | None) -> tuple[float, bool, bool]:
+    """One step on the prompt (and reparam MLP): (batch loss, skipped, rolled back). A loss above `spike_factor` x the
     running median is not applied (no backward, no update) and rolls back the update before it, to the state
     that last gave a normal loss; the lr schedule advances either way. Skipping alone could leave a diverged
     prompt in place with every later step skipped (seen on rotten_tomatoes, seed 1: docs/training.md)."""
@@ -173,10 +176,9 @@ def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tenso
         skipped = _is_spike(value, state.history, cfg.spike_factor)
         if not skipped:
             loss.backward()
+    rolled = False
     if skipped:  # the previous update probably caused it: go back to the state that gave a normal loss
         rolled = state.roll_back()
-        log.warning("step %d: loss %.4f > %g x running median: update skipped%s", state.step + 1, value,
-                    cfg.spike_factor, ", previous update rolled back" if rolled else "")
     else:
         if cfg.spike_factor:
             state.remember_good()
@@ -185,7 +187,7 @@ def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tenso
         state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.scheduler.step()
-    return value, skipped
+    return value, skipped, rolled
 
 
 def _is_spike(loss: float, history: Sequence[StepInfo], factor: float) -> bool:

@@ -64,7 +64,8 @@ def test_a_decaying_schedule_does_not_resume_with_other_max_steps(tiny_causal, t
     assert train_prompt(tiny_causal, SPEC, TRAIN, VALID, replace(constant, max_steps=6), tmp_path / "c").resumed_from == 3
 
 
-def test_spike_guard_skips_the_update_rolls_back_the_previous_one_and_counts_it(tiny_causal, tmp_path, monkeypatch):
+def test_spike_guard_skips_the_update_rolls_back_the_previous_one_and_counts_it(tiny_causal, tmp_path, monkeypatch,
+                                                                                caplog):
     """A step whose loss is 100x the others is not applied, and the update before it is undone: the prompt
     is back to the state that gave the last normal loss (after step 6), then training goes on from there."""
     real = train_mod.target_loss
@@ -89,6 +90,9 @@ def test_spike_guard_skips_the_update_rolls_back_the_previous_one_and_counts_it(
     assert not torch.equal(prompts[5], prompts[6])  # step 7 was applied ...
     assert torch.equal(prompts[5], prompts[7])  # ... and rolled back when step 8 spiked
     assert not torch.equal(prompts[7], prompts[8])  # step 9 is applied again
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "update skipped" in r.getMessage()]
+    assert warned == [f"{SPEC.name} step 8: loss {result.history[7].loss:.4f} > 5 x running median: update skipped, "
+                      "previous update rolled back"]  # names the task: several tasks share one Prefect log
     monkeypatch.setattr(train_mod, "target_loss", real)
     calls["n"] = 0
     off = train_prompt(tiny_causal, SPEC, TRAIN, VALID, replace(cfg, spike_factor=0.0), tmp_path / "off")
