@@ -129,27 +129,23 @@ def heat_map(found: Interpretation, path: Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     with matplotlib.rc_context({"text.parse_math": False}):  # a token such as "$$" is text, not mathtext
-        return _draw_heat_map(plt, found, path, title)
-
-
-def _draw_heat_map(plt, found: Interpretation, path: Path, title: str) -> Path:
-    n = len(found.neighbours)
-    fig, ax = plt.subplots(figsize=(1.4 + 1.3 * found.k, 0.9 + 0.32 * n))
-    image = ax.imshow(found.similarities, cmap="viridis", aspect="auto", vmin=-1, vmax=1)
-    for i, (words, sims) in enumerate(zip(found.neighbours, found.similarities, strict=True)):
-        for j, (word, sim) in enumerate(zip(words, sims, strict=True)):
-            ax.text(j, i, repr(word.strip() or word)[1:-1][:12], ha="center", va="center", fontsize=7,
-                    color="black" if sim > 0.3 else "white")
-    ax.set_xticks(range(found.k), [f"#{j + 1}" for j in range(found.k)])
-    ax.set_yticks(range(n), [f"{i}{' *' if hit else ''}" for i, hit in enumerate(found.label_hits)])
-    ax.set_xlabel("neighbour rank (cosine similarity)")
-    ax.set_ylabel("virtual token (* = label word among neighbours)")
-    ax.set_title(title or "nearest vocabulary tokens", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
-    return path
+        n = len(found.neighbours)
+        fig, ax = plt.subplots(figsize=(1.4 + 1.3 * found.k, 0.9 + 0.32 * n))
+        image = ax.imshow(found.similarities, cmap="viridis", aspect="auto", vmin=-1, vmax=1)
+        for i, (words, sims) in enumerate(zip(found.neighbours, found.similarities, strict=True)):
+            for j, (word, sim) in enumerate(zip(words, sims, strict=True)):
+                ax.text(j, i, repr(word.strip() or word)[1:-1][:12], ha="center", va="center", fontsize=7,
+                        color="black" if sim > 0.3 else "white")
+        ax.set_xticks(range(found.k), [f"#{j + 1}" for j in range(found.k)])
+        ax.set_yticks(range(n), [f"{i}{' *' if hit else ''}" for i, hit in enumerate(found.label_hits)])
+        ax.set_xlabel("neighbour rank (cosine similarity)")
+        ax.set_ylabel("virtual token (* = label word among neighbours)")
+        ax.set_title(title or "nearest vocabulary tokens", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.04)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100, format="png")
+        plt.close(fig)
+        return path
 
 
 def write_interpretation(base: BaseModel, prompt: torch.Tensor, label_words: Sequence[str], out_dir: str | Path,
