@@ -114,11 +114,13 @@ def time_steps(base: BaseModel, batch: Batch, reps: int, held: BaseModel) -> dic
     """Interleaved timings of ptune step, PEFT step and forward-only on one batch, in fp32 and (ptune step,
     forward) in bf16 autocast, and the ptune step on `held` (the same model held in bf16); medians in seconds."""
     weight = init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().cpu()  # (P, d)
-    runs = {"ptune": ptune_step(base, weight), "peft": peft_step(base, weight), "forward": forward_only(base, weight),
-            "ptune_plain": ptune_step(base, weight, shared=False), "lora": lora_step(base),
+    peft, lora = peft_step(base, weight), lora_step(base)  # one PEFT model each (LoRA copies the base module):
+    # their bf16 runs time the same models under autocast; only the first-step losses are compared
+    runs = {"ptune": ptune_step(base, weight), "peft": peft, "forward": forward_only(base, weight),
+            "ptune_plain": ptune_step(base, weight, shared=False), "lora": lora,
             "ptune_bf16": train_in_bf16(base, ptune_step(base, weight)), "forward_bf16": in_bf16(forward_only(base, weight)),
             "ptune_bf16w": train_in_bf16(held, ptune_step(held, weight)),
-            "peft_bf16": in_bf16(peft_step(base, weight)), "lora_bf16": in_bf16(lora_step(base))}
+            "peft_bf16": in_bf16(peft), "lora_bf16": in_bf16(lora)}
     times: dict[str, list[float]] = {k: [] for k in runs}
     losses: dict[str, list[float]] = {k: [] for k in runs}
     keys = list(runs)
