@@ -59,7 +59,8 @@ def join_prefix(prefix: str, source: str) -> str:
     return f"{prefix.rstrip()}\n\n{source}" if prefix.strip() else source
 
 
-def _label_ids(base: BaseModel, labels: Sequence[str]) -> list[list[int]]:
+def label_target_ids(base: BaseModel, labels: Sequence[str]) -> list[list[int]]:
+    """The ids each label's score sums over: the training target of a classification row (no EOS)."""
     return [encode_target(base.tokenizer, w, base.is_encoder_decoder, add_eos=False) for w in labels]
 
 
@@ -118,7 +119,7 @@ def score_labels(base: BaseModel, source_ids: Sequence[Sequence[int]], labels: S
     source_ids: B lists from `encode_source`; labels: L label words; prompt: (P, d), (B, P, d) or None.
     prefix (causal LMs): a cached shared prefix from `split_shared`, which already holds the prompt
     (pass prompt=None) and the shared ids (source_ids are then each row's remaining ids)."""
-    label_ids = _label_ids(base, labels)
+    label_ids = label_target_ids(base, labels)
     if prefix is not None:
         if prompt is not None or base.is_encoder_decoder:
             raise ValueError("score_labels: a prefix cache replaces the prompt (causal LMs only); pass prompt=None")
@@ -135,7 +136,7 @@ def score_labels_naive(base: BaseModel, source_ids: Sequence[Sequence[int]], lab
                        prompt: torch.Tensor | None = None) -> torch.Tensor:
     """Reference for `score_labels`: one full forward of (prompt, source, label) per label. (B, L)."""
     cols = []
-    for ids in _label_ids(base, labels):
+    for ids in label_target_ids(base, labels):
         batch = collate([Encoded(list(s), ids) for s in source_ids], base.tokenizer.pad_token_id,
                         base.is_encoder_decoder)
         batch = {k: v.to(base.device) for k, v in batch.items()}

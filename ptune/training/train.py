@@ -26,7 +26,7 @@ from ptune.data.splits import Example
 from ptune.errors import ConfigError, DataError
 from ptune.fileio import sha256_text
 from ptune.model.base import BaseModel
-from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair, encode_target
+from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
 from ptune.model.precision import autocast, autocast_dtype, training_attention
 from ptune.model.soft_prompt import SoftPrompt, shared_prompt_inputs, target_loss
 from ptune.training.history import StepInfo, TrainResult
@@ -243,7 +243,9 @@ def _loss_from_label_scores(base: BaseModel, spec: TaskSpec, examples: Sequence[
     if scores is None or spec.kind != "classification" or len(scores) != len(examples) \
             or any(ex.target not in labels for ex in examples):
         return None
-    sizes = [len(encode_target(base.tokenizer, w, base.is_encoder_decoder, add_eos=False)) for w in labels]
+    from ptune.evaluation.scoring import label_target_ids
+
+    sizes = [len(ids) for ids in label_target_ids(base, labels)]  # the ids each score summed over
     gold = [labels.index(ex.target) for ex in examples]
     return -sum(row[g] for row, g in zip(scores, gold, strict=True)) / max(sum(sizes[g] for g in gold), 1)
 

@@ -32,7 +32,7 @@ def test_shared_source_scoring_equals_full_forward_per_label(tiny_base, prompt_k
     srcs = _sources(tiny_base)
     prompt = {"none": None, "shared": torch.randn(4, tiny_base.hidden_size),
               "per_row": torch.randn(len(srcs), 4, tiny_base.hidden_size)}[prompt_kind]
-    lengths = {len(ids) for ids in ev._label_ids(tiny_base, labels)}
+    lengths = {len(ids) for ids in ev.label_target_ids(tiny_base, labels)}
     assert (lengths == {1}) == (labels is ONE_TOKEN_LABELS) or tiny_base.is_encoder_decoder, lengths
     with torch.inference_mode():
         fast = score_labels(tiny_base, srcs, labels, prompt)
