@@ -36,6 +36,7 @@ class TaskSpec:
     max_source_tokens: int = 256
     max_target_tokens: int = 16      # generation: max new tokens
     description: str = ""
+    stop_strings: tuple[str, ...] = ()  # generation: output ends at the first of these (after leading whitespace)
 
     def __post_init__(self) -> None:
         problems = []
@@ -46,6 +47,8 @@ class TaskSpec:
         bad = [m for m in self.metrics if m not in METRICS.get(self.kind, ())]
         if bad or not self.metrics:
             problems.append(f"metrics={self.metrics!r} (allowed for {self.kind}: {', '.join(METRICS.get(self.kind, ()))})")
+        if not isinstance(self.stop_strings, tuple) or not all(isinstance(x, str) and x for x in self.stop_strings):
+            problems.append(f"stop_strings={self.stop_strings!r}: a tuple of non-empty strings")
         if self.max_source_tokens <= 0 or self.max_target_tokens <= 0 or self.k_shot < 0:
             problems.append("max_source_tokens, max_target_tokens must be > 0 and k_shot >= 0")
         if problems:

@@ -22,7 +22,7 @@ from ptune.paths import project_dir
 
 REQUIRED = ("path", "template", "target_field")
 OPTIONAL = ("label_words", "label_map", "metric", "metrics", "instruction", "k_shot", "max_source_tokens",
-            "max_target_tokens", "description", "split_field")
+            "max_target_tokens", "description", "split_field", "stop_strings")
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -73,6 +73,9 @@ def _check_entry(name: str, entry: Any, reserved: Mapping[str, Any]) -> list[str
     problems += _check_template(where, entry.get("template"))
     problems += _check_labels(where, entry)
     problems += _check_numbers(where, entry)
+    stops = entry.get("stop_strings", [])
+    if not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops):
+        problems.append(f"{where}: stop_strings={stops!r} (allowed: a list of non-empty strings, e.g. [\"\\n\"])")
     return problems
 
 
@@ -142,4 +145,5 @@ def _build_spec(name: str, entry: Mapping[str, Any], base: Path) -> TaskSpec:
         instruction=str(entry.get("instruction", "")), k_shot=entry.get("k_shot", 4),
         max_source_tokens=entry.get("max_source_tokens", 256), max_target_tokens=entry.get("max_target_tokens", 16),
         description=str(entry.get("description", f"user task on {path.name}")),
+        stop_strings=tuple(entry.get("stop_strings") or ()),
     )

@@ -250,7 +250,8 @@ def _predict(base: BaseModel, spec: TaskSpec, sources: list[list[int]], prompt: 
                 for j, row in zip(idx, best.float().tolist(), strict=True):
                     label_scores[j] = row
             else:
-                texts = generate_batch(base, rows, prompt, new_tokens, num_beams, prefix=prefix)
+                texts = generate_batch(base, rows, prompt, new_tokens, num_beams, prefix=prefix,
+                                       stop_strings=spec.stop_strings)
             for j, text in zip(idx, texts, strict=True):
                 out[j] = text
             bar.update(len(idx))

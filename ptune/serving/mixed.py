@@ -24,6 +24,7 @@ from transformers import DynamicCache
 from ptune.evaluation.scoring import _token_logprobs
 from ptune.model.base import BaseModel
 from ptune.model.batching import _pad, left_pad
+from ptune.model.generate import cut_at_stop, stopping
 from ptune.model.prefix import PrefixCache
 
 
@@ -36,6 +37,7 @@ class MixedRow:
     prefix: PrefixCache | None  # the prompt's keys/values (causal LMs), None for the plain path
     label_ids: list[list[int]]  # L_i label words as target ids; [] for generation rows
     max_new_tokens: int = 16  # generation rows: the task's limit
+    stop_strings: tuple[str, ...] = ()  # generation rows: the task's stop strings (`ptune.model.generate`)
 
 
 def _cached_inputs(base: BaseModel, rows: Sequence[MixedRow]) -> dict:
@@ -129,7 +131,7 @@ def _score_seq2seq(base: BaseModel, rows: Sequence[MixedRow]) -> tuple[torch.Ten
 
 
 def generate_mixed(base: BaseModel, rows: Sequence[MixedRow]) -> list[str]:
-    """Greedy generation for every row (each cut at its own max_new_tokens and at EOS), stripped text."""
+    """Greedy generation for every row (each cut at its own max_new_tokens, EOS and stop strings), stripped text."""
     tok, kwargs = base.tokenizer, mixed_inputs(base, rows)
     if "cache" in kwargs:  # generate() drops the first cache-length positions of inputs_embeds itself
         embeds = kwargs["inputs_embeds"]
@@ -137,12 +139,13 @@ def generate_mixed(base: BaseModel, rows: Sequence[MixedRow]) -> list[str]:
         kwargs["inputs_embeds"] = torch.cat([embeds.new_zeros(embeds.shape[0], width, embeds.shape[2]), embeds], 1)
     kwargs.pop("position_ids", None)  # generate() derives them from the mask (cumulative count)
     out = base.model.generate(**kwargs, max_new_tokens=max(r.max_new_tokens for r in rows), num_beams=1,
-                              do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                              do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                              **stopping(base, [r.stop_strings for r in rows]))
     if base.is_encoder_decoder:
         out = out[:, 1:]  # the decoder start token
     texts = []
     for r, ids in zip(rows, out.tolist(), strict=True):
         ids = ids[:r.max_new_tokens]
         ids = ids[:ids.index(tok.eos_token_id)] if tok.eos_token_id in ids else ids
-        texts.append(tok.decode(ids, skip_special_tokens=True).strip())
+        texts.append(cut_at_stop(tok.decode(ids, skip_special_tokens=True), r.stop_strings))
     return texts

@@ -170,7 +170,8 @@ class MultiPromptModel:
         text = row.text if row.raw else format_input(spec, row.text)
         ids = encode_source(self.base.tokenizer, text, spec.max_source_tokens, self.base.is_encoder_decoder)
         labels = [list(x) for x in task.label_ids]
-        return [MixedRow(ids, prompt, prefix, labels, spec.max_target_tokens) for prompt, prefix in task.prompts]
+        return [MixedRow(ids, prompt, prefix, labels, spec.max_target_tokens, spec.stop_strings)
+                for prompt, prefix in task.prompts]
 
     @staticmethod
     def _prediction(task: LoadedTask, outputs: list) -> Prediction:

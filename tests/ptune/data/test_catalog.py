@@ -98,10 +98,12 @@ def test_user_task_from_params_mapping_and_from_file(tmp_path) -> None:
     assert spec.kind == "classification" and spec.columns == ("text", "stars")
     assert spec.formatter({"text": "Great", "stars": 5}) == ("Review: Great\nSentiment:", "positive")
     (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({"summ": {"path": "d.jsonl", "template": "{doc}\nTL;DR:",
-                                                                 "target_field": "tldr", "metric": "rougeL"}}))
+                                                                 "target_field": "tldr", "metric": "rougeL",
+                                                                 "stop_strings": ["\n"]}}))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tasks": {"file": "tasks.yaml"}}))
     spec = get_task("summ", load_params(tmp_path / "params.yaml"))
-    assert spec.kind == "generation" and spec.metrics == ("rougeL",)
+    assert spec.kind == "generation" and spec.metrics == ("rougeL",) and spec.stop_strings == ("\n",)
+    assert spec.max_target_tokens == 16 and get_task("xsum").stop_strings == ("\n",)
     assert spec.source.path == tmp_path / "d.jsonl"
     assert "summ" in [s.name for s in list_tasks(load_params(tmp_path / "params.yaml"))]
 
@@ -110,7 +112,7 @@ def test_invalid_user_tasks_are_listed_in_one_error() -> None:
     bad = {
         "a": {**GOOD, "path": "x.txt", "metric": "bleu"},
         "b": {"template": "no placeholders", "target_field": "y", "colour": "red"},
-        "c": {**GOOD, "label_map": {1: "meh"}, "k_shot": -1},
+        "c": {**GOOD, "label_map": {1: "meh"}, "k_shot": -1, "stop_strings": "\n"},
         "rotten_tomatoes": GOOD,
     }
     with pytest.raises(ConfigError) as info:
@@ -120,7 +122,8 @@ def test_invalid_user_tasks_are_listed_in_one_error() -> None:
                      "task 'a': metric='bleu' (allowed for classification: accuracy",
                      "task 'b': missing required field 'path'", "task 'b': unknown field 'colour'",
                      "task 'b': template='no placeholders'", "task 'c': label_map[1]='meh' (allowed: negative, positive)",
-                     "task 'c': k_shot=-1 (allowed: integer >= 0)", "'rotten_tomatoes': name clashes"):
+                     "task 'c': k_shot=-1 (allowed: integer >= 0)",
+                     "task 'c': stop_strings='\\n' (allowed: a list of non-empty strings", "'rotten_tomatoes': name clashes"):
         assert expected in message
 
 

@@ -9,7 +9,7 @@ from ptune.errors import ConfigError, DataError
 from ptune.evaluation import scoring as ev
 from ptune.evaluation.scoring import evaluate, join_prefix, score_labels, score_labels_naive
 from ptune.model.batching import encode_source
-from ptune.model.generate import generate_batch, generate_ids, match_label
+from ptune.model.generate import cut_at_stop, generate_batch, generate_ids, match_label
 from ptune.model.soft_prompt import prompt_inputs
 from tests.ptune.evaluation.eval_helpers import make_examples, make_spec
 
@@ -121,6 +121,50 @@ def test_beam_search_runs_with_a_prompt(tiny_base):
     with torch.inference_mode():
         out = generate_batch(tiny_base, _sources(tiny_base)[:2], torch.randn(2, tiny_base.hidden_size), 4, num_beams=3)
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_cut_at_stop_rules():
+    assert cut_at_stop("\n\n  A summary.\nArticle: more", ("\n",)) == "A summary."  # leading newlines never stop
+    assert cut_at_stop("one. two|three", ("|", ". ")) == "one"  # the first of several, itself cut
+    assert cut_at_stop(" no stop here ", ("\n",)) == "no stop here"
+    assert cut_at_stop(" kept\nwhole ", ()) == "kept\nwhole"
+
+
+def test_stop_strings_end_decoding_and_cut_the_text(tiny_causal):
+    """A row stops decoding at its stop string (fewer ids), its text is the unstopped text cut there, and a
+    row without the stop string decodes as before."""
+    tiny_base = tiny_causal
+    srcs, tok = _sources(tiny_base), tiny_base.tokenizer
+    prompt = torch.randn(4, tiny_base.hidden_size, generator=torch.Generator().manual_seed(3)) * 4
+    with torch.inference_mode():
+        full = generate_ids(tiny_base, srcs, prompt, max_new_tokens=12)
+    texts = [tok.decode(ids, skip_special_tokens=True) for ids in full]
+    # a stop string of three tokens (it spans tokens) from the first row with visible text
+    row = next(i for i, t in enumerate(texts) if t.strip() and len(full[i]) > 4)
+    stop = tok.decode(full[row][:3], skip_special_tokens=True).strip()
+    with torch.inference_mode():
+        stopped = generate_ids(tiny_base, srcs, prompt, max_new_tokens=12, stop_strings=(stop,))
+        cut = generate_batch(tiny_base, srcs, prompt, 12, stop_strings=(stop,))
+    assert cut == [cut_at_stop(t, (stop,)) for t in texts]
+    hit = [i for i, t in enumerate(texts) if stop in t.lstrip()]
+    assert row in hit and len(hit) < len(texts)
+    for i, (a, b) in enumerate(zip(full, stopped, strict=True)):
+        if i in hit:
+            assert len(b) < len(a) and a[:len(b)] == b and stop in tok.decode(b, skip_special_tokens=True), i
+        else:
+            assert a == b, i
+
+
+def test_leading_whitespace_never_stops_a_row(tiny_t5):
+    """With this prompt the tiny T5 writes only tabs: a tab stop string must not end those rows (nothing
+    was answered yet)."""
+    srcs = _sources(tiny_t5)
+    prompt = torch.randn(4, tiny_t5.hidden_size, generator=torch.Generator().manual_seed(0)) * 4
+    with torch.inference_mode():
+        full = generate_ids(tiny_t5, srcs, prompt, max_new_tokens=8)
+        stopped = generate_ids(tiny_t5, srcs, prompt, max_new_tokens=8, stop_strings=("\t",))
+    assert all(tiny_t5.tokenizer.decode(ids, skip_special_tokens=True).isspace() for ids in full)
+    assert stopped == full and all(len(ids) == 8 for ids in full)
 
 
 def test_match_label_rules():
