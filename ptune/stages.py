@@ -36,7 +36,7 @@ from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_base_model
-from ptune.model.precision import autocast, autocast_dtype
+from ptune.model.precision import autocast_dtype, inference_precision
 from ptune.registry import model_card, model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
@@ -175,7 +175,8 @@ def baselines(run: TaskRun, base: BaseModel, *, split: str = "test", progress: b
 
 def _eval_precision(run: TaskRun, base: BaseModel) -> contextlib.AbstractContextManager:
     policy = run.params.evaluate.precision
-    return autocast(base.device, autocast_dtype(policy, base.device, base.n_params, "evaluate.precision"))
+    return inference_precision(base.model, base.device,
+                               autocast_dtype(policy, base.device, base.n_params, "evaluate.precision"))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from ptune.errors import ConfigError, DataError
 from ptune.fileio import sha256_text
 from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
-from ptune.model.precision import autocast, autocast_dtype, training_attention
+from ptune.model.precision import autocast, autocast_dtype, inference_precision, training_attention
 from ptune.model.soft_prompt import SoftPrompt, shared_prompt_inputs, target_loss
 from ptune.training.history import StepInfo, TrainResult
 from ptune.training.state import TrainState, new_state, resume, save
@@ -209,13 +209,13 @@ def _validation_loss(base: BaseModel, spec: TaskSpec, examples: Sequence[Example
     """Mean loss per target token over `examples`, with prompt `weight` (P, d)."""
     items = encode_examples(base, spec, examples)
     total, count = 0.0, 0
-    for i in range(0, len(items), batch_size):
-        batch = {k: v.to(base.device) for k, v in collate(items[i:i + batch_size], base.tokenizer.pad_token_id,
-                                                           base.is_encoder_decoder).items()}
-        n = int((batch["labels"] != -100).sum())
-        with autocast(base.device, amp):
+    with inference_precision(base.model, base.device, amp):
+        for i in range(0, len(items), batch_size):
+            batch = {k: v.to(base.device) for k, v in collate(items[i:i + batch_size], base.tokenizer.pad_token_id,
+                                                               base.is_encoder_decoder).items()}
+            n = int((batch["labels"] != -100).sum())
             loss = target_loss(base, shared_prompt_inputs(base, weight, **batch))
-        total, count = total + float(loss.float()) * n, count + n
+            total, count = total + float(loss.float()) * n, count + n
     return total / max(count, 1)
 
 
@@ -229,7 +229,7 @@ def _validate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], we
     pass, about half of each validation (equal to `_validation_loss` within rounding, tested)."""
     from ptune.evaluation.scoring import evaluate
 
-    with autocast(base.device, amp):
+    with inference_precision(base.model, base.device, amp):
         result = evaluate(base, spec, list(validation), prompt=weight, split="validation", progress=False)
     metrics = dict(result.metrics)
     loss = _loss_from_label_scores(base, spec, validation, result.label_scores)

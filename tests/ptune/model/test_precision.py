@@ -11,7 +11,15 @@ import torch
 from ptune.errors import ConfigError
 from ptune.evaluation.scoring import evaluate
 from ptune.model.batching import collate, encode_pair
-from ptune.model.precision import BF16_MIN_PARAMS, autocast, autocast_dtype, bf16_support, cpu_bf16_units
+from ptune.model.precision import (
+    BF16_MIN_PARAMS,
+    autocast,
+    autocast_dtype,
+    bf16_support,
+    cpu_bf16_units,
+    frozen_weights_in,
+    inference_precision,
+)
 from ptune.model.soft_prompt import init_prompt, prompt_inputs, target_loss
 from tests.ptune.evaluation.eval_helpers import make_examples, make_spec
 
@@ -72,8 +80,45 @@ def test_bf16_stays_close_to_fp32_on_smollm2(tmp_path, monkeypatch):
         for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
             with autocast(CPU, dtype) if dtype else contextlib.nullcontext():
                 results[name] = evaluate(base, run.spec, rows, weight, batch_size=16, progress=False)
-        gap = abs(results["bf16"].metrics["test/accuracy"] - results["fp32"].metrics["test/accuracy"])
-        assert gap <= 0.05, {k: v.metrics for k, v in results.items()}  # at most 3 of 64 rows differ
+        with inference_precision(base.model, CPU, torch.bfloat16):  # how evaluation runs: weights held in bf16
+            results["held"] = evaluate(base, run.spec, rows, weight, batch_size=16, progress=False)
+        for name in ("bf16", "held"):
+            gap = abs(results[name].metrics["test/accuracy"] - results["fp32"].metrics["test/accuracy"])
+            assert gap <= 0.05, {k: v.metrics for k, v in results.items()}  # at most 3 of 64 rows differ
+    assert all(p.dtype == torch.float32 for p in base.model.parameters())
+
+
+def test_frozen_weights_are_held_for_the_block_and_given_back_bit_for_bit(tiny_causal):
+    model = tiny_causal.model
+    trainable = torch.nn.Parameter(torch.randn(3))
+    model.register_parameter("adapter", trainable)  # a trainable parameter stays fp32 (autocast covers it)
+    before = {name: (p.data_ptr(), p.detach().clone()) for name, p in model.named_parameters()}
+    with frozen_weights_in(model, torch.bfloat16):
+        assert all(p.dtype == torch.bfloat16 for n, p in model.named_parameters() if n != "adapter")
+        assert trainable.dtype == torch.float32
+        with frozen_weights_in(model, torch.bfloat16):  # nested: the outer block gives the weights back
+            pass
+        assert all(p.dtype == torch.bfloat16 for n, p in model.named_parameters() if n != "adapter")
+    with pytest.raises(RuntimeError, match="boom"), frozen_weights_in(model, torch.bfloat16):
+        raise RuntimeError("boom")
+    for name, p in model.named_parameters():
+        assert p.dtype == torch.float32 and p.data_ptr() == before[name][0], name
+        assert torch.equal(p, before[name][1]), name
+    assert not model.get_output_embeddings()._forward_pre_hooks  # the contiguous-input hook is gone
+
+
+def test_held_inference_matches_autocast_on_the_tiny_model(tiny_causal):
+    """Rank scores with the weights held in bf16 stay within bf16 rounding of autocast over fp32 weights,
+    with a soft prompt and with the shared-prefix cache (hard prefix)."""
+    spec, examples = make_spec(), make_examples(n=16)
+    prompt = init_prompt(tiny_causal, 4, "random", seed=0).weight.detach()
+    with autocast(CPU, torch.bfloat16):
+        low = evaluate(tiny_causal, spec, examples, prompt, prefix="Classify.", progress=False)
+    with inference_precision(tiny_causal.model, CPU, torch.bfloat16):
+        held = evaluate(tiny_causal, spec, examples, prompt, prefix="Classify.", progress=False)
+    gap = (torch.tensor(held.label_scores) - torch.tensor(low.label_scores)).abs().max()
+    assert gap <= 0.1, gap  # log-likelihoods of a few tokens, bf16 residual stream
+    assert sum(a != b for a, b in zip(low.predictions, held.predictions, strict=True)) <= 2
 
 
 def test_training_attention_is_eager_only_for_cpu_bf16_steps_and_restored(tiny_causal):
