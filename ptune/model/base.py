@@ -271,9 +271,28 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
     return tokenizer
 
 
+def contiguous_head_input(model: torch.nn.Module) -> None:
+    """Give the output layer a contiguous input, once per model.
+
+    `logits_to_keep=1` (rank scoring, every decode step) hands the output layer a strided last-position slice.
+    With bf16 weights (`model_dtype: bf16`, or evaluation's `frozen_weights_in`) torch ran that linear as a
+    batched matmul over a copied 49k x 576 weight per row: rank scoring of 200 rotten_tomatoes rows took
+    26 s instead of 4 s. A contiguous copy of a (B, 1, d) slice costs nothing; a contiguous input is passed
+    through as it is."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(head, torch.nn.Module) and not getattr(head, "_ptune_contiguous_input", False):
+        head.register_forward_pre_hook(_contiguous_input)
+        head._ptune_contiguous_input = True
+
+
+def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:]) if args and isinstance(args[0], torch.Tensor) else args
+
+
 def from_objects(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: str) -> BaseModel:
     """Wrap an already-built model (tests, callers that loaded it themselves)."""
     freeze(model)
+    contiguous_head_input(model)
     prepare_tokenizer(tokenizer)
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.pad_token_id is None:  # silences generate()'s "setting pad to eos" warning

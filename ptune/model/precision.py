@@ -109,28 +109,16 @@ def inference_precision(model: torch.nn.Module, device: torch.device, dtype: tor
 def frozen_weights_in(model: torch.nn.Module, dtype: torch.dtype):
     """The model's frozen floating-point parameters held in `dtype` for the block; on exit each gets its own
     tensor back, bit for bit (even when the block raises). Peak memory: the originals plus the copies.
-
     Nested blocks leave the weights to the outermost one. Not for two threads on one model at once.
-    While it holds, the output layer gets a contiguous input: a bf16 linear on the strided last-position
-    slice that `logits_to_keep` makes went through a batched matmul over a copied weight (49k x 576 per
-    row for SmolLM2), slower than the whole forward pass."""
+    (A bf16 output layer needs a contiguous input to be fast: `ptune.model.base.contiguous_head_input`,
+    set at load.)"""
     saved: dict[torch.nn.Parameter, torch.Tensor] = {}
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    hook = None
     try:
         for param in model.parameters():  # tied weights come once
             if not param.requires_grad and param.is_floating_point() and param.dtype != dtype:
                 saved[param] = param.data
                 param.data = param.data.to(dtype)
-        if saved and isinstance(head, torch.nn.Module):
-            hook = head.register_forward_pre_hook(_contiguous_input)
         yield
     finally:
-        if hook is not None:
-            hook.remove()
         for param, data in saved.items():
             param.data = data
-
-
-def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
-    return (args[0].contiguous(), *args[1:]) if args and isinstance(args[0], torch.Tensor) else args

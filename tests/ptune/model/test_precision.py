@@ -104,7 +104,25 @@ def test_frozen_weights_are_held_for_the_block_and_given_back_bit_for_bit(tiny_c
     for name, p in model.named_parameters():
         assert p.dtype == torch.float32 and p.data_ptr() == before[name][0], name
         assert torch.equal(p, before[name][1]), name
-    assert not model.get_output_embeddings()._forward_pre_hooks  # the contiguous-input hook is gone
+    assert len(model.get_output_embeddings()._forward_pre_hooks) == 1  # only the load-time one (below)
+
+
+def test_the_output_layer_gets_a_contiguous_input_once_per_model(tiny_causal):
+    """Set at load (`contiguous_head_input`): a bf16 output layer on the strided slice of `logits_to_keep`
+    was 6x slower at rank scoring; wrapping the model again adds no second hook."""
+    from ptune.model.base import from_objects
+
+    head, seen = tiny_causal.model.get_output_embeddings(), []
+    from_objects(tiny_causal.model, tiny_causal.tokenizer, "again")
+    assert len(head._forward_pre_hooks) == 1
+    probe = head.register_forward_hook(lambda module, args, out: seen.append(args[0].is_contiguous()))
+    try:
+        ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+        with torch.no_grad():
+            tiny_causal.model(input_ids=ids, logits_to_keep=1)
+    finally:
+        probe.remove()
+    assert seen == [True]
 
 
 def test_held_inference_matches_autocast_on_the_tiny_model(tiny_causal):
