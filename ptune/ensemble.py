@@ -23,7 +23,6 @@ from ptune.evaluation.baseline import BaselineResults
 from ptune.fileio import atomic_write_text
 from ptune.model.base import BaseModel
 from ptune.model.ensemble_artifact import load_ensemble, save_ensemble
-from ptune.model.precision import autocast_dtype, inference_precision
 from ptune.registry import model_card, model_registry, tracking
 
 ENSEMBLE_DIR = "ensemble_prompt"  # <root>/ensemble_prompt: the ensemble artifact
@@ -65,8 +64,7 @@ def evaluate_ensemble(run: stages.TaskRun, base: BaseModel, directory: Path, *, 
     if found is None:
         raise ArtifactError(f"{directory} holds a single prompt, not an ensemble (no ensemble.json)")
     cfg = run.params.evaluate
-    with inference_precision(base.model, base.device,
-                             autocast_dtype(cfg.precision, base.device, base.n_params, "evaluate.precision")):
+    with stages.eval_precision(run, base):
         return scoring.evaluate_ensemble(base, run.spec, run.examples(split), found.prompts,
                                          method=method or found.method, batch_size=cfg.batch_size, split=split)
 

@@ -159,7 +159,7 @@ def _prompt_meta(run: TaskRun, base: BaseModel, metrics: dict[str, float]) -> Pr
 def evaluate(run: TaskRun, base: BaseModel, prompt: torch.Tensor | None, *, split: str = "test",
              mode: str | None = None, progress: bool = True) -> EvalResult:
     """A prompt (P, d) on a split, capped at `evaluate.max_examples`, in `evaluate.precision`."""
-    with _eval_precision(run, base):
+    with eval_precision(run, base):
         return score(base, run.spec, run.examples(split), prompt, batch_size=run.params.evaluate.batch_size,
                      mode=mode, split=split, progress=progress)
 
@@ -167,13 +167,14 @@ def evaluate(run: TaskRun, base: BaseModel, prompt: torch.Tensor | None, *, spli
 def baselines(run: TaskRun, base: BaseModel, *, split: str = "test", progress: bool = True) -> BaselineResults:
     """Every hard-prompt baseline on `split` and on validation (`.validation`: the best baseline is chosen there)."""
     cfg, validation = run.params.evaluate, (run.examples("validation") if split != "validation" else [])
-    with _eval_precision(run, base):
+    with eval_precision(run, base):
         return baselines_on_two_splits(base, run.spec, run.examples("train"), run.examples(split), validation, k=cfg.k_shot,
                                        split=split, seed=run.params.data.seed, majority=True, draws=cfg.kshot_draws,
                                        batch_size=cfg.batch_size, progress=progress, calibrate=cfg.calibrate)
 
 
-def _eval_precision(run: TaskRun, base: BaseModel) -> contextlib.AbstractContextManager:
+def eval_precision(run: TaskRun, base: BaseModel) -> contextlib.AbstractContextManager:
+    """Evaluation's precision context for `run` (`evaluate.precision`): `inference_precision`."""
     policy = run.params.evaluate.precision
     return inference_precision(base.model, base.device,
                                autocast_dtype(policy, base.device, base.n_params, "evaluate.precision"))

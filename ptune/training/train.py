@@ -204,24 +204,23 @@ def _is_spike(loss: float, history: Sequence[StepInfo], factor: float) -> bool:
 
 
 @torch.no_grad()
-def _validation_loss(base: BaseModel, spec: TaskSpec, examples: Sequence[Example], weight: torch.Tensor, batch_size: int,
-                     amp: torch.dtype | None) -> float:
-    """Mean loss per target token over `examples`, with prompt `weight` (P, d)."""
+def _validation_loss(base: BaseModel, spec: TaskSpec, examples: Sequence[Example], weight: torch.Tensor,
+                     batch_size: int) -> float:
+    """Mean loss per target token over `examples`, with prompt `weight` (P, d), in the caller's precision."""
     items = encode_examples(base, spec, examples)
     total, count = 0.0, 0
-    with inference_precision(base.model, base.device, amp):
-        for i in range(0, len(items), batch_size):
-            batch = {k: v.to(base.device) for k, v in collate(items[i:i + batch_size], base.tokenizer.pad_token_id,
-                                                               base.is_encoder_decoder).items()}
-            n = int((batch["labels"] != -100).sum())
-            loss = target_loss(base, shared_prompt_inputs(base, weight, **batch))
-            total, count = total + float(loss.float()) * n, count + n
+    for i in range(0, len(items), batch_size):
+        batch = {k: v.to(base.device) for k, v in collate(items[i:i + batch_size], base.tokenizer.pad_token_id,
+                                                           base.is_encoder_decoder).items()}
+        n = int((batch["labels"] != -100).sum())
+        loss = target_loss(base, shared_prompt_inputs(base, weight, **batch))
+        total, count = total + float(loss.float()) * n, count + n
     return total / max(count, 1)
 
 
-def _validate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], weight: torch.Tensor,
-              amp: torch.dtype | None) -> dict[str, float]:
-    """Task metrics on the validation split ('validation/<metric>'), the one call into ptune.evaluation.scoring.
+def _validate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], weight: torch.Tensor) -> dict[str, float]:
+    """Task metrics on the validation split ('validation/<metric>'), the one call into ptune.evaluation.scoring,
+    in the caller's precision.
 
     For classification scored by rank, also 'validation/loss', read off the label scores: a classification
     target is its label word without EOS, tokenised as the scorer tokenises it (ptune.model.batching), so the
@@ -229,8 +228,7 @@ def _validate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], we
     pass, about half of each validation (equal to `_validation_loss` within rounding, tested)."""
     from ptune.evaluation.scoring import evaluate
 
-    with inference_precision(base.model, base.device, amp):
-        result = evaluate(base, spec, list(validation), prompt=weight, split="validation", progress=False)
+    result = evaluate(base, spec, list(validation), prompt=weight, split="validation", progress=False)
     metrics = dict(result.metrics)
     loss = _loss_from_label_scores(base, spec, validation, result.label_scores)
     return metrics if loss is None else {"validation/loss": loss, **metrics}
@@ -252,11 +250,13 @@ def _loss_from_label_scores(base: BaseModel, spec: TaskSpec, examples: Sequence[
 
 def _evaluate(base: BaseModel, spec: TaskSpec, validation: Sequence[Example], weight: torch.Tensor, cfg: TrainConfig,
               amp: torch.dtype | None) -> dict[str, float]:
-    """Validation loss + task metrics for prompt `weight` (P, d); the loss pass runs only when the
-    metrics did not already give the loss (generation tasks)."""
-    metrics = _validate(base, spec, validation, weight, amp)
-    if "validation/loss" not in metrics:
-        metrics = {"validation/loss": _validation_loss(base, spec, validation, weight, cfg.batch_size, amp), **metrics}
+    """Validation loss + task metrics for prompt `weight` (P, d), both in evaluation's precision (frozen weights
+    cast once for the two); the loss pass runs only when the metrics did not already give the loss
+    (generation tasks)."""
+    with inference_precision(base.model, base.device, amp):
+        metrics = _validate(base, spec, validation, weight)
+        if "validation/loss" not in metrics:
+            metrics = {"validation/loss": _validation_loss(base, spec, validation, weight, cfg.batch_size), **metrics}
     return metrics
 
 

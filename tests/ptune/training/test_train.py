@@ -85,9 +85,9 @@ def test_loss_falls_on_a_learnable_toy_task(tiny_base, tmp_path):
     cfg = TrainConfig(n_tokens=8, init="random", lr=0.3, batch_size=8, max_steps=60, eval_every=0,
                       checkpoint_every=0)
     initial = train_mod._initial_prompt(tiny_base, SPEC, cfg, None).weight.detach()
-    loss0 = train_mod._validation_loss(tiny_base, SPEC, data, initial, 16, None)
+    loss0 = train_mod._validation_loss(tiny_base, SPEC, data, initial, 16)
     result = train_prompt(tiny_base, SPEC, data, [], cfg, tmp_path)
-    loss1 = train_mod._validation_loss(tiny_base, SPEC, data, result.prompt.weight.detach(), 16, None)
+    loss1 = train_mod._validation_loss(tiny_base, SPEC, data, result.prompt.weight.detach(), 16)
     assert loss1 < 0.7 * loss0, (loss0, loss1)
     late = sum(h.loss for h in result.history[-5:]) / 5
     assert late < 0.8 * sum(h.loss for h in result.history[:3]) / 3
@@ -97,7 +97,7 @@ def test_loss_falls_on_a_learnable_toy_task(tiny_base, tmp_path):
 def test_early_stopping_keeps_the_best_prompt(tiny_causal, tmp_path, monkeypatch):
     scripted, seen = iter([0.1, 0.5, 0.5, 0.4, 0.9, 0.9]), []
 
-    def fake_validate(base, spec, validation, weight, amp):
+    def fake_validate(base, spec, validation, weight):
         seen.append(weight.clone())
         return {"validation/accuracy": next(scripted)}
 
@@ -120,13 +120,13 @@ def test_validation_loss_read_off_label_scores_equals_the_loss_pass(tiny_base):
     _pretrained_like(tiny_base, emb_std=2.0 if tiny_base.is_encoder_decoder else 0.5)
     weight = init_prompt(tiny_base, 4, "random", seed=3).weight.detach()
     data = toy(10, 5)
-    metrics = train_mod._validate(tiny_base, SPEC, data, weight, None)
-    passed = train_mod._validation_loss(tiny_base, SPEC, data, weight, 4, None)
+    metrics = train_mod._validate(tiny_base, SPEC, data, weight)
+    passed = train_mod._validation_loss(tiny_base, SPEC, data, weight, 4)
     assert metrics["validation/loss"] == pytest.approx(passed, rel=1e-4, abs=1e-5)
     assert list(train_mod._evaluate(tiny_base, SPEC, data, weight, BASE_CFG, None)) == \
         ["validation/loss", "validation/accuracy"]
     odd = [replace(data[0], target="neutral"), *data[1:]]
-    assert "validation/loss" not in train_mod._validate(tiny_base, SPEC, odd, weight, None)
+    assert "validation/loss" not in train_mod._validate(tiny_base, SPEC, odd, weight)
     assert train_mod._evaluate(tiny_base, SPEC, odd, weight, BASE_CFG, None)["validation/loss"] > 0
 
 
