@@ -43,14 +43,16 @@ class StopAtText(StoppingCriteria):
 
     def __init__(self, tokenizer, stops: Sequence[Sequence[str]]) -> None:
         self.tokenizer, self.stops = tokenizer, [tuple(s for s in row if s) for row in stops]
+        self.done = [False] * len(self.stops)  # a stopped row stays stopped: it is not decoded again
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None, **kwargs) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for i, (row, stops) in enumerate(zip(input_ids.tolist(), self.stops, strict=True)):
-            if stops:
-                text = self.tokenizer.decode(row, skip_special_tokens=True).lstrip()
-                done[i] = any(s in text for s in stops)
-        return done
+        if len(self.stops) != input_ids.shape[0]:
+            raise ValueError(f"StopAtText: {len(self.stops)} rows of stop strings for {input_ids.shape[0]} sequences")
+        for i, stops in enumerate(self.stops):
+            if stops and not self.done[i]:
+                text = self.tokenizer.decode(input_ids[i], skip_special_tokens=True).lstrip()
+                self.done[i] = any(s in text for s in stops)
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
 def stopping(base: BaseModel, stops: Sequence[Sequence[str]]) -> dict:
