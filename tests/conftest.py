@@ -38,6 +38,17 @@ def tiny_causal(tiny_causal_dir) -> BaseModel:
 
 
 @pytest.fixture
+def tiny_causal_nobos(tiny_causal_dir) -> BaseModel:
+    """The tiny causal model with a tokenizer that adds no BOS (as SmolLM2's): the prompt goes first."""
+    from tokenizers import processors
+
+    tok = AutoTokenizer.from_pretrained(tiny_causal_dir)
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", special_tokens=[])
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir, dtype=torch.float32)
+    return from_objects(model, tok, f"{tiny_causal_dir}-nobos")
+
+
+@pytest.fixture
 def tiny_t5(tiny_t5_dir) -> BaseModel:
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir, dtype=torch.float32)
     return from_objects(model, AutoTokenizer.from_pretrained(tiny_t5_dir), str(tiny_t5_dir))

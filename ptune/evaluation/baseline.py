@@ -94,7 +94,7 @@ def chat_examples(base: BaseModel, spec: TaskSpec, examples: Sequence[Example]) 
     tok = base.tokenizer
     if not getattr(tok, "chat_template", None):
         return None
-    bos = tok.bos_token if tok.bos_token and _adds_bos(base) else None
+    bos = tok.bos_token if base.lead_id is not None else None
     out = []
     for ex in examples:
         text = tok.apply_chat_template([{"role": "user", "content": join_prefix(spec.instruction, ex.source)}],
@@ -103,11 +103,6 @@ def chat_examples(base: BaseModel, spec: TaskSpec, examples: Sequence[Example]) 
             text = text[len(bos):]  # encode_source adds BOS itself: do not double it
         out.append(dataclasses.replace(ex, source=text))
     return out
-
-
-def _adds_bos(base: BaseModel) -> bool:
-    ids = base.tokenizer("x", add_special_tokens=True)["input_ids"]
-    return bool(ids) and ids[0] == base.tokenizer.bos_token_id
 
 
 def draw_name(draw: int) -> str:

@@ -6,7 +6,8 @@ positions attend only to each other, so their per-layer keys/values are the same
 them once (`build_prefix`), repeat the cache over the batch (`expand_prefix`) and run only each row's
 own tokens after it (`prefix_inputs`).
 
-Layout: [prefix (K)][left padding][row tokens]. The prefix sits at positions 0..K-1 and a row's tokens
+Layout: [prefix (K)][left padding][row tokens]; with a soft prompt on a BOS-first model the prefix is
+[BOS][prompt][shared ids] and each row's own BOS is masked out (`ptune.model.layout`). The prefix sits at positions 0..K-1 and a row's tokens
 continue at K, K+1, ...: the same positions and the same visible keys as the plain path (`prompt_inputs`:
 [prompt][left padding][source]), so results are equal up to float rounding (attention adds the same
 terms in another order). Tested against the plain path in tests/ptune/evaluation/test_prefix_cache.py.
@@ -32,6 +33,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from ptune.model.base import BaseModel
+from ptune.model.layout import lead_prompt, mask_lead, strip_lead
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class PrefixCache:
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     length: int  # K = soft prompt tokens + shared token ids
     n_ids: int  # shared token ids (the rows' ids that the prefix replaces)
+    leads: bool = False  # holds [BOS][prompt] (ptune.model.layout): a row's own leading BOS is masked out
 
 
 def shared_len(rows: Sequence[Sequence[int]]) -> int:
@@ -60,9 +63,13 @@ def build_prefix(base: BaseModel, prompt: torch.Tensor | None, ids: Sequence[int
     caller disables grad."""
     if base.is_encoder_decoder or (prompt is not None and prompt.ndim != 2):
         return None
+    n_ids = len(ids)
+    if prompt is not None:
+        ids = strip_lead(base, ids)  # a shared leading BOS goes in front of the prompt instead
     embeds = base.embed(torch.tensor([list(ids)], dtype=torch.long, device=base.device))  # (1, n, d)
     if prompt is not None:
-        embeds = torch.cat([prompt.to(device=embeds.device, dtype=embeds.dtype).unsqueeze(0), embeds], dim=1)
+        block = lead_prompt(base, prompt.to(device=embeds.device, dtype=embeds.dtype))  # (P, d) or (P+1, d)
+        embeds = torch.cat([block.unsqueeze(0), embeds], dim=1)
     length = embeds.shape[1]  # K
     cache = DynamicCache(config=base.model.config)  # layer types known from the config, before any forward
     if length == 0 or not _full_attention(cache):
@@ -72,7 +79,8 @@ def build_prefix(base: BaseModel, prompt: torch.Tensor | None, ids: Sequence[int
                           position_ids=torch.arange(length, device=base.device).unsqueeze(0))
     if not cache.layers or not _full_attention(cache):
         return None
-    return PrefixCache(tuple((layer.keys, layer.values) for layer in cache.layers), length, len(ids))
+    return PrefixCache(tuple((layer.keys, layer.values) for layer in cache.layers), length, n_ids,
+                       leads=prompt is not None and base.lead_id is not None)
 
 
 def _full_attention(cache: DynamicCache) -> bool:
@@ -94,6 +102,8 @@ def prefix_inputs(base: BaseModel, prefix: PrefixCache, input_ids: torch.Tensor,
     (B, S, d), attention_mask (B, K+S) with ones over the prefix, position_ids (B, S) = K + the row's own
     cumulative count - 1 (what `prompt_inputs` gives the same tokens), and `cache` (the expanded prefix).
     """
+    if prefix.leads:
+        attention_mask = mask_lead(base, input_ids, attention_mask)  # the BOS is in the prefix already
     ones = attention_mask.new_ones(attention_mask.shape[0], prefix.length)
     full_mask = torch.cat([ones, attention_mask], dim=1)  # (B, K+S)
     positions = (full_mask.long().cumsum(-1) - 1)[:, prefix.length:]  # (B, S): pads get K-1, masked anyway

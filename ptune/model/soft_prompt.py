@@ -18,6 +18,7 @@ from ptune.errors import ConfigError
 from ptune.model.artifacts import load_prompt
 from ptune.model.base import BaseModel
 from ptune.model.batching import encode_target
+from ptune.model.layout import lead_prompt, mask_lead
 from ptune.model.prefix import build_prefix, prefix_inputs
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def prompt_inputs(
     attention_mask: torch.Tensor,
     labels: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Keyword arguments for `base.model(**kwargs)` with `prompt` prepended.
+    """Keyword arguments for `base.model(**kwargs)` with `prompt` prepended (after the BOS for models whose
+    tokenizer adds one: `ptune.model.layout`).
 
     prompt: (B, P, d) one prompt per row (rows may differ: mixed-task batches), (P, d) shared, or None.
     input_ids / attention_mask: (B, T), left or right padded. For causal LMs `labels` is (B, T) over the
@@ -66,7 +68,8 @@ def prompt_inputs(
     else:
         if prompt.ndim == 2:
             prompt = prompt.unsqueeze(0).expand(input_ids.shape[0], -1, -1)
-        prompt = prompt.to(device=embeds.device, dtype=embeds.dtype)  # (B, P, d)
+        prompt = lead_prompt(base, prompt.to(device=embeds.device, dtype=embeds.dtype))  # (B, P, d); +1 BOS row
+        attention_mask = mask_lead(base, input_ids, attention_mask)  # the row's own BOS now sits in the prompt block
         ones = attention_mask.new_ones(prompt.shape[:2])
         embeds = torch.cat([prompt, embeds], dim=1)  # (B, P+T, d)
         attention_mask = torch.cat([ones, attention_mask], dim=1)  # (B, P+T)

@@ -7,12 +7,15 @@ num_transformer_submodules=1: the prompt goes in front of the (encoder) input on
 
 Differences to keep in mind when comparing outputs: PEFT ignores `position_ids` for prompt tuning (so
 left-padded rows get different positions than ptune's), and its causal-LM logits include the P
-virtual-token positions in front.
+virtual-token positions in front. On a causal LM whose tokenizer adds BOS (Gemma, Llama), ptune runs
+[BOS][prompt][text] (`ptune.model.layout`) while PEFT always runs [prompt][BOS][text]: the same weights,
+another layout, so export and import warn there (docs/models.md).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from ptune.fileio import atomic_dir, check_replaceable
 from ptune.model.artifacts import PromptMeta, load_prompt, save_prompt
 from ptune.model.base import BaseModel
 
+logger = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_KEY = "prompt_embeddings"
@@ -43,6 +47,7 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path, base_model_name_or_
     name = base.spec if base is not None else str(base_model_name_or_path)
     tensor, _ = load_prompt(prompt_dir, expected_fingerprint=base.fingerprint if base is not None else None)
     kind = _task_type(task_type, base, name)
+    _warn_layout(base, "exported to PEFT")
     config = _peft_config(kind, tensor.shape[0], tensor.shape[1], name)
     out = Path(out_dir)
     check_replaceable(out, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "PEFT adapter")
@@ -50,6 +55,13 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path, base_model_name_or_
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_file({PEFT_KEY: tensor.contiguous()}, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     return out
+
+
+def _warn_layout(base: BaseModel | None, what: str) -> None:
+    """Warn where PEFT's layout differs from ptune's (a BOS-first base model: `ptune.model.layout`)."""
+    if base is not None and base.lead_id is not None:
+        logger.warning("prompt %s for %s: ptune runs it as [BOS][prompt][text], PEFT as [prompt][BOS][text]; "
+                       "outputs differ between the two (docs/models.md)", what, base.spec)
 
 
 def _task_type(task_type: str | None, base: BaseModel | None, name: str) -> str:
@@ -163,6 +175,7 @@ def import_peft(adapter_dir: str | Path, out_dir: str | Path, base: BaseModel, t
         problems.append(f"task_type={config['task_type']} but base model {base.spec!r} needs {wanted}")
     if problems:
         raise ArtifactError(f"cannot import PEFT adapter {adapter_dir}:\n  - " + "\n  - ".join(problems))
+    _warn_layout(base, "imported from PEFT")
     provenance = {"imported_from": "peft", "adapter_dir": str(adapter_dir),
                   "base_model_name_or_path": config.get("base_model_name_or_path"),
                   "peft_version": config.get("peft_version")}

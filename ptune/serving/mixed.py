@@ -9,6 +9,8 @@ Two ways to put per-row prompts in front of the rows, both equal to running each
 - plain: per-row embeddings [prompt_i][source_i] padded as one sequence (left for causal LMs, right for
   encoder-decoders, whose encoder takes the prompt, Lester et al.). Used by T5 and by models whose layers
   cannot share a cache exactly (sliding windows).
+On models whose tokenizer adds BOS, each prompt block is [BOS][prompt_i] and the row's own BOS is dropped
+(`ptune.model.layout`), as on every other path.
 Rank classification then scores each row's own label words (tasks differ in number and length of labels)
 in one more forward, the source cache selected once per label; generation runs one `generate()` call.
 """
@@ -25,6 +27,7 @@ from ptune.evaluation.scoring import _token_logprobs
 from ptune.model.base import BaseModel
 from ptune.model.batching import _pad, left_pad
 from ptune.model.generate import cut_at_stop, stopping
+from ptune.model.layout import lead_prompt, strip_lead
 from ptune.model.prefix import PrefixCache
 
 
@@ -43,7 +46,8 @@ class MixedRow:
 def _cached_inputs(base: BaseModel, rows: Sequence[MixedRow]) -> dict:
     """Model kwargs for rows after their own cached prefixes: inputs_embeds (B, S, d), attention_mask
     (B, K+S), position_ids (B, S), cache (B, heads, K, hd) per layer (see the module docstring)."""
-    ids, mask = (t.to(base.device) for t in left_pad([r.source_ids for r in rows], base.tokenizer.pad_token_id))
+    sources = [strip_lead(base, r.source_ids) if r.prefix.leads else r.source_ids for r in rows]  # BOS: in the prefix
+    ids, mask = (t.to(base.device) for t in left_pad(sources, base.tokenizer.pad_token_id))
     width = max(r.prefix.length for r in rows)  # K
     layers = []
     for layer in range(len(rows[0].prefix.layers)):
@@ -66,9 +70,10 @@ def _plain_inputs(base: BaseModel, rows: Sequence[MixedRow]) -> dict:
     attention_mask (B, L), position_ids (B, L) for causal LMs. Left padding (causal) or right (T5)."""
     seqs = []
     for r in rows:
-        ids = torch.tensor([r.source_ids], dtype=torch.long, device=base.device)
+        ids = torch.tensor([strip_lead(base, r.source_ids)], dtype=torch.long, device=base.device)
         embeds = base.embed(ids)[0]  # (S_i, d)
-        seqs.append(torch.cat([r.prompt.to(device=embeds.device, dtype=embeds.dtype), embeds]))  # (P_i+S_i, d)
+        block = lead_prompt(base, r.prompt.to(device=embeds.device, dtype=embeds.dtype))  # [BOS] + prompt_i
+        seqs.append(torch.cat([block, embeds]))  # (P_i+S_i, d), +1 on BOS-first models
     width, left = max(len(s) for s in seqs), not base.is_encoder_decoder
     out = seqs[0].new_zeros(len(seqs), width, seqs[0].shape[1])  # (B, L, d)
     mask = torch.zeros(len(seqs), width, dtype=torch.long, device=out.device)

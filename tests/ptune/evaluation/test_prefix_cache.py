@@ -39,8 +39,10 @@ def _case(base, kind: str):
     return prompt, rows, prefix, rest
 
 
+@pytest.mark.parametrize("model", ["tiny_causal", "tiny_causal_nobos"])  # [BOS][prompt][text] and [prompt][text]
 @pytest.mark.parametrize("kind", ["soft", "hard", "soft+hard"])
-def test_cached_rank_scores_equal_the_plain_path(tiny_causal, kind):
+def test_cached_rank_scores_equal_the_plain_path(model, kind, request):
+    tiny_causal = request.getfixturevalue(model)
     with torch.inference_mode():
         prompt, rows, prefix, rest = _case(tiny_causal, kind)
         cached = score_labels(tiny_causal, rest, LABELS, prefix=prefix)
@@ -55,8 +57,10 @@ def test_cached_rank_scores_equal_the_plain_path(tiny_causal, kind):
     assert torch.allclose(cached, naive, atol=1e-5, rtol=0), (cached - naive).abs().max()
 
 
+@pytest.mark.parametrize("model", ["tiny_causal", "tiny_causal_nobos"])  # [BOS][prompt][text] and [prompt][text]
 @pytest.mark.parametrize("kind", ["soft", "hard", "soft+hard"])
-def test_cached_greedy_generation_equals_the_plain_path(tiny_causal, kind):
+def test_cached_greedy_generation_equals_the_plain_path(model, kind, request):
+    tiny_causal = request.getfixturevalue(model)
     with torch.inference_mode():
         prompt, rows, prefix, rest = _case(tiny_causal, kind)
         cached = generate_ids(tiny_causal, rest, None, max_new_tokens=6, prefix=prefix)
@@ -135,7 +139,7 @@ def test_rows_truncated_at_their_start_share_nothing(tiny_causal):
     with torch.inference_mode():
         assert split_shared(tiny_causal, None, rows) == (None, rows)
         prefix, rest = split_shared(tiny_causal, _prompt(tiny_causal), rows)  # the soft prompt is still shared
-    assert prefix.length == 4 and prefix.n_ids == 0 and rest == rows
+    assert prefix.length == 1 + 4 and prefix.leads and prefix.n_ids == 0 and rest == rows  # [BOS][prompt]
 
 
 def test_plain_path_for_t5_and_per_row_prompts(tiny_causal, tiny_t5):

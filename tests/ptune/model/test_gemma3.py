@@ -227,14 +227,15 @@ def test_embed_applies_the_sqrt_d_scale(tiny_gemma):
 def test_text_init_prompt_equals_the_hard_prompt(tiny_gemma):
     """A soft prompt initialised from a text's embeddings (ptune builds them with `base.embed`, scale
     included) gives the same logits as that text as ordinary tokens: prompts and inputs_embeds live in
-    the scaled space the model expects."""
+    the scaled space the model expects. The tokenizer adds BOS, so the prompt goes after it."""
     tok = tiny_gemma.tokenizer
+    assert tiny_gemma.lead_id == tok.bos_token_id
     text_ids = tok("the film was", add_special_tokens=False)["input_ids"]
     prompt = init_prompt(tiny_gemma, len(text_ids), "text", text="the film was").weight  # (P, d)
     row = torch.tensor([tok("good fun", add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         soft = tiny_gemma.model(**prompt_inputs(tiny_gemma, prompt, row, torch.ones_like(row))).logits
-        hard = tiny_gemma.model(input_ids=torch.tensor([text_ids + row[0].tolist()])).logits
+        hard = tiny_gemma.model(input_ids=torch.tensor([[tok.bos_token_id] + text_ids + row[0].tolist()])).logits
     assert torch.allclose(soft, hard, atol=1e-5)
 
 

@@ -31,8 +31,10 @@ def _loss_and_grad(base, build, batch):
     return loss.detach(), grad
 
 
+@pytest.mark.parametrize("model", ["tiny_causal", "tiny_causal_nobos"])  # [BOS][prompt][text] and [prompt][text]
 @pytest.mark.parametrize("left", [False, True])
-def test_shared_prompt_pass_gives_the_plain_loss_and_gradient(tiny_causal, left):
+def test_shared_prompt_pass_gives_the_plain_loss_and_gradient(model, left, request):
+    tiny_causal = request.getfixturevalue(model)
     batch = _batch(tiny_causal, left)
     assert batch["attention_mask"].min() == 0  # padded rows are in the batch
     kwargs = shared_prompt_inputs(tiny_causal, torch.zeros(5, tiny_causal.hidden_size), **batch)

@@ -33,7 +33,10 @@ def _artifact(base, tmp_path, seed: int = 0):
     return save_prompt(tmp_path / "prompt", weight, PromptMeta("t", base.spec, base.fingerprint)), weight
 
 
-def test_peft_from_pretrained_gives_identical_logits(tiny_base, tmp_path):
+@pytest.mark.parametrize("name", ["tiny_causal_nobos", "tiny_t5"])
+def test_peft_from_pretrained_gives_identical_logits(name, tmp_path, request, caplog):
+    """Exact where both put the prompt first: causal tokenizers without BOS (SmolLM2) and T5."""
+    tiny_base = request.getfixturevalue(name)
     path, weight = _artifact(tiny_base, tmp_path)
     out = export_peft(path, tmp_path / "adapter", tiny_base)
     batch = _batch(tiny_base)
@@ -43,12 +46,22 @@ def test_peft_from_pretrained_gives_identical_logits(tiny_base, tmp_path):
         theirs = peft_model(**batch, use_cache=False)
     assert torch.equal(peft_model.get_prompt_embedding_to_save("default"), weight)
     assert torch.allclose(ours.loss, theirs.loss, atol=1e-5)
+    assert "PEFT as [prompt][BOS][text]" not in caplog.text
     if tiny_base.is_encoder_decoder:  # prompt on the encoder only: decoder logits (B, L, V) in both
         assert theirs.logits.shape == ours.logits.shape
         assert torch.allclose(ours.logits, theirs.logits, atol=1e-5)
     else:  # causal: (B, P+T, V) in both; compare the real tokens (right padding: positions agree)
         real = batch["attention_mask"].bool()  # (B, T)
         assert torch.allclose(ours.logits[:, P:][real], theirs.logits[:, P:][real], atol=1e-5)
+
+
+def test_bos_first_model_exports_the_same_weights_and_warns_of_the_layout(tiny_causal, tmp_path, caplog):
+    """The tiny causal tokenizer adds BOS: ptune runs [BOS][prompt][text], PEFT [prompt][BOS][text]."""
+    path, weight = _artifact(tiny_causal, tmp_path)
+    with caplog.at_level("WARNING", logger="ptune.registry.peft_interop"):
+        out = export_peft(path, tmp_path / "adapter", tiny_causal)
+    assert "ptune runs it as [BOS][prompt][text], PEFT as [prompt][BOS][text]" in caplog.text
+    assert torch.equal(load_file(str(out / ADAPTER_WEIGHTS))["prompt_embeddings"], weight)  # (P, d): no BOS row
 
 
 def test_adapter_files_and_config(tiny_t5, tmp_path):
@@ -139,13 +152,13 @@ def test_left_padded_rows_equal_rows_alone(tiny_causal):
             assert torch.allclose(batched[i, -len(row):], alone[0, -len(row):], atol=1e-5)
 
 
-def test_cached_decoding_matches_no_cache_concatenation(tiny_causal):
+def test_cached_decoding_matches_no_cache_concatenation(tiny_causal_nobos):
     """Greedy decoding with a KV cache after a prompt prefill = a plain no-cache forward of
     [prompt; source; generated] built by hand (the cached-generate pitfall in OFFLINE.md)."""
-    model, prompt = tiny_causal.model, torch.randn(P, tiny_causal.hidden_size)
-    ids = torch.tensor([tiny_causal.tokenizer("the film was")["input_ids"]])  # (1, T)
+    model, prompt = tiny_causal_nobos.model, torch.randn(P, tiny_causal_nobos.hidden_size)
+    ids = torch.tensor([tiny_causal_nobos.tokenizer("the film was")["input_ids"]])  # (1, T)
     with torch.no_grad():
-        out = model(**prompt_inputs(tiny_causal, prompt, ids, torch.ones_like(ids)), use_cache=True)
+        out = model(**prompt_inputs(tiny_causal_nobos, prompt, ids, torch.ones_like(ids)), use_cache=True)
         past, generated, cached_logits = out.past_key_values, [], [out.logits[0, -1]]
         for step in range(4):
             nxt = cached_logits[-1].argmax().view(1, 1)
@@ -156,7 +169,7 @@ def test_cached_decoding_matches_no_cache_concatenation(tiny_causal):
             past = out.past_key_values
             cached_logits.append(out.logits[0, -1])
         full = torch.cat([ids, torch.tensor([generated])], dim=1)  # (1, T+4)
-        embeds = torch.cat([prompt.unsqueeze(0), tiny_causal.embed(full)], dim=1)  # (1, P+T+4, d)
+        embeds = torch.cat([prompt.unsqueeze(0), tiny_causal_nobos.embed(full)], dim=1)  # (1, P+T+4, d)
         ref = model(inputs_embeds=embeds, use_cache=False).logits[0, P + ids.shape[1] - 1:]  # (5, V)
     assert torch.allclose(torch.stack(cached_logits), ref, atol=1e-5)
 

@@ -64,7 +64,8 @@ def test_mixed_batch_equals_each_task_alone(tmp_path, tiny_base, cache_prefix):
 def test_prefix_is_cached_at_load_for_causal_models(tmp_path, tiny_causal):
     model = loaded(tmp_path, tiny_causal)
     task = model.snapshot()["vitaminc"]
-    assert task.prefix is not None and task.prefix.length == TASKS["vitaminc"]
+    assert task.prefix is not None and task.prefix.length == 1 + TASKS["vitaminc"]  # [BOS][prompt]: tokenizer adds BOS
+    assert task.prefix.leads
 
 
 def test_batch_size_does_not_change_results(tmp_path, tiny_causal):
