@@ -34,7 +34,7 @@ def collect(project: Path, model: str, tasks: list[str]) -> list[dict]:
     rows = []
     for task in tasks:
         metrics_path = project / "metrics" / f"{task}.json"
-        if metrics_path.is_file():
+        if metrics_path.is_file() and _prompt_model(project, task) == model:  # not a report of another model
             metrics = json.loads(metrics_path.read_text())
             metric = next(k for k in metrics if k.startswith("test/") and k.count("/") == 1
                           and not k.endswith(("/n", "/seconds", "/invalid_rate", "/majority_share", "/degenerate")))
@@ -51,6 +51,8 @@ def collect(project: Path, model: str, tasks: list[str]) -> list[dict]:
             ref_path = project / "outputs" / task / "reference" / f"{method}.json"
             if ref_path.is_file():
                 ref = json.loads(ref_path.read_text())
+                if ref.get("base_model") != model:
+                    continue
                 metric = next(k for k in ref if k.startswith("test/"))
                 rows.append({"model": model, "params": MODEL_PARAMS.get(model), "task": task, "approach": approach,
                              "test": ref[metric], "n": ref.get("n"), "metric": metric,
@@ -63,6 +65,12 @@ def _row(model: str, task: str, approach: str, metrics: dict, key: str, source: 
     return {"model": model, "params": MODEL_PARAMS.get(model), "task": task, "approach": approach,
             "test": metrics.get(key), "n": metrics.get("test/n"), "metric": key,
             "degenerate": bool(metrics.get(key.rsplit("/", 1)[0] + "/degenerate", 0)), "source": source}
+
+
+def _prompt_model(project: Path, task: str) -> str | None:
+    """The base model the project's trained prompt for `task` belongs to (its prompt.json), or None."""
+    path = project / "outputs" / task / "prompt" / "prompt.json"
+    return json.loads(path.read_text())["base_model"]["spec"] if path.is_file() else None
 
 
 def _best_baseline(project: Path, task: str) -> str | None:
