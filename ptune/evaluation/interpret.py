@@ -12,6 +12,7 @@ colour, token text in the cells) + interpretation.json, beside the prompt artifa
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -122,6 +123,20 @@ def _cell(word: str) -> str:
     return shown.replace("|", "\\|").replace("`", "'") or " "
 
 
+def drawable(text: str) -> str:
+    """`text` with each character the plot font has no glyph for written as \\uXXXX (multilingual vocabularies
+    such as Gemma's hold Bengali, Thai, CJK tokens: matplotlib would draw boxes and warn once per glyph).
+    The markdown table keeps the real text."""
+    font = _plot_font()
+    return "".join(c if c.isascii() or font.get_char_index(ord(c)) else f"\\u{ord(c):04x}" for c in text)
+
+
+@functools.cache
+def _plot_font():
+    from matplotlib import font_manager
+    return font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
+
+
 def heat_map(found: Interpretation, path: Path, title: str = "") -> Path:
     """PNG: virtual tokens (rows) x neighbour rank (columns), cosine as colour, token text in each cell."""
     import matplotlib
@@ -134,7 +149,7 @@ def heat_map(found: Interpretation, path: Path, title: str = "") -> Path:
         image = ax.imshow(found.similarities, cmap="viridis", aspect="auto", vmin=-1, vmax=1)
         for i, (words, sims) in enumerate(zip(found.neighbours, found.similarities, strict=True)):
             for j, (word, sim) in enumerate(zip(words, sims, strict=True)):
-                ax.text(j, i, repr(word.strip() or word)[1:-1][:12], ha="center", va="center", fontsize=7,
+                ax.text(j, i, drawable(repr(word.strip() or word)[1:-1])[:12], ha="center", va="center", fontsize=7,
                         color="black" if sim > 0.3 else "white")
         ax.set_xticks(range(found.k), [f"#{j + 1}" for j in range(found.k)])
         ax.set_yticks(range(n), [f"{i}{' *' if hit else ''}" for i, hit in enumerate(found.label_hits)])

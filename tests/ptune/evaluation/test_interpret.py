@@ -72,3 +72,19 @@ def test_tokens_with_dollar_signs_are_drawn_as_text_not_mathtext(tmp_path):
                            k=3, seed=0)
     path = heat_map(found, tmp_path / "map.png", "price_in_$usd$: nearest vocabulary tokens")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tokens_in_scripts_the_font_lacks_are_escaped_without_warnings(tmp_path):
+    """Gemma's vocabulary (2026-11-29): Bengali/Thai/CJK neighbours made matplotlib warn once per missing
+    glyph and draw boxes. They are drawn as \\uXXXX; Latin letters with accents are kept."""
+    import warnings
+
+    from ptune.evaluation.interpret import Interpretation, drawable, heat_map
+
+    assert drawable("ক film é 日") == "\\u0995 film é \\u65e5"
+    found = Interpretation(neighbours=[["ক", "ภ", "」"]], similarities=[[0.9, 0.5, 0.1]], label_hits=[False],
+                           coherence=0.1, prompt_tightness=0.3, random_tightness=0.2, k=3, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a "Glyph ... missing from font(s)" UserWarning fails the test
+        path = heat_map(found, tmp_path / "map.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
