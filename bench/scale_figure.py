@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "scale.json"
 FIGURE = ROOT / "docs" / "img" / "scale.png"
 APPROACHES = ("prompt engineering", "prompt tuning", "LoRA", "full fine-tuning")
+TASK_ORDER = ("rotten_tomatoes", "presupposition_nli", "intent")  # the issue's order; other tasks after
 MODEL_PARAMS = {"smollm2-135m": 134.5e6, "gemma3-270m": 268.1e6}
 
 
@@ -53,9 +54,9 @@ def collect(project: Path, model: str, tasks: list[str]) -> list[dict]:
                 ref = json.loads(ref_path.read_text())
                 if ref.get("base_model") != model:
                     continue
-                metric = next(k for k in ref if k.startswith("test/"))
+                metric = next(k for k in ref["metrics"] if k.startswith("test/"))
                 rows.append({"model": model, "params": MODEL_PARAMS.get(model), "task": task, "approach": approach,
-                             "test": ref[metric], "n": ref.get("n"), "metric": metric,
+                             "test": ref["metrics"][metric], "n": ref.get("n"), "metric": metric,
                              "source": f"ptune reference {task} --method {method} (best step {ref.get('best_step')}, "
                                        f"{ref.get('seconds')} s, seed {ref.get('seed')})"})
     return [r for r in rows if r["test"] is not None]
@@ -82,12 +83,17 @@ def _best_baseline(project: Path, task: str) -> str | None:
     return json.loads(first).get("best_baseline") if first.strip() else None
 
 
+def _task_key(task: str) -> tuple[int, str]:
+    return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
+
+
 def draw(rows: list[dict], out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({r["task"] for r in rows})
+    tasks = sorted({r["task"] for r in rows}, key=_task_key)
+    sizes = sorted({r["params"] / 1e6 for r in rows})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.0), squeeze=False)
     styles = {"prompt engineering": ("tab:orange", "s"), "prompt tuning": ("tab:blue", "o"),
               "LoRA": ("tab:green", "^"), "full fine-tuning": ("tab:red", "D")}
@@ -99,17 +105,21 @@ def draw(rows: list[dict], out: Path) -> None:
                 ax.plot([p / 1e6 for p, _ in pts], [v for _, v in pts], marker=marker, color=color, label=approach)
         majority = sorted((r["params"], r["test"]) for r in rows if r["task"] == task and r["approach"] == "majority class")
         if majority:
-            ax.plot([p / 1e6 for p, _ in majority], [v for _, v in majority], ls="--", color="grey", label="majority class")
+            ax.plot([p / 1e6 for p, _ in majority], [v for _, v in majority], ls="--", marker="_", markersize=14,
+                    color="grey", label="majority class")
         ax.set_xscale("log")
-        sizes = sorted({r["params"] / 1e6 for r in rows if r["task"] == task})
+        ax.set_xlim(sizes[0] / 1.25, sizes[-1] * 1.25)  # every panel spans every size, run or not
         ax.set_xticks(sizes, [f"{s:.0f}M" for s in sizes])
         ax.minorticks_off()
         ax.set_title(task, fontsize=11)
         ax.set_xlabel("model parameters")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, frameon=False)
+    legend = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=5, frameon=False)
     fig.suptitle("Score vs model size (SmolLM2-135M, Gemma 3 270M; seed 0, CPU)", fontsize=12)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +131,7 @@ def table(rows: list[dict]) -> str:
     """Markdown: one line per (task, model), one column per approach."""
     cols = ("majority class", *APPROACHES)
     lines = ["| task | model | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-    for task in sorted({r["task"] for r in rows}):
+    for task in sorted({r["task"] for r in rows}, key=_task_key):
         for model in sorted({r["model"] for r in rows if r["task"] == task}, key=lambda m: MODEL_PARAMS.get(m, 0)):
             cells = []
             for approach in cols:
@@ -139,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--project", type=Path, required=True)
     c.add_argument("--model", required=True, choices=sorted(MODEL_PARAMS))
     c.add_argument("--tasks", default="rotten_tomatoes,presupposition_nli,intent")
+    c.add_argument("--note", default="", help="appended to the source of the collected prompt-tuning rows")
     d = sub.add_parser("draw")
     d.add_argument("--out", type=Path, default=FIGURE)
     args = parser.parse_args(argv)
@@ -146,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "collect":
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
         new = collect(args.project, args.model, tasks)
+        for row in new:
+            row["source"] += f"; {args.note}" if args.note and row["approach"] == "prompt tuning" else ""
         keep = [r for r in data["rows"] if not (r["model"] == args.model and r["task"] in tasks
                                                 and any((n["task"], n["approach"]) == (r["task"], r["approach"]) for n in new))]
         data["rows"] = keep + new
