@@ -29,7 +29,7 @@ from transformers import (
 
 from ptune.errors import ConfigError, ModelError
 from ptune.model.gguf import BUILTIN_MODELS, builtin_info, cached_model_dir, terms_accepted
-from ptune.model.precision import bf16_support
+from ptune.model.precision import bf16_support, contiguous_head_input
 
 log = logging.getLogger(__name__)
 
@@ -285,24 +285,6 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
             raise ModelError("tokenizer has no pad, eos or unk token to pad batches with")
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     return tokenizer
-
-
-def contiguous_head_input(model: torch.nn.Module) -> None:
-    """Give the output layer a contiguous input, once per model.
-
-    `logits_to_keep=1` (rank scoring, every decode step) hands the output layer a strided last-position slice.
-    With bf16 weights (`model_dtype: bf16`, or evaluation's `frozen_weights_in`) torch ran that linear as a
-    batched matmul over a copied 49k x 576 weight per row: rank scoring of 200 rotten_tomatoes rows took
-    26 s instead of 4 s. A contiguous copy of a (B, 1, d) slice costs nothing; a contiguous input is passed
-    through as it is."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if isinstance(head, torch.nn.Module) and not getattr(head, "_ptune_contiguous_input", False):
-        head.register_forward_pre_hook(_contiguous_input)
-        head._ptune_contiguous_input = True
-
-
-def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
-    return (args[0].contiguous(), *args[1:]) if args and isinstance(args[0], torch.Tensor) else args
 
 
 def from_objects(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: str) -> BaseModel:
