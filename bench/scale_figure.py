@@ -94,6 +94,7 @@ def draw(rows: list[dict], out: Path) -> None:
 
     tasks = sorted({r["task"] for r in rows}, key=_task_key)
     sizes = sorted({r["params"] / 1e6 for r in rows})
+    names = {r["params"] / 1e6: f"{r['model']}\n({r['params'] / 1e6:.1f}M)" for r in rows}
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.0), squeeze=False)
     styles = {"prompt engineering": ("tab:orange", "s"), "prompt tuning": ("tab:blue", "o"),
               "LoRA": ("tab:green", "^"), "full fine-tuning": ("tab:red", "D")}
@@ -109,7 +110,7 @@ def draw(rows: list[dict], out: Path) -> None:
                     color="grey", label="majority class")
         ax.set_xscale("log")
         ax.set_xlim(sizes[0] / 1.25, sizes[-1] * 1.25)  # every panel spans every size, run or not
-        ax.set_xticks(sizes, [f"{s:.0f}M" for s in sizes])
+        ax.set_xticks(sizes, [names[s] for s in sizes])
         ax.minorticks_off()
         ax.set_title(task, fontsize=11)
         ax.set_xlabel("model parameters")
