@@ -150,7 +150,7 @@ def _prompt_meta(run: TaskRun, base: BaseModel, metrics: dict[str, float]) -> Pr
     template = getattr(run.spec.formatter, "template", "") or run.spec.description
     return PromptMeta(run.name, base.spec, base.fingerprint, init=str(run.params.train.init),
                       label_words=run.spec.label_words, template=template, train_config=run.params.train.to_dict(),
-                      data_version=run.data_version, metrics=dict(metrics))
+                      data_version=run.data_version, metrics=dict(metrics), prompt_layout=base.prompt_layout)
 
 
 # ---- evaluation ----------------------------------------------------------------------------------

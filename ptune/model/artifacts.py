@@ -45,6 +45,7 @@ class PromptMeta:
     train_config: dict[str, Any] = field(default_factory=dict)  # TrainConfig.to_dict()
     data_version: str = ""  # ptune.data.splits.data_version of the training data
     metrics: dict[str, float] = field(default_factory=dict)  # "<split>/<metric>" -> value
+    prompt_layout: str = ""  # BaseModel.prompt_layout it was trained in; "" = not recorded (older artifacts)
     sha256: str = ""  # of prompt.safetensors; filled by save_prompt
     format_version: int = FORMAT_VERSION
 
@@ -70,6 +71,7 @@ class PromptMeta:
             label_words=tuple(data.get("label_words", ())), template=data.get("template", ""),
             train_config=dict(data.get("train_config") or {}), data_version=data.get("data_version", ""),
             metrics=dict(data.get("metrics") or {}), sha256=data.get("sha256", ""),
+            prompt_layout=data.get("prompt_layout", ""),
             format_version=data["format_version"],
         )
 
@@ -79,6 +81,7 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "init": str, "label_words": list, "template": str, "train_config": dict, "data_version": str, "metrics": dict,
+    "prompt_layout": str,
 }
 
 

@@ -34,6 +34,7 @@ from ptune.model.precision import bf16_support, contiguous_head_input
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
+BOS_FIRST = "[BOS][prompt][text]"  # BaseModel.prompt_layout of models whose tokenizer adds BOS
 SMALL_MODEL_PARAMS = 20_000_000  # below this, 1 CPU thread beats 2 on 2 cores (thread overhead dominates)
 
 
@@ -71,12 +72,9 @@ class BaseModel:
 
     @cached_property
     def lead_id(self) -> int | None:
-        """The BOS id a soft prompt goes *after*, or None (the prompt goes first).
-
-        A causal LM whose tokenizer starts every text with BOS (Gemma, Llama) saw BOS at position 0
-        throughout pretraining, so ptune feeds it [BOS][prompt][text] rather than [prompt][BOS][text]
-        (docs/models.md: a 20-token prompt's starting loss on Gemma 3 falls from 7.03 to 5.47). None for
-        tokenizers that add no BOS (SmolLM2: nothing changes) and for encoder-decoders."""
+        """The BOS id the soft prompt goes *after* ([BOS][prompt][text]): causal LMs whose tokenizer starts
+        every text with BOS (Gemma, Llama; starting loss 6.62 -> 5.12 on Gemma 3, docs/models.md). None: the
+        prompt goes first (SmolLM2, which adds no BOS; encoder-decoders)."""
         tok = self.tokenizer
         if self.is_encoder_decoder or tok.bos_token_id is None:
             return None
@@ -88,11 +86,15 @@ class BaseModel:
         tok = self.tokenizer
         return {"spec": self.spec, "path": self.path, "fingerprint": self.fingerprint, "params": self.n_params,
                 "threads": self.threads, "device": str(self.device), "dtype": str(self.model.dtype),
-                "bf16": bf16_support(self.device),
-                "is_encoder_decoder": self.is_encoder_decoder, "hidden_size": self.hidden_size,
+                "bf16": bf16_support(self.device), "is_encoder_decoder": self.is_encoder_decoder, "hidden_size": self.hidden_size,
                 "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
                 "bos_token_id": tok.bos_token_id, "padding_side": tok.padding_side,
-                "prompt_layout": "[BOS][prompt][text]" if self.lead_id is not None else "[prompt][text]"}
+                "prompt_layout": self.prompt_layout}
+
+    @property
+    def prompt_layout(self) -> str:
+        """Where the soft prompt sits (`ptune.model.layout`); recorded in every trained prompt.json."""
+        return BOS_FIRST if self.lead_id is not None else "[prompt][text]"
 
 
 def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str | torch.device | None = None,

@@ -42,8 +42,9 @@ def mask_lead(base: BaseModel, input_ids: torch.Tensor, attention_mask: torch.Te
     if base.lead_id is None or input_ids.shape[1] == 0:
         return attention_mask
     first = attention_mask.long().argmax(dim=1, keepdim=True)  # (B, 1): first attended position, left or right padding
-    is_lead = (input_ids.gather(1, first) == base.lead_id) & (attention_mask.gather(1, first) != 0)
-    return attention_mask.scatter(1, first, torch.where(is_lead, 0, attention_mask.gather(1, first)))
+    at_first = attention_mask.gather(1, first)
+    is_lead = (input_ids.gather(1, first) == base.lead_id) & (at_first != 0)
+    return attention_mask.scatter(1, first, at_first.masked_fill(is_lead, 0))
 
 
 def strip_lead(base: BaseModel, ids: Sequence[int]) -> list[int]:

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from ptune.errors import ArtifactError
 from ptune.fileio import atomic_dir, check_replaceable
 from ptune.model.artifacts import PromptMeta, load_prompt, save_prompt
-from ptune.model.base import BaseModel
+from ptune.model.base import BOS_FIRST, BaseModel
 
 logger = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
@@ -45,9 +45,9 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path, base_model_name_or_
     SEQ_2_SEQ_LM; None infers it (BaseModel, or a local model directory's config; else CAUSAL_LM)."""
     base = base_model_name_or_path if isinstance(base_model_name_or_path, BaseModel) else None
     name = base.spec if base is not None else str(base_model_name_or_path)
-    tensor, _ = load_prompt(prompt_dir, expected_fingerprint=base.fingerprint if base is not None else None)
+    tensor, meta = load_prompt(prompt_dir, expected_fingerprint=base.fingerprint if base is not None else None)
     kind = _task_type(task_type, base, name)
-    _warn_layout(base, "exported to PEFT")
+    _warn_layout(base.prompt_layout if base is not None else meta.prompt_layout, name, "exported to PEFT")
     config = _peft_config(kind, tensor.shape[0], tensor.shape[1], name)
     out = Path(out_dir)
     check_replaceable(out, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "PEFT adapter")
@@ -57,11 +57,12 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path, base_model_name_or_
     return out
 
 
-def _warn_layout(base: BaseModel | None, what: str) -> None:
-    """Warn where PEFT's layout differs from ptune's (a BOS-first base model: `ptune.model.layout`)."""
-    if base is not None and base.lead_id is not None:
+def _warn_layout(layout: str, base_name: str, what: str) -> None:
+    """Warn where PEFT's layout differs from ptune's: a BOS-first base model (`ptune.model.layout`), known from
+    the loaded base or, for an export by name, from the layout the artifact records."""
+    if layout == BOS_FIRST:
         logger.warning("prompt %s for %s: ptune runs it as [BOS][prompt][text], PEFT as [prompt][BOS][text]; "
-                       "outputs differ between the two (docs/models.md)", what, base.spec)
+                       "outputs differ between the two (docs/models.md)", what, base_name)
 
 
 def _task_type(task_type: str | None, base: BaseModel | None, name: str) -> str:
@@ -175,7 +176,7 @@ def import_peft(adapter_dir: str | Path, out_dir: str | Path, base: BaseModel, t
         problems.append(f"task_type={config['task_type']} but base model {base.spec!r} needs {wanted}")
     if problems:
         raise ArtifactError(f"cannot import PEFT adapter {adapter_dir}:\n  - " + "\n  - ".join(problems))
-    _warn_layout(base, "imported from PEFT")
+    _warn_layout(base.prompt_layout, base.spec, "imported from PEFT")
     provenance = {"imported_from": "peft", "adapter_dir": str(adapter_dir),
                   "base_model_name_or_path": config.get("base_model_name_or_path"),
                   "peft_version": config.get("peft_version")}

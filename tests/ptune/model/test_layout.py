@@ -29,14 +29,14 @@ def test_left_padded_rows_equal_each_row_built_by_hand(tiny_causal):
     assert all(r[0] == base.lead_id for r in rows)
     ids, mask = left_pad(rows, tok.pad_token_id)
     with torch.no_grad():
-        batched = base.model(**prompt_inputs(base, prompt, ids, mask)).logits[:, -1]  # (B, V)
+        logits = base.model(**prompt_inputs(base, prompt, ids, mask)).logits
+        batched = logits[:, -1]  # (B, V)
         for i, row in enumerate(rows):
             embeds = torch.cat([base.embed(torch.tensor([[base.lead_id]]))[0], prompt, base.embed(torch.tensor([row[1:]]))[0]])
             alone = base.model(inputs_embeds=embeds.unsqueeze(0)).logits[0, -1]
             assert torch.allclose(batched[i], alone, atol=1e-5), i
-        first = base.model(**prompt_inputs(base, prompt, ids, mask)).logits
         prompt_first = torch.cat([prompt, base.embed(torch.tensor([rows[0]]))[0]]).unsqueeze(0)
-        assert not torch.allclose(first[0, -1], base.model(inputs_embeds=prompt_first).logits[0, -1], atol=1e-3)
+        assert not torch.allclose(batched[0], base.model(inputs_embeds=prompt_first).logits[0, -1], atol=1e-3)
 
 
 def test_mask_lead_masks_only_a_leading_bos_and_copies(tiny_causal, tiny_causal_nobos):

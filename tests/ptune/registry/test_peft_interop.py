@@ -64,6 +64,21 @@ def test_bos_first_model_exports_the_same_weights_and_warns_of_the_layout(tiny_c
     assert torch.equal(load_file(str(out / ADAPTER_WEIGHTS))["prompt_embeddings"], weight)  # (P, d): no BOS row
 
 
+def test_export_by_name_warns_from_the_layout_the_artifact_records(tiny_causal, tmp_path, caplog):
+    """`ptune export --peft` passes a name, not a loaded model: prompt.json's prompt_layout tells."""
+    weight = torch.randn(P, tiny_causal.hidden_size)
+    meta = PromptMeta("t", tiny_causal.spec, tiny_causal.fingerprint, prompt_layout=tiny_causal.prompt_layout)
+    path = save_prompt(tmp_path / "prompt", weight, meta)
+    assert load_prompt(path)[1].prompt_layout == "[BOS][prompt][text]"
+    with caplog.at_level("WARNING", logger="ptune.registry.peft_interop"):
+        export_peft(path, tmp_path / "adapter", "some/gemma")
+    assert "PEFT as [prompt][BOS][text]" in caplog.text
+    caplog.clear()
+    old, _ = _artifact(tiny_causal, tmp_path / "old")  # no prompt_layout recorded: nothing to go on
+    export_peft(old, tmp_path / "adapter2", "some/gemma")
+    assert "PEFT as" not in caplog.text
+
+
 def test_adapter_files_and_config(tiny_t5, tmp_path):
     path, weight = _artifact(tiny_t5, tmp_path)
     out = export_peft(path, tmp_path / "adapter", "some/t5-base", task_type="SEQ_2_SEQ_LM")
