@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from ptune.data.catalog import get_task
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "scale.json"
 FIGURE = ROOT / "docs" / "img" / "scale.png"
@@ -37,9 +39,8 @@ def collect(project: Path, model: str, tasks: list[str]) -> list[dict]:
         metrics_path = project / "metrics" / f"{task}.json"
         if metrics_path.is_file() and _prompt_model(project, task) == model:  # not a report of another model
             metrics = json.loads(metrics_path.read_text())
-            metric = next(k for k in metrics if k.startswith("test/") and k.count("/") == 1
-                          and not k.endswith(("/n", "/seconds", "/invalid_rate", "/majority_share", "/degenerate")))
-            name = metric.split("/", 1)[1]
+            name = get_task(task).metrics[0]  # the primary metric, as the report and promotion use it
+            metric = f"test/{name}"
             rows.append(_row(model, task, "prompt tuning", metrics, metric, f"ptune train {task} + ptune report {task}"))
             best = _best_baseline(project, task)
             if best:
@@ -54,7 +55,7 @@ def collect(project: Path, model: str, tasks: list[str]) -> list[dict]:
                 ref = json.loads(ref_path.read_text())
                 if ref.get("base_model") != model:
                     continue
-                metric = next(k for k in ref["metrics"] if k.startswith("test/"))
+                metric = f"test/{get_task(task).metrics[0]}"
                 rows.append({"model": model, "params": MODEL_PARAMS.get(model), "task": task, "approach": approach,
                              "test": ref["metrics"][metric], "n": ref.get("n"), "metric": metric,
                              "source": f"ptune reference {task} --method {method} (best step {ref.get('best_step')}, "
