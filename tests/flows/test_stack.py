@@ -164,7 +164,8 @@ def test_a_fanned_out_nightly_runs_tasks_as_deployment_runs_one_training_per_slo
         assert len(spans) == 2 and spans[0][1] <= spans[1][0], spans  # ptune-gpu limit 1: never two at once
         workers = _workers_of(client, [run.id, *(r.id for r in trains)])
     assert len(workers) == 3, workers
-    assert set(workers.values()) == {"ptune-worker-1", "ptune-worker-2"}, workers  # both workers took a share
+    # every run went to a worker of the pool; which of the two polls first is a race (one once took all 3 runs)
+    assert set(workers.values()) <= {"ptune-worker-1", "ptune-worker-2"}, workers
 
 
 def test_down_stops_everything_it_started(up):
