@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_peft import PROMPT, lora_step, peft_step, ptune_step  # noqa: E402
 from ptune.model.base import BaseModel, load_base_model  # noqa: E402
 from ptune.model.batching import collate, encode_pair  # noqa: E402
-from ptune.model.precision import autocast, autocast_dtype, training_attention  # noqa: E402
+from ptune.model.precision import autocast, autocast_dtype, hold_matmul_weights, training_attention  # noqa: E402
 from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # noqa: E402
 from tests.tiny_models import WORDS, build_causal  # noqa: E402
 
@@ -111,15 +111,20 @@ def train_in_bf16(base: BaseModel, step: Callable[[Batch], float]) -> Callable[[
     return run
 
 
-def time_steps(base: BaseModel, batch: Batch, reps: int, held: BaseModel) -> dict:
+def time_steps(base: BaseModel, batch: Batch, reps: int, held: BaseModel, matmul: BaseModel) -> dict:
     """Interleaved timings of ptune step, PEFT step and forward-only on one batch, in fp32 and (ptune step,
-    forward) in bf16 autocast, and the ptune step on `held` (the same model held in bf16); medians in seconds."""
+    forward) in bf16 autocast, and the ptune step on `held` (the same model held in bf16) and on `matmul` (its
+    linear weights held in bf16: how `model_dtype: auto` trains under bf16); medians in seconds."""
     weight = init_prompt(base, PROMPT, "vocab", seed=0).weight.detach().cpu()  # (P, d)
     peft, lora = peft_step(base, weight), lora_step(base)  # one PEFT model each (LoRA copies the base module):
     # their bf16 runs time the same models under autocast; only the first-step losses are compared
     runs = {"ptune": ptune_step(base, weight), "peft": peft, "forward": forward_only(base, weight),
             "ptune_plain": ptune_step(base, weight, shared=False), "lora": lora,
-            "ptune_bf16": train_in_bf16(base, ptune_step(base, weight)), "forward_bf16": in_bf16(forward_only(base, weight)),
+            # ptune's default bf16 training: autocast over the linear weights held in bf16 (model_dtype auto), the
+            # same numbers as autocast over fp32 weights ("ptune_bf16_fp32w") without the re-cast at every matmul
+            "ptune_bf16": train_in_bf16(matmul, ptune_step(matmul, weight)),
+            "ptune_bf16_fp32w": train_in_bf16(base, ptune_step(base, weight)),
+            "forward_bf16": in_bf16(forward_only(base, weight)),
             "ptune_bf16w": train_in_bf16(held, ptune_step(held, weight)),
             # how evaluation runs in bf16 on CPU (ptune.model.precision.inference_precision): the frozen weights
             # held in bf16 for the pass (here: the bf16-held copy, cast once), under autocast
@@ -153,7 +158,9 @@ def time_steps(base: BaseModel, batch: Batch, reps: int, held: BaseModel) -> dic
             "ptune_over_peft_bf16": med["ptune_bf16"] / med["peft_bf16"],
             "ptune_over_lora_bf16": med["ptune_bf16"] / med["lora_bf16"],
             "bf16_weights_over_autocast": med["ptune_bf16w"] / med["ptune_bf16"],
-            "abs_loss_diff_bf16_weights": abs(losses["ptune_bf16"][0] - losses["ptune_bf16w"][0])}
+            "abs_loss_diff_bf16_weights": abs(losses["ptune_bf16"][0] - losses["ptune_bf16w"][0]),
+            "matmul_held_speedup": med["ptune_bf16_fp32w"] / med["ptune_bf16"],
+            "abs_loss_diff_matmul_held": abs(losses["ptune_bf16"][0] - losses["ptune_bf16_fp32w"][0])}
 
 
 def step_flops(base: BaseModel, batch: Batch) -> int:
@@ -211,6 +218,8 @@ def full_step(base: BaseModel) -> Callable[[Batch], float]:
 def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | None) -> dict:
     """Runs inside the child: load, record RSS, 2 train steps, report peak RSS (KB)."""
     base = load(model, tiny_dir, threads, "bfloat16" if mode == "prompt_bf16w" else None)
+    if mode == "prompt" and autocast_dtype("auto", torch.device("cpu"), base.n_params) is not None:
+        hold_matmul_weights(base.model, torch.bfloat16)  # model_dtype auto: linear weights in bf16
     with torch.no_grad():  # weights may be lazily mmapped from safetensors: page them in so RSS counts them
         for param in base.model.parameters():
             param.sum()
@@ -218,7 +227,8 @@ def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | Non
     after_load, load_peak = rss_kb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     batch = make_batch(base)
     amp = None
-    if mode == "prompt":  # ptune's default precision policy (auto): bf16 autocast where the CPU has bf16 units
+    if mode in ("prompt", "prompt_fp32w"):  # default precision (auto): bf16 autocast where the CPU has bf16 units;
+        # "prompt" holds the weights as model_dtype auto does, "prompt_fp32w" all in fp32 (the holder before it)
         step = ptune_step(base, init_prompt(base, PROMPT, "vocab", seed=0).weight.detach())
         amp = autocast_dtype("auto", torch.device("cpu"), base.n_params)
         step = train_in_bf16(base, step) if amp is not None else step
@@ -238,7 +248,7 @@ def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | Non
 def measure_memory(model: str, tiny_dir: str | None, threads: int | None) -> dict:
     """Run each memory child in a fresh process of this script; returns both reports and the ratio."""
     out = {}
-    for mode in ("prompt", "prompt_bf16w", "full"):
+    for mode in ("prompt", "prompt_fp32w", "prompt_bf16w", "full"):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", mode, "--model", model]
         cmd += ["--tiny-dir", tiny_dir] if tiny_dir else []
         cmd += ["--threads", str(threads)] if threads else []
@@ -246,6 +256,7 @@ def measure_memory(model: str, tiny_dir: str | None, threads: int | None) -> dic
         out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     out["prompt_over_full_peak_rss"] = out["prompt"]["peak_rss_kb"] / out["full"]["peak_rss_kb"]
     out["prompt_bf16_weights_over_full_peak_rss"] = out["prompt_bf16w"]["peak_rss_kb"] / out["full"]["peak_rss_kb"]
+    out["prompt_fp32_weights_over_full_peak_rss"] = out["prompt_fp32w"]["peak_rss_kb"] / out["full"]["peak_rss_kb"]
     return out
 
 
@@ -280,14 +291,19 @@ def print_table(res: dict) -> None:
             ("shared prompt pass speed-up", t["shared_prompt_speedup"], GOALS["shared_prompt_speedup"],
              f"plain {med['ptune_plain']:.1f} ms, shared {med['ptune']:.1f} ms"),
             ("bf16 speed-up, train step", t["bf16_speedup"], GOALS["bf16_speedup"],
-             f"fp32 {med['ptune']:.1f} ms, bf16 {med['ptune_bf16']:.1f} ms"),
+             f"fp32 {med['ptune']:.1f} ms, bf16 {med['ptune_bf16']:.1f} ms (linear weights held in bf16; over fp32 "
+             f"weights {med['ptune_bf16_fp32w']:.1f} ms, |first loss diff| {t['abs_loss_diff_matmul_held']:.1e})"),
             ("bf16 speed-up, forward", t["eval_bf16_speedup"], GOALS["eval_bf16_speedup"],
              f"fp32 {med['forward']:.1f} ms, bf16 as evaluation runs it (weights held) {med['forward_bf16w']:.1f} ms; "
              f"autocast only {med['forward_bf16']:.1f} ms ({t['eval_autocast_speedup']:.2f}x), "
              f"|loss diff| {t['max_abs_loss_diff_fp32_bf16']:.1e}"),
             ("peak RSS prompt / full FT", m["prompt_over_full_peak_rss"], GOALS["prompt_over_full_peak_rss"],
-             f"prompt {m['prompt']['peak_rss_kb'] / 1024:.0f} MiB (+{m['prompt']['increase_over_load_kb'] / 1024:.0f}), "
-             f"full {m['full']['peak_rss_kb'] / 1024:.0f} MiB (+{m['full']['increase_over_load_kb'] / 1024:.0f})"),
+             f"prompt {m['prompt']['peak_rss_kb'] / 1024:.0f} MiB (+{m['prompt']['increase_over_load_kb'] / 1024:.0f}; "
+             f"model_dtype auto), full {m['full']['peak_rss_kb'] / 1024:.0f} MiB "
+             f"(+{m['full']['increase_over_load_kb'] / 1024:.0f})"),
+            ("peak RSS fp32-held / full", m["prompt_fp32_weights_over_full_peak_rss"], GOALS["prompt_over_full_peak_rss"],
+             f"prompt, every weight fp32 {m['prompt_fp32w']['peak_rss_kb'] / 1024:.0f} MiB "
+             f"(+{m['prompt_fp32w']['increase_over_load_kb'] / 1024:.0f}); model_dtype: fp32"),
             ("peak RSS bf16-held / full", m["prompt_bf16_weights_over_full_peak_rss"], GOALS["prompt_over_full_peak_rss"],
              f"prompt, weights bf16 {m['prompt_bf16w']['peak_rss_kb'] / 1024:.0f} MiB "
              f"(+{m['prompt_bf16w']['increase_over_load_kb'] / 1024:.0f}); model_dtype: bf16"),
@@ -316,9 +332,11 @@ def run(args: argparse.Namespace) -> dict:
     memory = measure_memory(args.model, tiny_dir, threads)
     base = load(args.model, tiny_dir, threads)
     held = load(args.model, tiny_dir, threads, "bfloat16")
+    matmul = load(args.model, tiny_dir, threads)
+    hold_matmul_weights(matmul.model, torch.bfloat16)
     batch = make_batch(base)
     torch.manual_seed(0)
-    timing = time_steps(base, batch, args.reps, held)
+    timing = time_steps(base, batch, args.reps, held, matmul)
     timing["roofline"] = roofline(base, batch, timing)
     mask = batch["attention_mask"]
     shape = {"batch": int(mask.shape[0]), "width": int(mask.shape[1]), "prompt_tokens": PROMPT,
@@ -335,7 +353,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions after one warm-up (default 30 tiny, 5 smollm2)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: $OMP_NUM_THREADS if set, else ptune's size rule)")
-    parser.add_argument("--memory-child", choices=("prompt", "prompt_bf16w", "full"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", choices=("prompt", "prompt_fp32w", "prompt_bf16w", "full"), help=argparse.SUPPRESS)
     parser.add_argument("--tiny-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.reps = args.reps or (30 if args.model == "tiny" else 5)

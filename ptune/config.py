@@ -44,7 +44,7 @@ class Params:
     """The whole params.yaml. `for_task(name)` gives the settings one task runs with."""
 
     model: str = "smollm2-135m"                  # built-in name, local directory or hub id
-    model_dtype: str = "fp32"                    # fp32 | bf16: dtype the frozen weights are held in (docs/training.md)
+    model_dtype: str = "auto"                    # auto | fp32 | bf16: dtype the frozen weights are held in (docs/training.md)
     run_tasks: tuple[str, ...] = ()              # tasks the nightly flow and dvc repro run, in order
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -119,8 +119,8 @@ def _override_problems(params: Params) -> list[str]:
     return problems
 
 
-MODEL_DTYPES = ("fp32", "bf16")
-_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+MODEL_DTYPES = ("auto", "fp32", "bf16")
+_TORCH_DTYPES = {"auto": "float32", "fp32": "float32", "bf16": "bfloat16"}  # auto loads fp32 (ptune.stages.load_base)
 
 
 def torch_dtype_name(model_dtype: str) -> str:

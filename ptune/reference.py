@@ -35,7 +35,7 @@ from ptune import paths, stages
 from ptune.data.splits import SPLITS
 from ptune.errors import ConfigError, DataError, ModelError
 from ptune.fileio import atomic_write_text
-from ptune.model.base import BaseModel
+from ptune.model.base import BaseModel, load_base_model
 from ptune.model.batching import collate
 from ptune.model.precision import autocast, autocast_dtype, training_attention
 from ptune.model.soft_prompt import prompt_inputs, target_loss
@@ -104,7 +104,10 @@ class Reference:
 
 
 def trainable_copy(base: BaseModel, method: str) -> BaseModel:
-    """A deep copy of `base` whose weights train: LoRA adapters only, or every weight (full, multitask)."""
+    """A deep copy of `base` whose weights train: LoRA adapters only, or every weight (full, multitask). A reference
+    starts from the checkpoint's fp32 weights: a base held (partly) in bf16 (`model_dtype`) is loaded again."""
+    if any(p.dtype != torch.float32 for p in base.model.parameters()):
+        base = load_base_model(base.path or base.spec, device=base.device, threads=base.threads)
     model = copy.deepcopy(base.model)
     if method == "lora":
         model = _with_lora(model)

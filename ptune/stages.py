@@ -36,7 +36,7 @@ from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_base_model
-from ptune.model.precision import autocast_dtype, inference_precision
+from ptune.model.precision import autocast_dtype, held_dtypes, hold_matmul_weights, inference_precision
 from ptune.registry import model_card, model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
@@ -100,9 +100,15 @@ class Trained:
 
 
 def load_base(run: TaskRun) -> BaseModel:
-    """The frozen base model `model:` names, held in `model_dtype`, with the thread count `train.threads` asks for."""
-    return load_base_model(run.params.model, threads=run.params.train.threads,
-                           dtype=torch_dtype_name(run.params.model_dtype))
+    """The frozen base model `model:` names, held in `model_dtype`, with the thread count `train.threads` asks for.
+    `auto`: the linear layers' weights in bf16 when training and evaluation both compute in bf16 (the numbers
+    autocast gives over fp32 weights, at less time and memory: `hold_matmul_weights`), else fp32."""
+    params = run.params
+    base = load_base_model(params.model, threads=params.train.threads, dtype=torch_dtype_name(params.model_dtype))
+    if params.model_dtype == "auto" and {autocast_dtype(getattr(params, sec).precision, base.device, base.n_params,
+                                                        f"{sec}.precision") for sec in ("train", "evaluate")} == {torch.bfloat16}:
+        hold_matmul_weights(base.model, torch.bfloat16)
+    return base
 
 
 def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, track: bool = False,
@@ -131,7 +137,8 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
 
 def _training_run(run: TaskRun, base: BaseModel, name: str | None, tags: dict | None) -> tracking.TrainingRun:
     mlflow_run = tracking.TrainingRun(run.name, tracking.training_params(run.name, base.spec, base.fingerprint,
-                                      run.params.train.to_dict(), run.data_version), run_name=name, tags=tags)
+                                      {**run.params.train.to_dict(), "base_weights": held_dtypes(base.model)},
+                                      run.data_version), run_name=name, tags=tags)
     tracking.log_training_data(mlflow_run.start(), run.name, run.data_version,
                                {s: run.examples(s) for s in splits.SPLITS}, paths.prepared_dir(run.name))
     return mlflow_run

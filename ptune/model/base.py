@@ -29,7 +29,7 @@ from transformers import (
 
 from ptune.errors import ConfigError, ModelError
 from ptune.model.gguf import BUILTIN_MODELS, builtin_info, cached_model_dir, terms_accepted
-from ptune.model.precision import bf16_support, contiguous_head_input
+from ptune.model.precision import bf16_support, contiguous_head_input, held_dtypes
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class BaseModel:
         """What `ptune model-info` prints and what runs log as the base model's identity."""
         tok = self.tokenizer
         return {"spec": self.spec, "path": self.path, "fingerprint": self.fingerprint, "params": self.n_params,
-                "threads": self.threads, "device": str(self.device), "dtype": str(self.model.dtype),
+                "threads": self.threads, "device": str(self.device), "dtype": held_dtypes(self.model),
                 "bf16": bf16_support(self.device), "is_encoder_decoder": self.is_encoder_decoder, "hidden_size": self.hidden_size,
                 "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
                 "bos_token_id": tok.bos_token_id, "padding_side": tok.padding_side,

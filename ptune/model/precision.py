@@ -1,9 +1,10 @@
 """Precision policy: `auto | fp32 | bf16` for training and evaluation (params.yaml `train.precision`,
 `evaluate.precision`).
 
-bf16 here is autocast: matmuls run in bfloat16 where the hardware has bf16 units, while the frozen
-weights stay fp32 in memory and the soft prompt and its optimizer state stay fp32 (docs/training.md
-says why: holding the weights in bf16 without autocast was slower on CPU). `auto` picks bf16 on CUDA
+bf16 here is autocast: matmuls run in bfloat16 where the hardware has bf16 units, while the soft prompt and
+its optimizer state stay fp32. The frozen linear weights are held in bf16 (`hold_matmul_weights`, params.yaml
+`model_dtype: auto`), which gives autocast's numbers bit for bit; embeddings and norms stay fp32, so the
+residual stream does too (docs/training.md says why: a bf16 residual stream destabilised training). `auto` picks bf16 on CUDA
 devices that support it and on CPUs with AMX or AVX-512 BF16 units, detected at run time, for models of
 at least BF16_MIN_PARAMS parameters: on a tiny model the casts cost more than the matmuls save (a 28k-
 parameter Llama ran a forward pass 0.70x as fast under bf16 autocast on this 2-core AMX CPU).
@@ -121,6 +122,41 @@ def frozen_weights_in(model: torch.nn.Module, dtype: torch.dtype):
     finally:
         for param, data in saved.items():
             param.data = data
+
+
+def hold_matmul_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Hold the frozen weights and biases of the model's `nn.Linear` layers in `dtype` for good; embeddings, a
+    tied output layer, norms and buffers keep theirs. Returns the number of values cast.
+
+    Under `dtype` autocast this computes what autocast over fp32 weights computes, bit for bit: autocast casts
+    each linear's fp32 weight to `dtype` at every call, with the same rounding, and the residual stream, the
+    embeddings and the soft prompt stay fp32 (tests/ptune/model/test_precision.py). What goes is the cost: the
+    re-cast at every matmul and the fp32 copy in memory (docs/training.md, "Matmul weights held in bf16")."""
+    others = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
+    cast = 0
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            for param in module.parameters(recurse=False):
+                if not param.requires_grad and param.is_floating_point() and param.dtype != dtype \
+                        and id(param) not in others:  # a weight tied to the embeddings stays as it is
+                    param.data = param.data.to(dtype)
+                    cast += param.numel()
+        for param in model.parameters() if cast else ():  # the rest gets its own memory: the checkpoint's buffer
+            param.data = param.data.clone()                 # (often one file mapping for all tensors) can then go
+    return cast
+
+
+def held_dtypes(model: torch.nn.Module) -> str:
+    """The dtypes the parameters are held in, largest share first: "float32" or "bfloat16 106.2M, float32 28.4M"."""
+    counts: dict[str, int] = {}
+    for param in model.parameters():
+        name = str(param.dtype).removeprefix("torch.")
+        counts[name] = counts.get(name, 0) + param.numel()
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def contiguous_head_input(model: torch.nn.Module) -> None:

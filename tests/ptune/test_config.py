@@ -62,9 +62,10 @@ def test_with_overrides_validates_and_names_its_source():
 
 
 def test_model_dtype_is_checked_against_the_precision_policies():
-    assert Params().model_dtype == "fp32"
+    assert Params().model_dtype == "auto"
+    assert params_from_dict({"model_dtype": "auto", "evaluate": {"precision": "fp32"}}).model_dtype == "auto"
     assert Params(model_dtype="bf16").model_dtype == "bf16"  # both policies auto
-    with pytest.raises(ConfigError, match="model_dtype = 'fp16'"):
+    with pytest.raises(ConfigError, match=r"model_dtype = 'fp16': allowed values are auto, fp32, bf16"):
         Params(model_dtype="fp16")
     with pytest.raises(ConfigError, match=r"evaluate.precision = 'fp32' with model_dtype = 'bf16'"):
         params_from_dict({"model_dtype": "bf16", "evaluate": {"precision": "fp32"}})

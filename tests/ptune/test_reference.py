@@ -95,6 +95,25 @@ def test_lora_changes_the_model_and_leaves_the_base_alone(project, tiny_causal):
     assert loss(tiny_causal) == frozen and not any(p.requires_grad for p in tiny_causal.model.parameters())
 
 
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_reference_starts_from_the_fp32_checkpoint_when_the_base_is_held_in_bf16(tiny_causal_dir, method):
+    """model_dtype auto/bf16 hold the frozen base (partly) in bf16; a reference trains from the checkpoint's
+    fp32 weights all the same (loaded again), and the frozen base is left as it was held."""
+    from ptune.model.base import load_base_model
+    from ptune.model.precision import hold_matmul_weights
+
+    fp32, held = load_base_model(tiny_causal_dir), load_base_model(tiny_causal_dir)
+    hold_matmul_weights(held.model, torch.bfloat16)
+    ref = reference.trainable_copy(held, method)
+    weights = dict(fp32.model.named_parameters())
+    for name, param in ref.model.named_parameters():
+        if "lora_" not in name:
+            assert param.dtype == torch.float32 and torch.equal(param, weights[name.replace(".base_layer", "")]), name
+    assert ref.fingerprint == held.fingerprint
+    assert {p.dtype for p in held.model.parameters()} == {torch.bfloat16, torch.float32}
+
+
 def test_lora_finds_t5_names_and_refuses_a_model_without_them(tiny_t5):
     ref = reference.trainable_copy(tiny_t5, "lora")
     adapted = [n for n, p in ref.model.named_parameters() if p.requires_grad]

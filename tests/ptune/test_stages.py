@@ -37,6 +37,27 @@ def test_overrides_are_applied_once_in_order(toy_project):
     assert (toy_project / "params.yaml").read_text() == text
 
 
+
+def test_model_dtype_auto_holds_the_matmul_weights_in_bf16_only_where_both_passes_compute_in_bf16(toy_project):
+    """`auto` (the default): bf16 linear weights when training and evaluation both run bf16 autocast (explicitly
+    here; `auto` precision keeps a tiny model in fp32), else the fp32 checkpoint; `fp32` never casts."""
+    import torch
+
+    params = load_params(toy_project / "params.yaml")
+    assert params.model_dtype == "auto"
+
+    def held(dtype: str = "auto", **sections: dict) -> set:
+        run = stages.TaskRun.build("toy", Params(**{**params.__dict__, "model_dtype": dtype}), **sections)
+        return {p.dtype for p in stages.load_base(run).model.parameters()}
+
+    both = {"train": {"precision": "bf16"}, "evaluate": {"precision": "bf16"}}
+    assert held() == {torch.float32}  # auto precision on a tiny model: fp32
+    assert held(**both) == {torch.bfloat16, torch.float32}  # linear layers bf16; embeddings, norms fp32
+    assert held(train={"precision": "bf16"}) == {torch.float32}  # fp32 evaluation needs fp32 weights
+    assert held("fp32", **both) == {torch.float32}
+    assert held("bf16", **both) == {torch.bfloat16}
+
+
 def test_steps_chain_from_raw_data_to_a_promoted_version(toy_project, tmp_path, monkeypatch):
     reads = []
     real_load = stages.splits.load_split
@@ -51,6 +72,7 @@ def test_steps_chain_from_raw_data_to_a_promoted_version(toy_project, tmp_path, 
     base = stages.load_base(run)
     trained = stages.train(run, base, track=True)
     assert trained.steps_run == 6 and trained.prompt.shape == (4, base.hidden_size) and trained.run_id
+    assert MlflowClient().get_run(trained.run_id).data.params["base_weights"] == "float32"  # the holder, recorded
     reported = stages.report(run, stages.evaluate(run, base, trained.prompt, progress=False),
                              stages.baselines(run, base, progress=False), trained.trainable)
     metrics = json.loads(run.paths.metrics_file.read_text())

@@ -4,6 +4,7 @@ the task predictions from fp32 (tiny model here; SmolLM2 on real rotten_tomatoes
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ from ptune.model.precision import (
     bf16_support,
     cpu_bf16_units,
     frozen_weights_in,
+    held_dtypes,
+    hold_matmul_weights,
     inference_precision,
 )
 from ptune.model.soft_prompt import init_prompt, prompt_inputs, target_loss
@@ -69,7 +72,7 @@ def test_bf16_stays_close_to_fp32_on_smollm2(tmp_path, monkeypatch):
     from ptune.config import Params
 
     monkeypatch.setenv("PTUNE_PROJECT_DIR", str(tmp_path))
-    run = stages.TaskRun.build("rotten_tomatoes", Params())
+    run = stages.TaskRun.build("rotten_tomatoes", Params(model_dtype="fp32"))  # fp32 passes need fp32 weights
     stages.fetch(run)
     stages.prepare(run)
     base = stages.load_base(run)
@@ -164,10 +167,50 @@ def test_training_attention_is_eager_only_for_cpu_bf16_steps_and_restored(tiny_c
                 loss = target_loss(tiny_causal, shared_prompt_inputs(tiny_causal, prompt, **batch))
             loss.backward()
         assert seen == ("eager" if switch else "sdpa")
-        return float(loss), prompt.grad
+        return float(loss.detach()), prompt.grad
 
     (eager_loss, eager_grad), (sdpa_loss, sdpa_grad) = step(True), step(False)
     assert model.config._attn_implementation == "sdpa"
     assert eager_loss == pytest.approx(sdpa_loss, rel=0.02)
     cos = torch.nn.functional.cosine_similarity(eager_grad.flatten(), sdpa_grad.flatten(), dim=0)
     assert cos > 0.99
+
+
+def test_matmul_weights_held_in_bf16_give_autocasts_loss_and_gradient_bit_for_bit(tiny_causal):
+    """`hold_matmul_weights`: the linear layers' weights in bf16, the tied embeddings / output layer and the norms
+    in fp32. A bf16 autocast train step then gives the loss and prompt gradient of autocast over the fp32
+    weights exactly, and evaluation (weights held in bf16 for the pass) the same scores."""
+    from ptune.model.base import from_objects
+    from ptune.model.soft_prompt import shared_prompt_inputs
+
+    fp32 = tiny_causal
+    held = from_objects(copy.deepcopy(fp32.model), fp32.tokenizer, "held")
+    linear = sum(p.numel() for m in held.model.modules() if isinstance(m, torch.nn.Linear)
+                 for p in m.parameters(recurse=False) if p is not held.model.get_input_embeddings().weight)
+    assert hold_matmul_weights(held.model, torch.bfloat16) == linear > 0
+    assert hold_matmul_weights(held.model, torch.bfloat16) == 0  # already held
+    emb = held.model.get_input_embeddings().weight
+    assert emb.dtype == torch.float32 and held.model.get_output_embeddings().weight is emb  # tied: stays fp32
+    assert all(p.dtype == torch.float32 for n, p in held.model.named_parameters() if "norm" in n)
+    assert held_dtypes(fp32.model) == "float32" and held_dtypes(held.model).startswith(("bfloat16 ", "float32 "))
+    items = [encode_pair(fp32.tokenizer, f"w{i} " * (3 + i), " yes", encoder_decoder=False, add_eos=False,
+                         max_source_tokens=64) for i in range(4)]
+    batch = collate(items, fp32.tokenizer.pad_token_id, encoder_decoder=False)
+    weight = init_prompt(fp32, 5, "vocab", seed=0).weight.detach()
+
+    def step(base) -> tuple[float, torch.Tensor]:
+        prompt = weight.clone().requires_grad_(True)
+        with autocast(CPU, torch.bfloat16):
+            loss = target_loss(base, shared_prompt_inputs(base, prompt, **batch))
+        loss.backward()
+        return float(loss.detach()), prompt.grad
+
+    (loss_a, grad_a), (loss_b, grad_b) = step(fp32), step(held)
+    assert loss_a == loss_b and torch.equal(grad_a, grad_b)
+    spec, examples = make_spec(), make_examples(n=12)
+    scores = []
+    for base in (fp32, held):
+        with inference_precision(base.model, CPU, torch.bfloat16):
+            scores.append(evaluate(base, spec, examples, weight, progress=False).label_scores)
+    assert scores[0] == scores[1]
+    assert emb.dtype == torch.float32  # evaluation gave the embeddings back

@@ -237,6 +237,23 @@ def test_bf16_held_weights_train_an_fp32_prompt_close_to_the_fp32_holder(tiny_ca
         assert a.loss == pytest.approx(b.loss, rel=0.05, abs=0.05)
 
 
+def test_matmul_weights_held_in_bf16_train_bit_for_bit_like_autocast_over_fp32(tiny_causal_dir, tmp_path):
+    """model_dtype auto under bf16 (`hold_matmul_weights`): the same losses, validation metrics and prompt, bit for
+    bit, as bf16 autocast over the fp32 checkpoint, because autocast casts each linear weight the same way."""
+    from ptune.model.base import load_base_model
+    from ptune.model.precision import hold_matmul_weights
+
+    cfg = replace(BASE_CFG, max_steps=6, eval_every=3, checkpoint_every=0, precision="bf16")
+    held = load_base_model(tiny_causal_dir)
+    assert hold_matmul_weights(held.model, torch.bfloat16) > 0
+    a = train_prompt(held, SPEC, TRAIN, VALID, cfg, tmp_path / "held")
+    b = train_prompt(load_base_model(tiny_causal_dir), SPEC, TRAIN, VALID, cfg, tmp_path / "fp32")
+    assert [h.loss for h in a.history] == [h.loss for h in b.history]
+    assert a.best_metrics == b.best_metrics
+    assert torch.equal(a.prompt.weight, b.prompt.weight)
+    assert {p.dtype for p in held.model.parameters()} == {torch.bfloat16, torch.float32}  # kept as held
+
+
 def test_cli_train_writes_a_prompt_artifact(tiny_causal, tmp_path, monkeypatch):
     """`ptune train TASK --steps N --out DIR` wires params, data, base model, training and the artifact."""
     from typer.testing import CliRunner
