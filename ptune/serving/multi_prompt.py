@@ -32,6 +32,7 @@ from ptune.model.base import BaseModel
 from ptune.model.batching import encode_source, encode_target
 from ptune.model.ensemble_artifact import load_ensemble
 from ptune.model.prefix import build_prefix
+from ptune.registry.loading import warn_if_layout_differs
 from ptune.serving.mixed import MixedRow, generate_mixed, score_mixed
 
 
@@ -101,6 +102,7 @@ class MultiPromptModel:
                 f"{self.base.fingerprint}; one server holds one base model")
         if meta.task != spec.name:
             raise ArtifactError(f"{prompt_dir} holds a prompt for task {meta.task!r}, not {spec.name!r}")
+        warn_if_layout_differs(meta, self.base, prompt_dir)
         if ensemble and spec.kind != "classification":
             raise ArtifactError(f"{prompt_dir} holds an ensemble of {len(ensemble.metas)} prompts for {spec.kind} "
                                 f"task {spec.name!r}; only classification ensembles are served")

@@ -59,3 +59,30 @@ def test_hidden_size_other_than_the_base_refused_at_load(tiny_causal, tmp_path):
     assert str(err.value) == expected
     result = CliRunner().invoke(app, ["predict", "rotten_tomatoes", "a fine film", "--prompt", str(path)])
     assert result.exit_code != 0 and str(result.exception) == expected
+
+
+def test_a_prompt_trained_in_another_layout_loads_with_a_warning(tiny_causal, tiny_causal_nobos, tmp_path, caplog):
+    """Same weights (same fingerprint), tokenizers with and without BOS: a prompt trained as [prompt][text]
+    runs as [BOS][prompt][text] on the other, so loading it says so; a matching or unrecorded layout is quiet."""
+    weight = torch.randn(4, tiny_causal.hidden_size)
+    meta = PromptMeta("rotten_tomatoes", tiny_causal.spec, tiny_causal.fingerprint,
+                      prompt_layout=tiny_causal_nobos.prompt_layout)
+    path = save_prompt(tmp_path / "p", weight, meta)
+    with caplog.at_level("WARNING", logger="ptune.registry.loading"):
+        load_prompt_with_base(path, base=tiny_causal_nobos)
+        assert caplog.text == ""
+        loaded = load_prompt_with_base(path, base=tiny_causal)
+    assert torch.equal(loaded.prompt, weight)
+    assert "was trained as [prompt][text]" in caplog.text and "now runs prompts as [BOS][prompt][text]" in caplog.text
+    caplog.clear()
+    from ptune.data.catalog import get_task
+    from ptune.serving.multi_prompt import MultiPromptModel
+
+    with caplog.at_level("WARNING", logger="ptune.registry.loading"):  # the server checks the same
+        MultiPromptModel(tiny_causal).load(get_task("rotten_tomatoes"), path, version="1")
+    assert "now runs prompts as [BOS][prompt][text]" in caplog.text
+    caplog.clear()
+    old = save_prompt(tmp_path / "old", weight, _meta(tiny_causal))  # no layout recorded: nothing to go on
+    with caplog.at_level("WARNING", logger="ptune.registry.loading"):
+        load_prompt_with_base(old, base=tiny_causal)
+    assert caplog.text == ""
