@@ -186,8 +186,8 @@ def _offline() -> bool:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """`device` if given (checked), else cuda when available, else cpu. Weights stay fp32 either way;
-    bf16 autocast follows the precision policy (`ptune.model.precision`)."""
+    """`device` if given (checked), else cuda when available, else cpu. The dtype weights are held in is
+    `load_base_model`'s; bf16 autocast follows the precision policy (`ptune.model.precision`)."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
