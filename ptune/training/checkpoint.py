@@ -8,6 +8,7 @@ same directory and moved into place (`ptune.fileio.atomic_path`), so a kill mid-
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -23,6 +24,21 @@ from ptune.fileio import atomic_path
 FILE = "state.safetensors"
 _OPT = "optimizer."
 _RNG = "rng."
+
+
+def code_digest() -> str:
+    """sha256 (16 hex) of the ptune package's Python sources. It is part of every checkpoint's compatibility key, so a
+    checkpoint resumes only under the code that wrote it: after a code change `dvc repro` retrains instead of
+    finishing (or, at max_steps, returning) a trajectory the old code started."""
+    return _digest_sources(Path(__file__).resolve().parents[1])
+
+
+@functools.cache
+def _digest_sources(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 class CorruptCheckpoint(Exception):

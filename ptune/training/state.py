@@ -136,7 +136,7 @@ def resume(ckpt_dir: Path, state: TrainState, meta: dict) -> int | None:
         return None
     tensors, doc = loaded
     if doc.get("meta") != meta:
-        log.warning("checkpoint in %s was made with other settings, data or base model: starting fresh", ckpt_dir)
+        log.warning("checkpoint in %s was made with other settings, data, base model or ptune code: starting fresh", ckpt_dir)
         return None
     with torch.no_grad():
         state.prompt.raw.copy_(tensors["prompt"])

@@ -29,6 +29,7 @@ from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
 from ptune.model.precision import autocast, autocast_dtype, inference_precision, training_attention
 from ptune.model.soft_prompt import SoftPrompt, shared_prompt_inputs, target_loss
+from ptune.training import checkpoint as ckpt
 from ptune.training.history import StepInfo, TrainResult
 from ptune.training.state import TrainState, new_state, resume, save
 
@@ -275,10 +276,10 @@ def _track_best(state: TrainState, metrics: dict[str, float], key: str, patience
 
 
 def _compat_key(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, train: Sequence[Example], init_path: Path | None) -> dict:
-    """What must match for a checkpoint to be resumed: base, task, data, trajectory-shaping settings."""
+    """What must match for a checkpoint to be resumed: base, task, data, trajectory-shaping settings, ptune's code."""
     data = sha256_text(json.dumps([[ex.source, ex.target] for ex in train]))[:16]
     free = _RESUME_FREE if cfg.schedule == "constant" else tuple(k for k in _RESUME_FREE if k != "max_steps")
     config = {k: v for k, v in cfg.to_dict().items() if k not in free}
     key = {"fingerprint": base.fingerprint, "task": spec.name, "data": data, "config": config,
-           "init_path": str(init_path) if init_path else None}
+           "init_path": str(init_path) if init_path else None, "code": ckpt.code_digest()}
     return json.loads(json.dumps(key))

@@ -64,6 +64,21 @@ def test_a_decaying_schedule_does_not_resume_with_other_max_steps(tiny_causal, t
     assert train_prompt(tiny_causal, SPEC, TRAIN, VALID, replace(constant, max_steps=6), tmp_path / "c").resumed_from == 3
 
 
+
+def test_a_checkpoint_resumes_only_under_the_code_that_wrote_it(tiny_causal, tmp_path, monkeypatch, caplog):
+    """A finished run's checkpoint, written by other ptune code, would otherwise be "resumed" at max_steps and hand
+    back the old code's prompt (seen: `dvc repro` after a code change retrained presupposition_nli in 0.3 s)."""
+    cfg = replace(BASE_CFG, max_steps=3, eval_every=0)
+    first = train_prompt(tiny_causal, SPEC, TRAIN, VALID, cfg, tmp_path)
+    assert train_prompt(tiny_causal, SPEC, TRAIN, VALID, cfg, tmp_path).resumed_from == 3  # same code: resumes
+    monkeypatch.setattr(ckpt, "code_digest", lambda: "0123456789abcdef")  # as after an edit under ptune/
+    again = train_prompt(tiny_causal, SPEC, TRAIN, VALID, cfg, tmp_path)
+    assert again.resumed_from is None and "base model or ptune code: starting fresh" in caplog.text
+    assert len(again.history) == 3 and torch.equal(again.prompt.weight, first.prompt.weight)  # retrained, same result
+    monkeypatch.undo()
+    assert len(ckpt.code_digest()) == 16 and ckpt.code_digest() == ckpt.code_digest()
+
+
 def test_spike_guard_skips_the_update_rolls_back_the_previous_one_and_counts_it(tiny_causal, tmp_path, monkeypatch,
                                                                                 caplog):
     """A step whose loss is 100x the others is not applied, and the update before it is undone: the prompt
