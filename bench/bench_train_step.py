@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_peft import PROMPT, lora_step, peft_step, ptune_step  # noqa: E402
 from ptune.model.base import BaseModel, load_base_model  # noqa: E402
 from ptune.model.batching import collate, encode_pair  # noqa: E402
-from ptune.model.precision import autocast, autocast_dtype, hold_matmul_weights, training_attention  # noqa: E402
+from ptune.model.precision import auto_hold, autocast, autocast_dtype, hold_matmul_weights, training_attention  # noqa: E402
 from ptune.model.soft_prompt import SoftPrompt, init_prompt, prompt_inputs  # noqa: E402
 from tests.tiny_models import WORDS, build_causal  # noqa: E402
 
@@ -218,8 +218,8 @@ def full_step(base: BaseModel) -> Callable[[Batch], float]:
 def memory_child(mode: str, model: str, tiny_dir: str | None, threads: int | None) -> dict:
     """Runs inside the child: load, record RSS, 2 train steps, report peak RSS (KB)."""
     base = load(model, tiny_dir, threads, "bfloat16" if mode == "prompt_bf16w" else None)
-    if mode == "prompt" and autocast_dtype("auto", torch.device("cpu"), base.n_params) is not None:
-        hold_matmul_weights(base.model, torch.bfloat16)  # model_dtype auto: linear weights in bf16
+    if mode == "prompt":  # as stages.load_base holds the default (model_dtype auto, both precisions auto)
+        auto_hold(base.model, base.device, base.n_params, {"train.precision": "auto", "evaluate.precision": "auto"})
     with torch.no_grad():  # weights may be lazily mmapped from safetensors: page them in so RSS counts them
         for param in base.model.parameters():
             param.sum()

@@ -108,7 +108,9 @@ def trainable_copy(base: BaseModel, method: str) -> BaseModel:
     starts from the checkpoint's fp32 weights: a base held (partly) in bf16 (`model_dtype`) is loaded again."""
     if any(p.dtype != torch.float32 for p in base.model.parameters()):
         base = load_base_model(base.path or base.spec, device=base.device, threads=base.threads)
-    model = copy.deepcopy(base.model)
+        model = base.model  # a fresh load: nothing else holds it
+    else:
+        model = copy.deepcopy(base.model)
     if method == "lora":
         model = _with_lora(model)
     else:

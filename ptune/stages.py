@@ -36,7 +36,7 @@ from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_base_model
-from ptune.model.precision import autocast_dtype, held_dtypes, hold_matmul_weights, inference_precision
+from ptune.model.precision import auto_hold, autocast_dtype, held_dtypes, inference_precision
 from ptune.registry import model_card, model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
@@ -105,9 +105,9 @@ def load_base(run: TaskRun) -> BaseModel:
     autocast gives over fp32 weights, at less time and memory: `hold_matmul_weights`), else fp32."""
     params = run.params
     base = load_base_model(params.model, threads=params.train.threads, dtype=torch_dtype_name(params.model_dtype))
-    if params.model_dtype == "auto" and {autocast_dtype(getattr(params, sec).precision, base.device, base.n_params,
-                                                        f"{sec}.precision") for sec in ("train", "evaluate")} == {torch.bfloat16}:
-        hold_matmul_weights(base.model, torch.bfloat16)
+    if params.model_dtype == "auto":
+        auto_hold(base.model, base.device, base.n_params,
+                  {"train.precision": params.train.precision, "evaluate.precision": params.evaluate.precision})
     return base
 
 

@@ -18,11 +18,16 @@ exported for a BOS-first model runs there as [prompt][BOS][text] (docs/models.md
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
+from ptune.model.artifacts import PromptMeta
 from ptune.model.base import BaseModel
+
+logger = logging.getLogger(__name__)
 
 
 def lead_prompt(base: BaseModel, prompt: torch.Tensor) -> torch.Tensor:
@@ -51,3 +56,13 @@ def strip_lead(base: BaseModel, ids: Sequence[int]) -> list[int]:
     """A row's token ids without its leading BOS when the prompt block carries it."""
     ids = list(ids)
     return ids[1:] if base.lead_id is not None and ids[:1] == [base.lead_id] else ids
+
+
+def warn_if_layout_differs(meta: PromptMeta, base: BaseModel, where: str | Path) -> None:
+    """Warn when a prompt was trained in another layout than `base` runs it in (`BaseModel.prompt_layout`; prompt.json
+    records it since 2026-11-29, older artifacts say nothing). Its scores would quietly drop. Every load that
+    runs a prompt calls this: `ptune.registry.loading` (CLI, pyfunc, report) and the server."""
+    if meta.prompt_layout and meta.prompt_layout != base.prompt_layout:
+        logger.warning("the %r prompt at %s was trained as %s, but %s now runs prompts as %s: it will score lower "
+                       "than it did; retrain it (docs/models.md)", meta.task, where, meta.prompt_layout,
+                       meta.base_spec, base.prompt_layout)

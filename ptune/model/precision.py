@@ -131,21 +131,28 @@ def hold_matmul_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     Under `dtype` autocast this computes what autocast over fp32 weights computes, bit for bit: autocast casts
     each linear's fp32 weight to `dtype` at every call, with the same rounding, and the residual stream, the
     embeddings and the soft prompt stay fp32 (tests/ptune/model/test_precision.py). What goes is the cost: the
-    re-cast at every matmul and the fp32 copy in memory (docs/training.md, "Matmul weights held in bf16")."""
+    re-cast at every matmul and the fp32 copy in memory (docs/training.md, "Linear weights held in bf16").
+    The parameters left as they were get their own memory, so the checkpoint's buffer (often one file mapping
+    for every tensor, which a single fp32 view would keep resident) can go."""
     others = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
-    cast = 0
+    linear = [p for m in model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)
+              if id(p) not in others]  # a weight tied to the embeddings stays as it is
+    cast = {id(p): p for p in linear if not p.requires_grad and p.is_floating_point() and p.dtype != dtype}
     with torch.no_grad():
-        for module in model.modules():
-            if not isinstance(module, torch.nn.Linear):
-                continue
-            for param in module.parameters(recurse=False):
-                if not param.requires_grad and param.is_floating_point() and param.dtype != dtype \
-                        and id(param) not in others:  # a weight tied to the embeddings stays as it is
-                    param.data = param.data.to(dtype)
-                    cast += param.numel()
-        for param in model.parameters() if cast else ():  # the rest gets its own memory: the checkpoint's buffer
-            param.data = param.data.clone()                 # (often one file mapping for all tensors) can then go
-    return cast
+        for param in cast.values():
+            param.data = param.data.to(dtype)
+        for param in model.parameters() if cast else ():
+            if id(param) not in cast:
+                param.data = param.data.clone()
+    return sum(p.numel() for p in cast.values())
+
+
+def auto_hold(model: torch.nn.Module, device: torch.device, n_params: int, policies: dict[str, str]) -> int:
+    """`model_dtype: auto`: `hold_matmul_weights` in bf16 when every precision policy in `policies` ({"train.precision":
+    "auto", ...}) resolves to bf16 autocast on `device`, else nothing (a pass in fp32 needs the fp32 weights).
+    Returns the number of values cast."""
+    amps = {autocast_dtype(policy, device, n_params, where) for where, policy in policies.items()}
+    return hold_matmul_weights(model, torch.bfloat16) if amps == {torch.bfloat16} else 0
 
 
 def held_dtypes(model: torch.nn.Module) -> str:

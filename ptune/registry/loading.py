@@ -6,7 +6,6 @@ the pyfunc, the CLI (`eval`, `predict`, `pull --verify-base`), promotion and the
 
 from __future__ import annotations
 
-import logging
 import re
 import tempfile
 from dataclasses import dataclass
@@ -18,9 +17,9 @@ from ptune.errors import ArtifactError, RegistryError
 from ptune.model import artifacts
 from ptune.model.artifacts import PromptMeta
 from ptune.model.base import BaseModel, load_base_model
+from ptune.model.layout import warn_if_layout_differs
 from ptune.registry import model_registry
 
-logger = logging.getLogger(__name__)
 MODEL_URI = re.compile(r"^models:/ptune-(?P<task>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
@@ -64,12 +63,3 @@ def _load(prompt_dir: Path, base: BaseModel | None) -> LoadedPrompt:
             f"expected (n_tokens, {base.hidden_size}))")
     warn_if_layout_differs(meta, base, prompt_dir)
     return LoadedPrompt(prompt, meta, base)
-
-
-def warn_if_layout_differs(meta: PromptMeta, base: BaseModel, where: str | Path) -> None:
-    """Warn when the prompt was trained in another layout than `base` runs it in (`BaseModel.prompt_layout`; prompt.json
-    records it since 2026-11-29, older artifacts say nothing). Its scores would quietly drop."""
-    if meta.prompt_layout and meta.prompt_layout != base.prompt_layout:
-        logger.warning("the %r prompt at %s was trained as %s, but %s now runs prompts as %s: it will score lower "
-                       "than it did; retrain it (docs/models.md)", meta.task, where, meta.prompt_layout,
-                       meta.base_spec, base.prompt_layout)

@@ -31,8 +31,8 @@ from ptune.model.artifacts import PromptMeta
 from ptune.model.base import BaseModel
 from ptune.model.batching import encode_source, encode_target
 from ptune.model.ensemble_artifact import load_ensemble
+from ptune.model.layout import warn_if_layout_differs
 from ptune.model.prefix import build_prefix
-from ptune.registry.loading import warn_if_layout_differs
 from ptune.serving.mixed import MixedRow, generate_mixed, score_mixed
 
 

@@ -26,15 +26,12 @@ _OPT = "optimizer."
 _RNG = "rng."
 
 
+@functools.cache
 def code_digest() -> str:
     """sha256 (16 hex) of the ptune package's Python sources. It is part of every checkpoint's compatibility key, so a
     checkpoint resumes only under the code that wrote it: after a code change `dvc repro` retrains instead of
     finishing (or, at max_steps, returning) a trajectory the old code started."""
-    return _digest_sources(Path(__file__).resolve().parents[1])
-
-
-@functools.cache
-def _digest_sources(root: Path) -> str:
+    root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(f"{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes() + b"\0")

@@ -68,7 +68,7 @@ def test_a_prompt_trained_in_another_layout_loads_with_a_warning(tiny_causal, ti
     meta = PromptMeta("rotten_tomatoes", tiny_causal.spec, tiny_causal.fingerprint,
                       prompt_layout=tiny_causal_nobos.prompt_layout)
     path = save_prompt(tmp_path / "p", weight, meta)
-    with caplog.at_level("WARNING", logger="ptune.registry.loading"):
+    with caplog.at_level("WARNING", logger="ptune.model.layout"):
         load_prompt_with_base(path, base=tiny_causal_nobos)
         assert caplog.text == ""
         loaded = load_prompt_with_base(path, base=tiny_causal)
@@ -78,11 +78,11 @@ def test_a_prompt_trained_in_another_layout_loads_with_a_warning(tiny_causal, ti
     from ptune.data.catalog import get_task
     from ptune.serving.multi_prompt import MultiPromptModel
 
-    with caplog.at_level("WARNING", logger="ptune.registry.loading"):  # the server checks the same
+    with caplog.at_level("WARNING", logger="ptune.model.layout"):  # the server checks the same
         MultiPromptModel(tiny_causal).load(get_task("rotten_tomatoes"), path, version="1")
     assert "now runs prompts as [BOS][prompt][text]" in caplog.text
     caplog.clear()
     old = save_prompt(tmp_path / "old", weight, _meta(tiny_causal))  # no layout recorded: nothing to go on
-    with caplog.at_level("WARNING", logger="ptune.registry.loading"):
+    with caplog.at_level("WARNING", logger="ptune.model.layout"):
         load_prompt_with_base(old, base=tiny_causal)
     assert caplog.text == ""
