@@ -31,6 +31,10 @@ RECIPES = {
     "old": {},
     "new": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual"},
     "new_noreparam": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0},
+    # the new recipe at a smaller peak lr (2026-11-29: every rotten_tomatoes curve at lr 0.3 had a batch loss
+    # 4.8-20x its running median, issue 11's stability target is 5x)
+    "new_lr0.2": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual", "lr": 0.2},
+    "new_lr0.1": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual", "lr": 0.1},
 }
 
 
