@@ -32,9 +32,13 @@ RECIPES = {
     "new": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual"},
     "new_noreparam": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0},
     # the new recipe at a smaller peak lr (2026-11-29: every rotten_tomatoes curve at lr 0.3 had a batch loss
-    # 4.8-20x its running median, issue 11's stability target is 5x)
+    # 4.8-20x its running median, issue 11's stability target is 5x; at lr 0.1 with the residual MLP, 3 of the first
+    # 30 steps answered off the label words for all 8 rows, at 0.03 none did)
     "new_lr0.2": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual", "lr": 0.2},
     "new_lr0.1": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual", "lr": 0.1},
+    "new_lr0.05": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual", "lr": 0.05},
+    "new_lr0.03": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual", "lr": 0.03},
+    "new_noreparam_lr0.1": {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "lr": 0.1},
 }
 
 
