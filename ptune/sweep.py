@@ -53,7 +53,7 @@ class SearchSpace:
     @classmethod
     def around(cls, cfg: TrainConfig, classification: bool) -> SearchSpace:
         """Half, same and double the configured n_tokens and max_steps; lr over the optimizer's usual range."""
-        lr = (0.03, 1.0) if cfg.optimizer == "adafactor" else (1e-4, 3e-2)
+        lr = (0.01, 1.0) if cfg.optimizer == "adafactor" else (1e-4, 3e-2)
         tokens = tuple(sorted({max(1, cfg.n_tokens // 2), cfg.n_tokens, min(1000, cfg.n_tokens * 2)}))
         steps = tuple(sorted({max(1, cfg.max_steps // 2), cfg.max_steps, cfg.max_steps * 2}))
         inits = ("labels", "vocab", "random") if classification else ("vocab", "random")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -45,12 +46,12 @@ def test_task_overrides_apply_to_that_task_only(tmp_path):
     assert (xsum.train.max_steps, xsum.train.eval_every, xsum.train.batch_size) == (60, 30, 4)
     assert (xsum.evaluate.max_examples, xsum.evaluate.batch_size) == (40, 16)
     assert xsum.train.lr == params.train.lr and xsum.data == params.data
-    plain = params.for_task("rotten_tomatoes")  # no overrides: the default recipe (docs/training.md)
+    plain = params.for_task("intent")  # no overrides: the default recipe (docs/training.md)
     assert (plain.train, plain.evaluate, plain.data) == (params.train, params.evaluate, params.data)
     assert (plain.train.schedule, plain.train.reparam, plain.train.spike_factor) == ("cosine", "residual", 5.0)
-    presup = params.for_task("presupposition_nli")  # keeps the old recipe, chosen on its validation split
-    assert (presup.train.schedule, presup.train.reparam, presup.train.spike_factor) == ("constant", "none", 0)
-    assert presup.train.lr == params.train.lr and presup.evaluate == params.evaluate
+    for name in ("rotten_tomatoes", "presupposition_nli"):  # the default recipe at the peak lr their validation chose
+        task = params.for_task(name)
+        assert task.train == replace(params.train, lr=0.03) and task.evaluate == params.evaluate
     assert xsum.task_overrides == {} and xsum.for_task("xsum") == xsum  # applied exactly once
 
 
