@@ -65,7 +65,14 @@ def one(task: str, recipe: str, seed: int, steps: int | None, scratch: Path, bas
     return {"task": task, "recipe": recipe, "settings": train, "seed": seed, "steps": trained.steps_run,
             "best_step": trained.best_step, "train_s": round(trained.seconds, 1),
             "test_eval_s": round(time.perf_counter() - start, 1), "validation": trained.metrics,
-            "test": tuned.metrics, "n_test": tuned.n, "worst_spike": round(worst_spike(losses), 2)}
+            "test": tuned.metrics, "n_test": tuned.n, "worst_spike": round(worst_spike(losses), 2),
+            "prompt_rms": prompt_rms(trained.prompt)}
+
+
+def prompt_rms(prompt) -> float:
+    """RMS of the kept (folded) prompt's entries: Adafactor's lr x RMS steps grow it geometrically at a high lr,
+    the cause of the loss spikes (docs/training.md, "Peak lr and the loss spikes"); SmolLM2's vocabulary: 0.136."""
+    return round(float(prompt.float().pow(2).mean().sqrt()), 4)
 
 
 def _commit() -> str:
