@@ -44,6 +44,10 @@ RECIPES = {
     "new_lr0.05": {**NEW, "lr": 0.05},
     "new_lr0.03": {**NEW, "lr": 0.03},
     "new_noreparam_lr0.1": {**NEW, "reparam": "none", "lr": 0.1},
+    # lr 0.3 with each raw prompt token's RMS capped at X x the vocabulary's after every update (max_token_rms):
+    # bounds Adafactor's lr x RMS step, the growth behind the spikes, without lowering the lr
+    "new_cap1": {**NEW, "max_token_rms": 1.0},
+    "new_cap2": {**NEW, "max_token_rms": 2.0},
 }
 
 

@@ -70,6 +70,7 @@ TRAIN_FIELDS = {
     "schedule": "Learning-rate schedule after warmup (constant, linear or cosine decay).",
     "warmup_steps": "Linear learning-rate warmup steps (0 = none).",
     "spike_factor": "Skip a step whose loss exceeds this multiple of the recent median (0 = off).",
+    "max_token_rms": "Cap each prompt token's RMS at this multiple of the vocabulary's after every update (0 = off).",
     "reparam": "Residual reparameterization of the prompt (folded into a plain prompt at save).",
 }
 

@@ -103,7 +103,7 @@ class TrainConfig(_Section):
         "n_tokens": (1, 1000), "batch_size": (1, None), "max_steps": (1, None), "eval_every": (0, None),
         "patience": (0, None), "checkpoint_every": (0, None), "seed": (0, None), "warmup_steps": (0, None),
         "lr": (0, None), "weight_decay": (0, None), "grad_clip": (0, None), "spike_factor": (0, None),
-        "reparam_bottleneck": (1, 100_000),
+        "max_token_rms": (0, None), "reparam_bottleneck": (1, 100_000),
     }
     OPEN_LOW: ClassVar[tuple[str, ...]] = ("lr",)
     CHOICES: ClassVar[dict[str, tuple]] = {"init": INITS, "optimizer": OPTIMIZERS, "device": DEVICES,
@@ -126,6 +126,7 @@ class TrainConfig(_Section):
     warmup_steps: int = 0          # linear lr warmup steps (0 = none, the paper's default)
     schedule: str = "constant"     # lr after warmup: constant (the paper's) | linear | cosine (decay to 0 at max_steps)
     spike_factor: float = 0.0      # skip a step whose loss > this x median of the last 20 losses (0 = off; else > 1)
+    max_token_rms: float = 0.0     # after each update, scale raw prompt tokens back to <= this x the vocabulary's RMS (0 = off)
     reparam: str = "none"          # none | residual: prompt through a residual bottleneck MLP, folded at save
     reparam_bottleneck: int = 400  # hidden width of that MLP (reparam: residual)
     device: str = "auto"           # auto (the base model's device) | cpu | cuda
@@ -133,7 +134,7 @@ class TrainConfig(_Section):
     threads: int | None = None     # torch.set_num_threads (None = leave as the base-model loader set it)
 
     def __post_init__(self) -> None:
-        floatify(self, "lr", "weight_decay", "grad_clip", "spike_factor")
+        floatify(self, "lr", "weight_decay", "grad_clip", "spike_factor", "max_token_rms")
         problems: list[str] = []
         for name, (low, high) in self.LIMITS.items():
             integer = isinstance(getattr(TrainConfig, name), int)

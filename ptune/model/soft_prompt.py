@@ -173,6 +173,19 @@ def vocab_rows(base: BaseModel, n: int, gen: torch.Generator) -> torch.Tensor:
     return _embed_ids(base, pick)  # (n, d)
 
 
+def vocab_rms(base: BaseModel) -> float:
+    """RMS of the input embeddings of the `vocab` init candidates (as the model scales them): the scale a soft
+    prompt starts at, and what `train.max_token_rms` is a multiple of (SmolLM2-135M: 0.136)."""
+    return float(_embed_ids(base, torch.tensor(vocab_candidate_ids(base))).float().pow(2).mean().sqrt())
+
+
+def cap_token_rms(weight: torch.Tensor, max_rms: float) -> None:
+    """Scale each row of `weight` (P, d) whose RMS exceeds `max_rms` back to it, in place, outside autograd."""
+    with torch.no_grad():
+        rms = weight.pow(2).mean(dim=1, keepdim=True).sqrt()  # (P, 1)
+        weight.mul_(torch.clamp(max_rms / rms.clamp_min(1e-12), max=1.0))
+
+
 def label_word_embeddings(base: BaseModel, label_words: Sequence[str]) -> torch.Tensor:
     """(L, d): each label word's mean sub-token embedding, tokenised as `batching.encode_target` does."""
     rows = []

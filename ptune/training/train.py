@@ -28,7 +28,7 @@ from ptune.fileio import sha256_text
 from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
 from ptune.model.precision import autocast, autocast_dtype, inference_precision, training_attention
-from ptune.model.soft_prompt import SoftPrompt, shared_prompt_inputs, target_loss
+from ptune.model.soft_prompt import SoftPrompt, cap_token_rms, shared_prompt_inputs, target_loss, vocab_rms
 from ptune.training import checkpoint as ckpt
 from ptune.training.history import StepInfo, TrainResult
 from ptune.training.state import TrainState, new_state, resume, save
@@ -54,11 +54,12 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
     state = _new_state(base, spec, cfg, init_path, device)
     meta = _compat_key(base, spec, cfg, train, init_path)
     resumed_from = resume(Path(out_dir) / "checkpoint", state, meta)
+    cap = cfg.max_token_rms * vocab_rms(base) if cfg.max_token_rms else 0.0  # absolute per-token RMS cap
     order = BatchOrder([len(it.source_ids) + len(it.target_ids) for it in items], cfg.batch_size, cfg.seed)
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {spec.name}", disable=None, leave=False)
     while not state.stopped_early and state.step < cfg.max_steps:
         batch = collate([items[i] for i in order(state.step)], base.tokenizer.pad_token_id, base.is_encoder_decoder)
-        info = _step(base, spec, state, {k: v.to(device) for k, v in batch.items()}, validation, cfg, amp)
+        info = _step(base, spec, state, {k: v.to(device) for k, v in batch.items()}, validation, cfg, amp, cap)
         last = state.stopped_early or state.step >= cfg.max_steps
         if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or last):
             save(Path(out_dir) / "checkpoint", state, meta)
@@ -78,11 +79,11 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
 
 
 def _step(base: BaseModel, spec: TaskSpec, state: TrainState, batch: dict[str, torch.Tensor],
-          validation: Sequence[Example], cfg: TrainConfig, amp: torch.dtype | None) -> StepInfo:
+          validation: Sequence[Example], cfg: TrainConfig, amp: torch.dtype | None, cap: float = 0.0) -> StepInfo:
     """One optimizer step, then validation (and best/early-stop bookkeeping) when it is due."""
     lr = float(state.optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
-    loss, skipped, rolled = _train_step(base, state, batch, cfg, amp)
+    loss, skipped, rolled = _train_step(base, state, batch, cfg, amp, cap)
     step_seconds, state.step = time.perf_counter() - start, state.step + 1
     if skipped:
         log.warning("%s step %d: loss %.4f > %g x running median: update skipped%s", spec.name, state.step, loss,
@@ -165,8 +166,9 @@ def _new_state(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Pat
 
 
 def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tensor], cfg: TrainConfig,
-                amp: torch.dtype | None) -> tuple[float, bool, bool]:
-    """One step on the prompt (and reparam MLP): (batch loss, skipped, rolled back). A loss above `spike_factor` x the
+                amp: torch.dtype | None, cap: float = 0.0) -> tuple[float, bool, bool]:
+    """One step on the prompt (and reparam MLP): (batch loss, skipped, rolled back). After the update, raw prompt
+    tokens above RMS `cap` (> 0) are scaled back to it (train.max_token_rms). A loss above `spike_factor` x the
     running median is not applied (no backward, no update) and rolls back the update before it, to the state
     that last gave a normal loss; the lr schedule advances either way. Skipping alone could leave a diverged
     prompt in place with every later step skipped (seen on rotten_tomatoes, seed 1: docs/training.md)."""
@@ -186,6 +188,8 @@ def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tenso
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(state.prompt.parameters(), cfg.grad_clip)
         state.optimizer.step()
+        if cap:
+            cap_token_rms(state.prompt.raw, cap)
     state.optimizer.zero_grad(set_to_none=True)
     state.scheduler.step()
     return value, skipped, rolled

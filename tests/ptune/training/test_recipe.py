@@ -177,3 +177,32 @@ def test_recipe_settings_are_validated():
     for part in ("train.schedule", "train.reparam", "train.spike_factor", "train.reparam_bottleneck"):
         assert part in text
     assert TrainConfig(spike_factor=5).spike_factor == 5.0
+
+
+def test_max_token_rms_caps_every_raw_prompt_token_after_each_update(tiny_causal, tmp_path):
+    """train.max_token_rms: after every applied update each raw prompt token's RMS is at most that multiple of
+    the vocabulary's RMS; without it the same run leaves tokens above (the uniform init is far above)."""
+    from ptune.model.soft_prompt import vocab_rms
+
+    cap = 1.5 * vocab_rms(tiny_causal)
+    cfg = replace(BASE_CFG, max_steps=6, eval_every=0, checkpoint_every=1, max_token_rms=1.5)
+    raws: list[torch.Tensor] = []
+    keep = lambda _info: raws.append(ckpt.read_checkpoint(tmp_path / "on" / "checkpoint")[0]["prompt"])  # noqa: E731
+    train_prompt(tiny_causal, SPEC, TRAIN, VALID, cfg, tmp_path / "on", callback=keep)
+    rms = torch.stack([r.pow(2).mean(dim=1).sqrt() for r in raws])  # (steps, P)
+    assert len(raws) == 6 and float(rms.max()) <= cap * (1 + 1e-5)
+    assert float(rms.max()) >= cap * (1 - 1e-5)  # scaled back to the cap, not below it
+    train_prompt(tiny_causal, SPEC, TRAIN, VALID, replace(cfg, max_token_rms=0.0), tmp_path / "off")
+    off = ckpt.read_checkpoint(tmp_path / "off" / "checkpoint")[0]["prompt"]
+    assert float(off.pow(2).mean(dim=1).sqrt().max()) > 2 * cap
+
+
+def test_cap_token_rms_leaves_small_rows_alone():
+    from ptune.model.soft_prompt import cap_token_rms
+
+    weight = torch.tensor([[3.0, 4.0], [0.1, 0.1]])  # row RMS 3.54 and 0.1
+    cap_token_rms(weight, 1.0)
+    assert weight[0].pow(2).mean().sqrt().item() == pytest.approx(1.0)
+    assert torch.equal(weight[1], torch.tensor([0.1, 0.1]))
+    with pytest.raises(ConfigError, match="train.max_token_rms"):
+        TrainConfig(max_token_rms=-1)
