@@ -57,9 +57,10 @@ def worst_spike(losses: list[float], window: int = 20) -> float:
     return max(ratios, default=0.0)
 
 
-def one(task: str, recipe: str, seed: int, steps: int | None, scratch: Path, base) -> dict:
+def one(task: str, recipe: str, seed: int, steps: int | None, scratch: Path, base,
+        params_file: Path = ROOT / "params.yaml") -> dict:
     train = {**RECIPES[recipe], "seed": seed, **({"max_steps": steps} if steps else {})}
-    run = stages.TaskRun.build(task, load_params(ROOT / "params.yaml"), source="bench", train=train,
+    run = stages.TaskRun.build(task, load_params(params_file), source="bench", train=train,
                                run_dir=scratch / "outputs" / f"{task}-{recipe}-{seed}")
     trained = stages.train(run, base)
     start = time.perf_counter()
@@ -134,6 +135,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override train.max_steps (default: params.yaml)")
     parser.add_argument("--redo", action="store_true", help="rerun combinations already in the result file")
     parser.add_argument("--summary", action="store_true", help="print the mean/std table of the result file and exit")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml",
+                        help="params file (e.g. a copy with `model: gemma3-270m`; label its rows apart with --label)")
     parser.add_argument("--label", default="", help="suffix for the recipe names in the rows (e.g. '@rollback' "
                         "for the same settings measured with changed code)")
     args = parser.parse_args()
@@ -144,14 +147,14 @@ def main() -> None:
     done = {(r["task"], r["recipe"], r["seed"], r["settings"].get("max_steps")) for r in load_rows()}
     rows = []
     for task in args.tasks:
-        run, base = prepared_task(task, ROOT / "params.yaml")
+        run, base = prepared_task(task, args.params)
         for seed in args.seeds:
             for recipe in args.recipes:
                 if not args.redo and (task, recipe + args.label, seed, args.steps) in done:
                     print(f"skip {task} {recipe} seed {seed}: already in {RESULT.name}", flush=True)
                     continue
-                rows.append(one(task, recipe, seed, args.steps, scratch, base) | {"recipe": recipe + args.label,
-                                                                                   "commit": _commit()})
+                rows.append(one(task, recipe, seed, args.steps, scratch, base, args.params) | {
+                    "recipe": recipe + args.label, "model": run.params.model, "commit": _commit()})
                 print(json.dumps(rows[-1]), flush=True)
                 merge_row(rows[-1])
     print(f"\n{'task':18} {'recipe':14} {'seed':>4} {'steps':>5} {'best':>4} {'train s':>8} {'spike':>5}  validation / test")
