@@ -21,9 +21,17 @@ PTUNE = "ptune"
 
 
 def attach_ptune_logs(level: str | None = None) -> logging.Logger:
-    """Idempotent: the `ptune` logger at INFO (or $PTUNE_LOG_LEVEL) with one Prefect API handler."""
+    """Idempotent: the `ptune` logger at INFO (or $PTUNE_LOG_LEVEL) with one Prefect API handler, and every
+    `ptune.*` logger enabled. Called at import of flows/common and again at the start of every flow run
+    (`flows.common.task_run`): in a long-lived process another library may have reconfigured logging since
+    (a `logging.config.dictConfig`/`fileConfig` with `disable_existing_loggers` silences every existing logger;
+    alembic's and dateparser's do, when the root logger has no handler)."""
     logger = logging.getLogger(PTUNE)
     logger.setLevel(level or os.environ.get("PTUNE_LOG_LEVEL", "INFO"))
+    logger.disabled = False
+    for name, child in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith(PTUNE + ".") and isinstance(child, logging.Logger):
+            child.disabled = False
     if not any(isinstance(h, APILogHandler) for h in logger.handlers):
         handler = APILogHandler()
         handler.addFilter(_in_a_run)  # the same process may call ptune outside a run (CLI, tests): no warning then

@@ -36,6 +36,30 @@ def test_eval_progress_becomes_a_prefect_artifact(tiny_causal, prefect_harness):
                for h in logging.getLogger(PTUNE).handlers)
 
 
+def test_attach_undoes_a_logging_reconfiguration(monkeypatch):
+    """A dictConfig with disable_existing_loggers (alembic's, dateparser's), a raised level or a removed handler
+    would silence ptune in a long-lived worker; the next flow run's attach_ptune_logs() undoes all three."""
+    import logging.config
+
+    child = logging.getLogger("ptune.evaluation.scoring")
+    parent = logging.getLogger(PTUNE)
+    monkeypatch.setattr(parent, "handlers", [])
+    monkeypatch.setattr(parent, "level", parent.level)
+    monkeypatch.setattr(logging.root, "handlers", list(logging.root.handlers))
+    monkeypatch.setattr(logging.root, "level", logging.root.level)
+    others = {lg: lg.disabled for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)}
+    try:
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": True})
+        parent.setLevel(logging.WARNING)
+        assert child.disabled and not parent.isEnabledFor(logging.INFO)
+        attach_ptune_logs()
+        assert not child.disabled and not parent.disabled and child.isEnabledFor(logging.INFO)
+        assert [type(h).__name__ for h in parent.handlers] == ["APILogHandler"]
+    finally:  # the rest of this worker's tests get their loggers back
+        for lg, disabled in others.items():
+            lg.disabled = disabled
+
+
 def test_ptune_lines_reach_the_console_of_a_flow_run(tmp_path, prefect_harness):
     """As in `make run`: a flow in a fresh process prints ptune's INFO lines on the console (stderr)."""
     import os
