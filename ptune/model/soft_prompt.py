@@ -175,7 +175,8 @@ def vocab_rows(base: BaseModel, n: int, gen: torch.Generator) -> torch.Tensor:
 
 def vocab_rms(base: BaseModel) -> float:
     """RMS of the input embeddings of the `vocab` init candidates (as the model scales them): the scale a soft
-    prompt starts at, and what `train.max_token_rms` is a multiple of (SmolLM2-135M: 0.136)."""
+    prompt starts at, and what `train.max_token_rms` is a multiple of (SmolLM2-135M: 0.122; its whole
+    embedding matrix: 0.136)."""
     return float(_embed_ids(base, torch.tensor(vocab_candidate_ids(base))).float().pow(2).mean().sqrt())
 
 

@@ -79,7 +79,7 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
 
 
 def _step(base: BaseModel, spec: TaskSpec, state: TrainState, batch: dict[str, torch.Tensor],
-          validation: Sequence[Example], cfg: TrainConfig, amp: torch.dtype | None, cap: float = 0.0) -> StepInfo:
+          validation: Sequence[Example], cfg: TrainConfig, amp: torch.dtype | None, cap: float) -> StepInfo:
     """One optimizer step, then validation (and best/early-stop bookkeeping) when it is due."""
     lr = float(state.optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
@@ -166,7 +166,7 @@ def _new_state(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Pat
 
 
 def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tensor], cfg: TrainConfig,
-                amp: torch.dtype | None, cap: float = 0.0) -> tuple[float, bool, bool]:
+                amp: torch.dtype | None, cap: float) -> tuple[float, bool, bool]:
     """One step on the prompt (and reparam MLP): (batch loss, skipped, rolled back). After the update, raw prompt
     tokens above RMS `cap` (> 0) are scaled back to it (train.max_token_rms). A loss above `spike_factor` x the
     running median is not applied (no backward, no update) and rolls back the update before it, to the state
