@@ -32,7 +32,6 @@ def timed(task: Any, run: TaskRun, step: str, **options: Any) -> Any:
 def task_run(form: Any, task_name: str) -> TaskRun:
     """The task resolved once: the form's params file (task_overrides applied), then the form's non-empty
     fields on top, writing under outputs/<task>/prefect/<flow run id>."""
-    attach_ptune_logs()  # again per run: a long-lived worker's logging may have been reconfigured since import
     changes: dict[str, Any] = {"model": getattr(form, "model", None)}
     if hasattr(form, "train"):
         changes["train"] = form.train.as_dict()

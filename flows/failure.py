@@ -1,8 +1,11 @@
-"""What a failed or crashed flow run leaves for the person on call: a markdown artifact `failure-<flow>-<task>`.
+"""The state hooks of every flow (`HOOKS`), above all what a failed or crashed flow run leaves for the person on
+call: a markdown artifact `failure-<flow>-<task>`.
 
-`on_failure` and `on_crashed` hooks of every flow call `failure_artifact`: it names the task, the step (the
-failed, crashed or timed-out task runs), the error, and the last training checkpoint of the run, with its
-step, so a rerun's resume point is known. The notification itself is the automation of flows/prefect_setup.py.
+`on_failure` and `on_crashed` call `failure_artifact`: it names the task, the step (the failed, crashed or
+timed-out task runs), the error, and the last training checkpoint of the run, with its step, so a rerun's
+resume point is known. The notification itself is the automation of flows/prefect_setup.py. `on_running`
+attaches ptune's logs to the run again (`tasks.logs.attach_ptune_logs`): a long-lived worker's logging may
+have been reconfigured since the flow module was imported.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from safetensors import safe_open
 
 from ptune.paths import runs_dir
+from tasks.logs import attach_ptune_logs
 from tasks.training import artifact_key
 
 log = logging.getLogger(__name__)
@@ -67,4 +71,9 @@ def failure_artifact(flow: Any, flow_run: Any, state: Any) -> None:
         log.exception("could not write the failure artifact of flow run %s", getattr(flow_run, "id", "?"))
 
 
-HOOKS: dict[str, list] = {"on_failure": [failure_artifact], "on_crashed": [failure_artifact]}
+def ptune_logs(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_running hook: ptune's log lines reach this run's logs, whatever reconfigured logging since import."""
+    attach_ptune_logs()
+
+
+HOOKS: dict[str, list] = {"on_running": [ptune_logs], "on_failure": [failure_artifact], "on_crashed": [failure_artifact]}

@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.failure import HOOKS
 from flows.params import SweepParams
 from flows.prefect_setup import gpu_slot
 from ptune.config import project_params
@@ -22,7 +23,7 @@ def _run_name() -> str:
     return f"sweep-{getattr(form, 'task', None) or (form or {}).get('task', '?')}"
 
 
-@flow(name="sweep", flow_run_name=_run_name)
+@flow(name="sweep", flow_run_name=_run_name, **HOOKS)
 def sweep_flow(params: SweepParams) -> dict[str, Any]:
     """Find good training settings for one task; the test split is never read.
 

@@ -22,8 +22,8 @@ PTUNE = "ptune"
 
 def attach_ptune_logs(level: str | None = None) -> logging.Logger:
     """Idempotent: the `ptune` logger at INFO (or $PTUNE_LOG_LEVEL) with one Prefect API handler, and every
-    `ptune.*` logger enabled. Called at import of flows/common and again at the start of every flow run
-    (`flows.common.task_run`): in a long-lived process another library may have reconfigured logging since
+    `ptune.*` logger enabled. Called at import of flows/common and again when every flow run starts (its
+    `on_running` hook, flows/failure.py HOOKS): in a long-lived process another library may have reconfigured logging since
     (a `logging.config.dictConfig`/`fileConfig` with `disable_existing_loggers` silences every existing logger;
     alembic's and dateparser's do, when the root logger has no handler)."""
     logger = logging.getLogger(PTUNE)

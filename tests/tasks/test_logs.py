@@ -60,6 +60,24 @@ def test_attach_undoes_a_logging_reconfiguration(monkeypatch):
             lg.disabled = disabled
 
 
+def test_every_flow_reattaches_ptune_logs_and_reports_failures():
+    """HOOKS on every flow in flows/: on_running re-attaches ptune's logs, on_failure/on_crashed write the artifact."""
+    import importlib
+    import pkgutil
+
+    from prefect import Flow
+
+    import flows
+    from flows.failure import failure_artifact, ptune_logs
+
+    found = {obj.name: obj for info in pkgutil.iter_modules(flows.__path__)
+             for obj in vars(importlib.import_module(f"flows.{info.name}")).values() if isinstance(obj, Flow)}
+    assert {"nightly", "train-task", "validate", "promote", "reference", "sweep"} <= set(found)
+    for name, fl in found.items():
+        assert ptune_logs in fl.on_running_hooks, name
+        assert failure_artifact in fl.on_failure_hooks and failure_artifact in fl.on_crashed_hooks, name
+
+
 def test_ptune_lines_reach_the_console_of_a_flow_run(tmp_path, prefect_harness):
     """As in `make run`: a flow in a fresh process prints ptune's INFO lines on the console (stderr)."""
     import os
