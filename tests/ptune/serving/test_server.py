@@ -20,7 +20,7 @@ from ptune.registry import model_registry
 from ptune.serving.multi_prompt import MultiPromptModel, Row
 from ptune.serving.registry_source import load_aliased, load_version
 from tests.ptune.serving.conftest import TASKS
-from tests.ptune.serving.helpers import publish
+from tests.ptune.serving.helpers import SCORE_TOL, publish
 
 
 def test_predict_and_batch_equal_the_model(served):
@@ -35,7 +35,7 @@ def test_predict_and_batch_equal_the_model(served):
         assert (got["label"], got["version"]) == (want.label, want.version)
         assert got["scores"].keys() == want.scores.keys()
         torch.testing.assert_close(torch.tensor(list(got["scores"].values())),
-                                   torch.tensor(list(want.scores.values())), atol=1e-5, rtol=0)
+                                   torch.tensor(list(want.scores.values())), **SCORE_TOL)
     assert [p["label"] for p in one["predictions"]] == [p["label"] for p in mixed["predictions"][::4]]
     assert one["predictions"][0]["version"] == "1" and one["latency_ms"] > 0
 
