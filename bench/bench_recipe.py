@@ -5,10 +5,11 @@ decay, the spike guard and the residual MLP, `new_lrX` is `new` at peak lr X; ea
 For each (task, recipe, seed) it trains, scores the best prompt on the test split, and records validation and
 test metrics, the wall time, the spike guard's skips and the largest loss/running-median ratio of the curve.
 Runs in a scratch project directory (nothing of the real project is touched). Merges its rows into
-bench/results/recipe_tasks.json, keyed by (task, recipe, seed, steps), under a file lock, so several processes
-(one per task) can run side by side; a (task, recipe, seed) already in the file is skipped unless --redo.
+bench/results/recipe_tasks.json, keyed by (model, task, recipe, seed, steps), under a file lock, so several processes
+(one per task) can run side by side; a row already in the file is skipped unless --redo.
 Times are wall-clock on whatever else the machine is doing.
-Usage: python bench/bench_recipe.py [--tasks rotten_tomatoes] [--recipes old new] [--seeds 0] [--steps N] [--redo]
+Usage: python bench/bench_recipe.py [--tasks rotten_tomatoes] [--recipes old new_lr0.03] [--seeds 0] [--steps N]
+       [--params FILE] [--label @x] [--redo] [--summary]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ RECIPES = {
     "new_lr0.03": {**NEW, "lr": 0.03},
     "new_noreparam_lr0.1": {**NEW, "reparam": "none", "lr": 0.1},
     # lr 0.3 with each raw prompt token's RMS capped at X x the vocabulary's after every update (max_token_rms):
-    # bounds Adafactor's lr x RMS step, the growth behind the spikes, without lowering the lr
+    # tested whether the prompt's growth causes the spikes; it does not (cap 1x spiked 24x, docs/training.md)
     "new_cap1": {**NEW, "max_token_rms": 1.0},
     "new_cap2": {**NEW, "max_token_rms": 2.0},
 }
@@ -75,8 +76,9 @@ def one(task: str, recipe: str, seed: int, steps: int | None, scratch: Path, bas
 
 
 def prompt_rms(prompt) -> float:
-    """RMS of the kept (folded) prompt's entries: Adafactor's lr x RMS steps grow it geometrically at a high lr,
-    the cause of the loss spikes (docs/training.md, "Peak lr and the loss spikes"); SmolLM2's vocabulary: 0.136."""
+    """RMS of the kept (folded) prompt's entries. Adafactor's lr x RMS steps grow it geometrically at a high lr;
+    that growth goes with the loss spikes but does not cause them (docs/training.md, "Peak lr and the loss
+    spikes"). Compare with `ptune.model.soft_prompt.vocab_rms` (SmolLM2: 0.122)."""
     return round(float(prompt.float().pow(2).mean().sqrt()), 4)
 
 
@@ -88,7 +90,8 @@ def _commit() -> str:
 
 
 def _key(row: dict) -> tuple:
-    return row["task"], row["recipe"], row["seed"], row["settings"].get("max_steps")
+    """(base model, task, recipe, seed, steps): rows from before rows named their model are SmolLM2's."""
+    return row.get("model", "smollm2-135m"), row["task"], row["recipe"], row["seed"], row["settings"].get("max_steps")
 
 
 def load_rows() -> list[dict]:
@@ -130,7 +133,8 @@ def summary_table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["rotten_tomatoes"])
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", default=["old", "new_lr0.03"], choices=list(RECIPES),
+                        help="default: the paper's recipe and params.yaml's (about 4 min each per task and seed on 2 cores)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=None, help="override train.max_steps (default: params.yaml)")
     parser.add_argument("--redo", action="store_true", help="rerun combinations already in the result file")
@@ -144,13 +148,13 @@ def main() -> None:
         print(summary_table(load_rows()))
         return
     scratch = scratch_project("bench-recipe-")
-    done = {(r["task"], r["recipe"], r["seed"], r["settings"].get("max_steps")) for r in load_rows()}
+    done = {_key(r) for r in load_rows()}
     rows = []
     for task in args.tasks:
         run, base = prepared_task(task, args.params)
         for seed in args.seeds:
             for recipe in args.recipes:
-                if not args.redo and (task, recipe + args.label, seed, args.steps) in done:
+                if not args.redo and (run.params.model, task, recipe + args.label, seed, args.steps) in done:
                     print(f"skip {task} {recipe} seed {seed}: already in {RESULT.name}", flush=True)
                     continue
                 rows.append(one(task, recipe, seed, args.steps, scratch, base, args.params) | {
