@@ -29,7 +29,7 @@ from transformers import (
 
 from ptune.errors import ConfigError, ModelError
 from ptune.model.gguf import BUILTIN_MODELS, builtin_info, cached_model_dir, terms_accepted
-from ptune.model.precision import bf16_support, contiguous_head_input, held_dtypes
+from ptune.model.precision import auto_hold, bf16_support, contiguous_head_input, held_dtypes
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +122,27 @@ def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str
     return base
 
 
-def describe(spec: str, *, device: str | torch.device | None = None, threads: int | None = None
-             ) -> dict[str, Any]:
+def describe(spec: str, *, device: str | torch.device | None = None, threads: int | None = None,
+             model_dtype: str = "auto") -> dict[str, Any]:
     """What `ptune model-info` prints: `BaseModel.info()`, plus licence and packages for a built-in.
 
+    The model is held as a run with params.yaml's `model_dtype` holds it (`auto`, the default, assumes
+    `precision: auto` for training and evaluation, as params.yaml's defaults), so `dtype:` shows what a run
+    would hold, e.g. SmolLM2's linear weights in bf16 on a CPU with bf16 units.
     A built-in whose terms are not accepted is neither downloaded nor loaded: only its metadata, and
     `loaded: no` with how to opt in."""
+    from ptune.config import MODEL_DTYPES, torch_dtype_name
+
+    if model_dtype not in MODEL_DTYPES:
+        raise ConfigError(f"model_dtype {model_dtype!r}: expected one of {', '.join(MODEL_DTYPES)}")
     builtin = BUILTIN_MODELS.get(spec)
     if builtin is not None and not terms_accepted(builtin):
         return {**builtin_info(spec), "loaded": f"no (read {builtin.terms.url}, then set "
                                                 f"{builtin.terms.accept_env}=1 to download and load it)"}
-    info = load_base_model(spec, device=device, threads=threads).info()
+    base = load_base_model(spec, device=device, threads=threads, dtype=torch_dtype_name(model_dtype))
+    if model_dtype == "auto":
+        auto_hold(base.model, base.device, base.n_params, {"train.precision": "auto", "evaluate.precision": "auto"})
+    info = {**base.info(), "model_dtype": model_dtype}
     if builtin is not None:
         info.update({key: value for key, value in builtin_info(spec).items() if key not in info})
     return info

@@ -86,6 +86,23 @@ def test_cli_model_info(tiny_causal_dir):
     assert {"spec", "path", "params"} <= lines.keys()
 
 
+
+def test_model_info_holds_weights_as_a_run_would(tiny_causal_dir, monkeypatch):
+    from ptune.model import base as base_module
+    from ptune.model import precision
+
+    assert base_module.describe(str(tiny_causal_dir), model_dtype="bf16")["dtype"] == "bfloat16"
+    fp32 = base_module.describe(str(tiny_causal_dir), model_dtype="fp32")
+    assert fp32["dtype"] == "float32" and fp32["model_dtype"] == "fp32"
+    assert base_module.describe(str(tiny_causal_dir))["dtype"] == "float32"  # auto: a tiny model stays fp32
+    # auto on a model above the size line, on a CPU with bf16 units: the linear weights in bf16, as stages.load_base
+    monkeypatch.setattr(precision, "BF16_MIN_PARAMS", 0)
+    monkeypatch.setattr(precision, "bf16_support", lambda device: "yes (CPU: test)")
+    held = base_module.describe(str(tiny_causal_dir))["dtype"]
+    assert held.startswith("bfloat16 ") and "float32" in held  # linear weights bf16, embeddings and norms fp32
+    with pytest.raises(ConfigError, match="model_dtype 'half': expected one of auto, fp32, bf16"):
+        base_module.describe(str(tiny_causal_dir), model_dtype="half")
+
 # ---- threads, device, dtype, tokenizer --------------------------------------------------------------
 
 def test_choose_threads_by_size_and_overrides(monkeypatch):
