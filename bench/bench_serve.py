@@ -13,9 +13,15 @@
 2. `ptune serve` in a subprocess (8 synthetic tasks, no registry) on 127.0.0.1; 16 client threads post
    one-input /v1/predict requests for --seconds (20 by default, --seconds 60 for the issue's run), with
    dynamic batching on, then off. Requests/s, p50/p99 latency, errors (must be 0).
-Writes bench/results/serve.json. Asserts nothing.
+3. Precision: `MultiPromptModel.predict` on 32 review-like rows of the 8 tasks, the model computing in fp32
+   vs in bf16 (what `ptune serve` does under `evaluate.precision: auto` on a CPU with bf16 units: every frozen
+   weight held in bf16, autocast), two models side by side in one process, interleaved; medians of wall and CPU
+   time, and how many predicted labels agree. Key `serve_bf16_speedup` (fp32 seconds / bf16 seconds).
+   Parts 1 and 2 stay in fp32 on both sides (PEFT has no bf16 serving path to compare with).
+Writes bench/results/serve.json. Asserts nothing. `--precision_only 1` runs part 3 alone (and writes only its keys
+into the existing serve.json).
 On a crowded machine pass --threads 1: two OpenMP threads stall when other processes hold the cores.
-Usage: python bench/bench_serve.py [--reps 5] [--seconds 20] [--clients 16] [--threads N] [--tiny]
+Usage: python bench/bench_serve.py [--reps 5] [--seconds 20] [--clients 16] [--threads N] [--tiny] [--precision_only 1]
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from ptune.model.base import BaseModel  # noqa: E402
 from ptune.model.batching import encode_target  # noqa: E402
 from ptune.model.soft_prompt import init_prompt  # noqa: E402
 from ptune.serving.mixed import MixedRow, score_mixed  # noqa: E402
-from ptune.serving.multi_prompt import MultiPromptModel  # noqa: E402
+from ptune.serving.multi_prompt import MultiPromptModel, Row  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "serve.json"
 N_TASKS, ROWS, PROMPT, TOKENS = 8, 4, 20, 48
@@ -63,9 +69,10 @@ def single_token_labels(base: BaseModel) -> tuple[str, str]:
     return found[0], found[1]
 
 
-def synthetic_model(base: BaseModel, prompt: int = PROMPT) -> MultiPromptModel:
-    """8 tasks task0..task7 (rotten_tomatoes' template, two single-token labels), each its own 20-token prompt."""
-    model = MultiPromptModel(base)
+def synthetic_model(base: BaseModel, prompt: int = PROMPT, bf16: bool = False) -> MultiPromptModel:
+    """8 tasks task0..task7 (rotten_tomatoes' template, two single-token labels), each its own 20-token prompt;
+    computing in fp32, or in bf16 as `ptune serve` does on a CPU with bf16 units."""
+    model = MultiPromptModel(base, precision=torch.bfloat16 if bf16 else None)
     spec = dataclasses.replace(get_task("rotten_tomatoes"), label_words=single_token_labels(base))
     for i in range(N_TASKS):
         weight = init_prompt(base, prompt, "vocab", seed=i).weight.detach()  # (P, d)
@@ -157,6 +164,32 @@ def compare(base, model, peft, rows, reps: int) -> dict:
             "mixed_over_switching_cpu": med_cpu["peft_switching"] / med_cpu["mixed"]}
 
 
+def precision_compare(base: BaseModel, reps: int) -> dict:
+    """Part 3: the same 32 rows through an fp32 model and a bf16 one (a second load of the same base)."""
+    from ptune.model.base import load_base_model
+
+    bf16 = synthetic_model(load_base_model(base.path or base.spec, threads=torch.get_num_threads()), bf16=True)
+    models = {"fp32": synthetic_model(base), "bf16": bf16}
+    rng, words = random.Random(0), "the film was good and the actor was witty but the plot was dull".split()
+    rows = [Row(f"task{i % N_TASKS}", " ".join(rng.choices(words, k=rng.randint(5, 30)))) for i in range(N_TASKS * ROWS)]
+    times: dict[str, list[float]] = {k: [] for k in models}
+    cpu: dict[str, list[float]] = {k: [] for k in models}
+    preds = {name: model.predict(rows) for name, model in models.items()}  # warm-up
+    for rep in range(reps):
+        for name in (list(models) if rep % 2 else list(models)[::-1]):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            preds[name] = models[name].predict(rows)
+            times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    agree = sum(a.label == b.label for a, b in zip(preds["fp32"], preds["bf16"], strict=True)) / len(rows)
+    diff = max(abs(a.scores[w] - b.scores[w]) for a, b in zip(preds["fp32"], preds["bf16"], strict=True) for w in a.scores)
+    return {"median_s": med, "median_cpu_s": med_cpu, "times_s": times, "rows": len(rows), "label_agreement": agree,
+            "max_score_diff": diff, "serve_bf16_speedup": med["fp32"] / med["bf16"],
+            "serve_bf16_speedup_cpu": med_cpu["fp32"] / med_cpu["bf16"]}
+
+
 def serve_only(tiny: bool, port: int, batching: bool, threads: int) -> None:
     """The server side of part 2 (run in a subprocess): 8 synthetic tasks behind `ptune serve`'s app."""
     import uvicorn
@@ -239,12 +272,27 @@ def main() -> None:
         serve_only("--tiny" in argv, int(argv[argv.index("--serve-only") + 1]), "--batching" in argv,
                    int(argv[argv.index("--threads") + 1]))
         return
-    args = bench_args(__doc__.splitlines()[0], reps=5, seconds=20, clients=16, threads=0)
+    args = bench_args(__doc__.splitlines()[0], reps=5, seconds=20, clients=16, threads=0, precision_only=0)
     os.environ.setdefault("PTUNE_PROJECT_DIR", tempfile.mkdtemp(prefix="bench-serve-"))
     base, label = load(args.tiny)
     args.threads = args.threads or torch.get_num_threads()  # 0: what `load` chose (SmolLM2 2, tiny 1)
     torch.set_num_threads(args.threads)
     label = f"{label.split(' (')[0]} ({args.threads} thread{'s' * (args.threads > 1)})"
+    precision = precision_compare(base, args.reps)
+    print(f"model: {label}; precision: {precision['rows']} rows of {N_TASKS} tasks through MultiPromptModel.predict, "
+          f"median of {args.reps}")
+    for name, seconds in precision["median_s"].items():
+        print(f"  {name:16} {seconds * 1000:8.1f} ms wall, {precision['median_cpu_s'][name] * 1000:8.1f} ms CPU")
+    print(f"  serve_bf16_speedup (fp32 / bf16) {precision['serve_bf16_speedup']:.2f}x wall, "
+          f"{precision['serve_bf16_speedup_cpu']:.2f}x CPU; labels agree on {precision['label_agreement']:.1%}, "
+          f"max score difference {precision['max_score_diff']:.3f}")
+    extra = {"serve_bf16_speedup": precision["serve_bf16_speedup"], "precision": precision,
+             "precision_date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "precision_model": label}
+    if args.precision_only:
+        old = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+        RESULT.write_text(json.dumps({**old, **extra}, indent=2) + "\n")
+        print(f"wrote part 3 into {RESULT.relative_to(ROOT)}")
+        return
     model = synthetic_model(base)
     batch = compare(base, model, peft_model(base, model), rows_per_task(base), args.reps)
     print(f"model: {label}; {N_TASKS} prompts x {ROWS} rows, {TOKENS} tokens, prompt {PROMPT}; median of {args.reps}")
@@ -271,7 +319,7 @@ def main() -> None:
            "by_shape_cpu": {k: v["mixed_over_switching_cpu"] for k, v in table.items()}, "by_shape": table,
            "load_speedup_batching": loads["batching_on"]["req_per_s"] / max(loads["batching_off"]["req_per_s"], 1e-9),
            "clients": args.clients, "goals": GOALS, "loadavg": os.getloadavg(),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv)}
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv), **extra}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {RESULT.relative_to(ROOT)}")

@@ -124,6 +124,19 @@ def frozen_weights_in(model: torch.nn.Module, dtype: torch.dtype):
             param.data = data
 
 
+def hold_for_inference(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> int:
+    """For a model that only runs inference in `dtype` from now on (a server, the pyfunc): what `inference_precision`
+    would cast for each block, cast once and for good. On CPU in bf16, every frozen floating-point parameter goes
+    to bf16, so no later block casts a weight; nothing otherwise. Returns the number of values cast."""
+    if dtype != torch.bfloat16 or device.type != "cpu":
+        return 0
+    cast = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point() and p.dtype != dtype]
+    with torch.no_grad():
+        for param in cast:
+            param.data = param.data.to(dtype)
+    return sum(p.numel() for p in cast)
+
+
 def hold_matmul_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     """Hold the frozen weights and biases of the model's `nn.Linear` layers in `dtype` for good; embeddings, a
     tied output layer, norms and buffers keep theirs. Returns the number of values cast.

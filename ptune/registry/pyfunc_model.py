@@ -5,7 +5,9 @@ Its one artifact, "prompt", is a ptune prompt directory. `load_context` loads it
 in prompt.json (`ptune.registry.loading`), refusing a prompt made for a different base model
 (fingerprint), a damaged one (checksum) or one changed in the store after registration (the prompt and
 code hashes recorded in `model_config`), and `predict` scores with `ptune.evaluation.scoring.evaluate`
-(rank classification for classification tasks, generation otherwise), `params={"batch_size": n}` honoured.
+(rank classification for classification tasks, generation otherwise), `params={"batch_size": n}` honoured,
+in the project's `evaluate.precision` as `ptune report` scored it (bf16 under `auto` on a CPU or GPU with
+bf16 units; on CPU the frozen weights are then held in bf16 from load on).
 The ptune package travels with the model (`code_paths`, see pyfunc_logging.py); its third-party
 requirements are pinned in the model's requirements.txt.
 """
@@ -33,6 +35,7 @@ class PtunePromptModel(PythonModel):
         from ptune.config import project_params
         from ptune.data.catalog import get_task
         from ptune.model.ensemble_artifact import load_ensemble
+        from ptune.model.precision import autocast_dtype, hold_for_inference
         from ptune.registry.loading import load_prompt_with_base
         from ptune.registry.model_registry import verify_model_dir
 
@@ -41,7 +44,11 @@ class PtunePromptModel(PythonModel):
         loaded = load_prompt_with_base(prompt_dir)
         self.base, self.prompt, self.meta = loaded.base, loaded.prompt, loaded.meta
         self.ensemble = load_ensemble(context.artifacts["prompt"], loaded.base.fingerprint)  # None: one prompt
-        self.spec = get_task(loaded.meta.task, project_params())
+        params = project_params()
+        self.spec = get_task(loaded.meta.task, params)
+        self.precision = autocast_dtype(params.evaluate.precision, self.base.device, self.base.n_params,
+                                        "evaluate.precision")
+        hold_for_inference(self.base.model, self.base.device, self.precision)  # no per-call weight casts
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
         """One prediction per row: a label word (classification) or generated text (generation)."""
@@ -54,14 +61,17 @@ class PtunePromptModel(PythonModel):
         examples = [Example(id=str(i), source=source, target=target, fields={}) for i, source in enumerate(sources)]
         if not examples:
             return []
-        batch_size = int((params or {}).get("batch_size") or 16)  # the signature's params schema lets it through
-        if getattr(self, "ensemble", None) is not None:  # K prompts scored together (ptune.evaluation.ensemble)
-            from ptune.evaluation.ensemble import evaluate_ensemble
+        from ptune.model.precision import inference_precision
 
-            return evaluate_ensemble(self.base, self.spec, examples, self.ensemble.prompts, method=self.ensemble.method,
-                                     batch_size=batch_size, split="predict").ensemble.predictions
-        result = evaluate(self.base, self.spec, examples, self.prompt, batch_size=batch_size, split="predict",
-                          progress=False)
+        batch_size = int((params or {}).get("batch_size") or 16)  # the signature's params schema lets it through
+        with inference_precision(self.base.model, self.base.device, getattr(self, "precision", None)):
+            if getattr(self, "ensemble", None) is not None:  # K prompts scored together (ptune.evaluation.ensemble)
+                from ptune.evaluation.ensemble import evaluate_ensemble
+
+                return evaluate_ensemble(self.base, self.spec, examples, self.ensemble.prompts, method=self.ensemble.method,
+                                         batch_size=batch_size, split="predict").ensemble.predictions
+            result = evaluate(self.base, self.spec, examples, self.prompt, batch_size=batch_size, split="predict",
+                              progress=False)
         return list(result.predictions)
 
 

@@ -120,7 +120,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", tasks=len(model.tasks), base_model=model.base.spec)
+        return Health(status="ok", tasks=len(model.tasks), base_model=model.base.spec, precision=model.precision_name)
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:

@@ -12,10 +12,16 @@ of its rows becomes K rows of the same mixed batch, one per member prompt (each 
 prefix), and the K rank-classification scores are combined with the ensemble's method (`mean` or `vote`,
 `ptune.evaluation.ensemble.combine`) over each member's label log-probabilities, exactly as `ptune report`
 scored it. A row's `scores` are then the members' mean label log-probabilities (normalised over the labels). Ensembles of generation tasks are refused at load (there is nothing to average).
+
+Precision: `MultiPromptModel(base, precision=torch.bfloat16)` computes as evaluation does under
+`evaluate.precision` bf16 (`ptune.model.precision.inference_precision`): autocast, and on CPU every frozen
+weight held in bf16, here for good (a server never trains), so no pass casts a weight. `ptune serve` passes
+`evaluate.precision`, so the served scores are the ones `ptune report` computed, up to batch composition.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +38,7 @@ from ptune.model.base import BaseModel
 from ptune.model.batching import encode_source, encode_target
 from ptune.model.ensemble_artifact import load_ensemble
 from ptune.model.layout import warn_if_layout_differs
+from ptune.model.precision import hold_for_inference, inference_precision
 from ptune.model.prefix import build_prefix
 from ptune.serving.mixed import MixedRow, generate_mixed, score_mixed
 
@@ -83,11 +90,26 @@ class Prediction:
 class MultiPromptModel:
     """One base model + N prompt versions (one per task), each checked against the base fingerprint."""
 
-    def __init__(self, base: BaseModel, cache_prefix: bool = True) -> None:
-        self.base, self.cache_prefix = base, cache_prefix
+    def __init__(self, base: BaseModel, cache_prefix: bool = True, precision: torch.dtype | None = None) -> None:
+        """precision: None (fp32) or the dtype evaluation computes in (`autocast_dtype` of `evaluate.precision`);
+        on CPU, bf16 casts every frozen weight of `base` to bf16 now, for the model's lifetime."""
+        self.base, self.cache_prefix, self.precision = base, cache_prefix, precision
         self._tasks: dict[str, LoadedTask] = {}
         self._lock = threading.Lock()  # serialises swaps; reads take a snapshot without it
         self._compute = threading.RLock()  # one forward pass at a time on the shared base model
+        hold_for_inference(base.model, base.device, precision)  # so `_pass` has nothing to cast
+
+    @property
+    def precision_name(self) -> str:
+        """"fp32" or "bf16", as params.yaml spells it (GET /health)."""
+        return "fp32" if self.precision is None else {torch.bfloat16: "bf16"}.get(self.precision, str(self.precision))
+
+    @contextlib.contextmanager
+    def _pass(self):
+        """One pass on the shared base model: no autograd, one at a time, in the model's precision."""
+        with torch.inference_mode(), self._compute, inference_precision(self.base.model, self.base.device,
+                                                                         self.precision):
+            yield
 
     def load(self, spec: TaskSpec, prompt_dir: str | Path, version: str | None = None) -> LoadedTask:
         """Check the artifact in `prompt_dir` (checksum, shape, fingerprint == this base's), build its
@@ -117,7 +139,7 @@ class MultiPromptModel:
         of `spec.name` (replacing the old one)."""
         stacked = weight.to(self.base.device, torch.float32)
         stacked = stacked if stacked.dim() == 3 else stacked.unsqueeze(0)
-        with torch.inference_mode(), self._compute:  # a swap's prefix pass waits for the running batch
+        with self._pass():  # a swap's prefix pass waits for the running batch
             members = tuple((p, build_prefix(self.base, p, []) if self.cache_prefix else None) for p in stacked)
         tok, enc_dec = self.base.tokenizer, self.base.is_encoder_decoder
         labels = tuple(tuple(encode_target(tok, w, enc_dec, add_eos=False)) for w in spec.label_words)
@@ -144,7 +166,7 @@ class MultiPromptModel:
             raise DataError(f"unknown task(s): {'; '.join(unknown)}; served tasks: {sorted(tasks)}")
         units = [(i, m) for i, r in enumerate(rows) for m in self._mixed_rows(tasks[r.task], r)]  # K per row
         found: list[list] = [[] for _ in rows]  # row -> its members' outputs, in member order
-        with torch.inference_mode(), self._compute:
+        with self._pass():
             for kind in ("classification", "generation"):
                 part_of = [u for u in units if tasks[rows[u[0]].task].spec.kind == kind]
                 part_of.sort(key=lambda u: len(u[1].source_ids))  # less padding (a stable sort keeps member order)

@@ -70,3 +70,4 @@ class Health(BaseModel):
     status: str
     tasks: int
     base_model: str
+    precision: str = "fp32"  # what the model computes in: "fp32" or "bf16" (evaluate.precision)

@@ -2,7 +2,8 @@
 
 Tasks are `--tasks` or the project's `run_tasks`. The base model is the one params.yaml names; every
 prompt is checked against its fingerprint at load (a prompt trained on another base is refused: one
-server holds one base model).
+server holds one base model). It computes in `evaluate.precision`, as `ptune evaluate` and `ptune report`
+do: under `auto`, bf16 on a CPU with bf16 units, every frozen weight held in bf16 (`MultiPromptModel`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ptune.config import Params
+from ptune.config import Params, torch_dtype_name
 from ptune.data.catalog import get_task
 from ptune.errors import ConfigError
-from ptune.model.base import load_base_model
+from ptune.model.base import BaseModel, load_base_model
+from ptune.model.precision import autocast_dtype
 from ptune.serving.app import Service, create_app
 from ptune.serving.multi_prompt import MultiPromptModel
 from ptune.serving.registry_source import RegistryWatcher, load_aliased
@@ -28,11 +30,19 @@ def build_service(params: Params, tasks: Sequence[str], settings: ServeSettings)
     if not names:
         raise ConfigError("nothing to serve: give --tasks or list run_tasks in params.yaml")
     specs = [get_task(name, params) for name in names]  # ConfigError for unknown names, before the slow load
-    model = MultiPromptModel(load_base_model(params.model))
+    model = served_model(params)
     for task in load_aliased(model, specs, settings.alias):
         log.info("serving %s version %s (%d prompt tokens)", task.name, task.version, task.prompt.shape[0])
     watcher = RegistryWatcher(model, specs, settings.alias, settings.poll_seconds) if settings.poll_seconds else None
     return Service(model, settings, watcher)
+
+
+def served_model(params: Params) -> MultiPromptModel:
+    """params.yaml's base model, computing in its `evaluate.precision` (ConfigError for an impossible one)."""
+    base: BaseModel = load_base_model(params.model, dtype=torch_dtype_name(params.model_dtype))
+    precision = autocast_dtype(params.evaluate.precision, base.device, base.n_params, "evaluate.precision")
+    log.info("serving %s in %s", base.spec, "fp32" if precision is None else str(precision).removeprefix("torch."))
+    return MultiPromptModel(base, precision=precision)
 
 
 def serve(params: Params, tasks: Sequence[str], settings: ServeSettings) -> None:

@@ -11,13 +11,16 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from ptune.data.catalog import get_task
 from ptune.errors import ArtifactError
 from ptune.evaluation.scoring import evaluate
 from ptune.model import artifacts
+from ptune.model.precision import inference_precision
 from ptune.registry.promotion import promote_if_better
 from tests.ptune.registry.helpers import (
     ROWS,
@@ -100,3 +103,17 @@ def test_pyfunc_refuses_a_tampered_prompt(store, tiny_causal, tmp_path):
     tensor_file.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         mlflow.pyfunc.load_model(reg.model_uri)
+
+
+def test_pyfunc_computes_in_the_projects_evaluate_precision(store, tiny_causal, tmp_path):
+    """evaluate.precision bf16 in the project's params.yaml: the loaded model holds its weights in bf16 and predicts
+    what evaluation computes in that precision (the tiny model stays fp32 under `auto`: the other tests)."""
+    (store / "project" / "params.yaml").write_text("evaluate: {precision: bf16}\n")
+    reg = register(tmp_path, tiny_causal, score=0.9, seed=3)
+    model = mlflow.pyfunc.load_model(reg.model_uri)
+    inner = model.unwrap_python_model()
+    assert {p.dtype for p in inner.base.model.parameters()} == {torch.bfloat16}
+    weight, _ = artifacts.load_prompt(tmp_path / "prompt-3-0.9")
+    with inference_precision(tiny_causal.model, tiny_causal.device, torch.bfloat16):
+        result = evaluate(tiny_causal, get_task(TASK), examples(), weight, split="test", progress=False)
+    assert list(model.predict(pd.DataFrame({"text": [text for text, _ in ROWS]}))) == list(result.predictions)

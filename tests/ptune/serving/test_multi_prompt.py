@@ -137,3 +137,32 @@ def test_an_ensemble_of_a_generation_task_is_refused_and_the_served_version_stay
     with pytest.raises(ArtifactError, match="ensemble of 3 prompts for generation task 'xsum'"):
         model.load(get_task("xsum"), directory, version="9")
     assert model.snapshot()["xsum"].version == "4"
+
+
+def test_bf16_serving_holds_every_weight_in_bf16_and_scores_as_evaluation_does(tmp_path, tiny_causal,
+                                                                                 tiny_causal_dir):
+    from ptune.model.base import load_base_model
+    from ptune.model.precision import inference_precision
+
+    served = MultiPromptModel(load_base_model(str(tiny_causal_dir)), precision=torch.bfloat16)
+    assert {p.dtype for p in served.base.model.parameters()} == {torch.bfloat16}  # held once, at construction
+    assert served.base.fingerprint == tiny_causal.fingerprint  # the checkpoint's: fp32-trained prompts load
+    reference = MultiPromptModel(tiny_causal)  # fp32 holder, run inside evaluation's bf16 context
+    for seed, (task, n) in enumerate(TASKS.items()):
+        path = save(tmp_path, tiny_causal, task, n, seed)
+        served.load(get_task(task), path, version="1")
+        with inference_precision(tiny_causal.model, tiny_causal.device, torch.bfloat16):
+            reference.load(get_task(task), path, version="1")  # its prefix built as evaluation builds it
+    rows = [Row(task, text) for text in TEXTS for task in TASKS]
+    got = served.predict(rows, batch_size=8)
+    with inference_precision(tiny_causal.model, tiny_causal.device, torch.bfloat16):
+        want = reference.predict(rows, batch_size=8)
+    assert {p.dtype for p in tiny_causal.model.parameters()} == {torch.float32}  # the context gave them back
+    for a, b in zip(got, want, strict=True):
+        assert (a.label, a.scores) == (b.label, b.scores)  # same computation, bit for bit
+    fp32 = reference.predict(rows, batch_size=8)  # and not what fp32 computes
+    assert any(a.scores != b.scores for a, b in zip(got, fp32, strict=True) if a.scores)
+    for row, pred in zip(rows, got, strict=True):  # close to the task scored alone in fp32
+        scores, _ = alone(reference, row.task, row.text)
+        if scores is not None:
+            torch.testing.assert_close(torch.tensor(list(pred.scores.values())), scores.float(), atol=0.1, rtol=0.02)

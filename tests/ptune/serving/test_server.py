@@ -47,7 +47,8 @@ def test_tasks_health_metrics_openapi_playground(served):
     assert tasks["intent"]["prompt_tokens"] == TASKS["intent"] and tasks["xsum"]["kind"] == "generation"
     assert tasks["rotten_tomatoes"]["labels"] == list(get_task("rotten_tomatoes").label_words)
     assert tasks["rotten_tomatoes"]["base_fingerprint"] == base.fingerprint
-    assert httpx.get(f"{url}/health").json() == {"status": "ok", "tasks": 4, "base_model": base.spec}
+    assert httpx.get(f"{url}/health").json() == {"status": "ok", "tasks": 4, "base_model": base.spec,
+                                                  "precision": "fp32"}  # a tiny model: auto keeps fp32
     metrics = httpx.get(f"{url}/metrics").text
     for name in ("ptune_requests_total{", "ptune_request_latency_seconds_bucket{", "ptune_batch_rows_bucket{",
                  'ptune_prompt_version{task="intent"}'):
@@ -181,3 +182,14 @@ def test_an_ensemble_champion_is_served_as_one_version_of_its_task(served):
     expected = member_scores(base, spec, [format_input(spec, text)], prompts)[0].mean(0)
     assert body["version"] == str(version)
     assert [round(v, 4) for v in body["scores"].values()] == [round(v, 4) for v in expected.tolist()]
+
+
+@pytest.mark.parametrize(("precision", "held"), [("bf16", {torch.bfloat16}), ("fp32", {torch.float32}),
+                                                 ("auto", {torch.float32})])  # auto: a tiny model stays fp32
+def test_the_server_computes_in_evaluate_precision(tiny_causal_dir, precision, held):
+    from ptune.config import params_from_dict
+    from ptune.serving.server import served_model
+
+    model = served_model(params_from_dict({"model": str(tiny_causal_dir), "evaluate": {"precision": precision}}))
+    assert {p.dtype for p in model.base.model.parameters()} == held
+    assert model.precision_name == ("bf16" if precision == "bf16" else "fp32")
