@@ -49,6 +49,11 @@ RECIPES = {
     # tested whether the prompt's growth causes the spikes; it does not (cap 1x spiked 24x, docs/training.md)
     "new_cap1": {**NEW, "max_token_rms": 1.0},
     "new_cap2": {**NEW, "max_token_rms": 2.0},
+    # prompt length at params.yaml's rotten_tomatoes lr (the paper's Figure 3: longer prompts help small models
+    # most); the shared prompt pass runs the prompt once per batch, so 100 tokens cost little per step
+    "new_lr0.03_p50": {**NEW, "lr": 0.03, "n_tokens": 50},
+    "new_lr0.03_p100": {**NEW, "lr": 0.03, "n_tokens": 100},
+    "new_p100": {**NEW, "n_tokens": 100},  # the same at params.yaml's default lr (intent, xsum)
 }
 
 
@@ -110,13 +115,13 @@ def merge_row(row: dict) -> None:
 
 
 def summary_table(rows: list[dict]) -> str:
-    """Markdown: per (task, recipe), the seeds, mean ± std of validation and test score, worst spike, train s."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    """Markdown: per (model, task, recipe), the seeds, mean ± std of validation and test score, worst spike, train s."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["task"], r["recipe"]), []).append(r)
-    lines = ["| task | recipe | seeds | validation (mean ± std) | test (mean ± std) | test per seed | "
-             "largest loss / running median | train s (mean) |", "|---|---|---|---|---|---|---|---|"]
-    for (task, recipe), rs in sorted(groups.items()):
+        groups.setdefault((r.get("model", "smollm2-135m"), r["task"], r["recipe"]), []).append(r)
+    lines = ["| model | task | recipe | seeds | validation (mean ± std) | test (mean ± std) | test per seed | "
+             "largest loss / running median | train s (mean) |", "|---|---|---|---|---|---|---|---|---|"]
+    for (model, task, recipe), rs in sorted(groups.items()):
         rs.sort(key=lambda r: r["seed"])
         key = next(iter(rs[0]["test"]))
         vals = [r["validation"].get(key.replace("test/", "validation/"), float("nan")) for r in rs]
@@ -124,7 +129,7 @@ def summary_table(rows: list[dict]) -> str:
 
         def ms(xs: list[float]) -> str:
             return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
-        lines.append(f"| {task} | {recipe} | {', '.join(str(r['seed']) for r in rs)} | {ms(vals)} | {ms(tests)} | "
+        lines.append(f"| {model} | {task} | {recipe} | {', '.join(str(r['seed']) for r in rs)} | {ms(vals)} | {ms(tests)} | "
                      f"{' / '.join(f'{t:.4f}' for t in tests)} | {max(r['worst_spike'] for r in rs):.1f} | "
                      f"{statistics.mean(r['train_s'] for r in rs):.0f} |")
     return "\n".join(lines)

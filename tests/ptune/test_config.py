@@ -46,12 +46,14 @@ def test_task_overrides_apply_to_that_task_only(tmp_path):
     assert (xsum.train.max_steps, xsum.train.eval_every, xsum.train.batch_size) == (60, 30, 4)
     assert (xsum.evaluate.max_examples, xsum.evaluate.batch_size) == (40, 16)
     assert xsum.train.lr == params.train.lr and xsum.data == params.data
-    plain = params.for_task("intent")  # no overrides: the default recipe (docs/training.md)
+    plain = params.for_task("strategyqa")  # no overrides: the default recipe (docs/training.md)
     assert (plain.train, plain.evaluate, plain.data) == (params.train, params.evaluate, params.data)
     assert (plain.train.schedule, plain.train.reparam, plain.train.spike_factor) == ("cosine", "residual", 5.0)
-    for name in ("rotten_tomatoes", "presupposition_nli"):  # the default recipe at the peak lr their validation chose
+    # the default recipe at the peak lr (and prompt length) their validation chose
+    for name, n_tokens in (("rotten_tomatoes", 50), ("presupposition_nli", params.train.n_tokens)):
         task = params.for_task(name)
-        assert task.train == replace(params.train, lr=0.03) and task.evaluate == params.evaluate
+        assert task.train == replace(params.train, lr=0.03, n_tokens=n_tokens) and task.evaluate == params.evaluate
+    assert params.for_task("intent").train == replace(params.train, n_tokens=100)  # lr 0.3, 100 prompt tokens
     assert xsum.task_overrides == {} and xsum.for_task("xsum") == xsum  # applied exactly once
 
 
