@@ -31,8 +31,9 @@ from ptune.config import load_params  # noqa: E402
 RESULT = ROOT / "bench" / "results" / "recipe_tasks.json"
 # Every recipe names all of its settings, so a row means the same whatever params.yaml says today (until
 # 2026-11-29 "old" was "params.yaml as it is" and "new" took params.yaml's lr, 0.3 then).
-PAPER = {"warmup_steps": 0, "schedule": "constant", "spike_factor": 0.0, "reparam": "none", "lr": 0.3}
-NEW = {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual", "lr": 0.3}
+PAPER = {"warmup_steps": 0, "schedule": "constant", "spike_factor": 0.0, "reparam": "none", "lr": 0.3, "n_tokens": 20}
+NEW = {"warmup_steps": 10, "schedule": "cosine", "spike_factor": 5.0, "reparam": "residual", "lr": 0.3,
+       "n_tokens": 20}  # named since params.yaml gives some tasks another length (a row must not depend on it)
 RECIPES = {
     "old": PAPER,
     "new": NEW,
