@@ -75,6 +75,7 @@ def one(task: str, recipe: str, seed: int, steps: int | None, scratch: Path, bas
     history = [line.split(",") for line in trained.curve.read_text().splitlines()[1:]]
     losses = [float(row[1]) for row in history]
     return {"task": task, "recipe": recipe, "settings": train, "seed": seed, "steps": trained.steps_run,
+            "train_config": run.params.train.to_dict(),  # as resolved: params.yaml's task_overrides included
             "best_step": trained.best_step, "train_s": round(trained.seconds, 1),
             "test_eval_s": round(time.perf_counter() - start, 1), "validation": trained.metrics,
             "test": tuned.metrics, "n_test": tuned.n, "worst_spike": round(worst_spike(losses), 2),

@@ -124,7 +124,9 @@ _TORCH_DTYPES = {"auto": "float32", "fp32": "float32", "bf16": "bfloat16"}  # au
 
 
 def torch_dtype_name(model_dtype: str) -> str:
-    """params.yaml `model_dtype` -> the torch dtype name `load_base_model` takes."""
+    """params.yaml `model_dtype` -> the torch dtype name `load_base_model` takes (ConfigError for another value)."""
+    if model_dtype not in _TORCH_DTYPES:
+        raise ConfigError(f"model_dtype {model_dtype!r}: expected one of {', '.join(MODEL_DTYPES)}")
     return _TORCH_DTYPES[model_dtype]
 
 

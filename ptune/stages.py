@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from ptune import paths
-from ptune.config import torch_dtype_name
 from ptune.data import splits, validation
 from ptune.errors import ArtifactError
 from ptune.evaluation import interpret, references
@@ -35,8 +34,8 @@ from ptune.evaluation.baseline import BaselineResults, baselines_on_two_splits, 
 from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
-from ptune.model.base import BaseModel, load_base_model
-from ptune.model.precision import auto_hold, autocast_dtype, held_dtypes, inference_precision
+from ptune.model.base import BaseModel, load_held_model
+from ptune.model.precision import autocast_dtype, held_dtypes, inference_precision
 from ptune.registry import model_card, model_registry, promotion, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
@@ -104,11 +103,9 @@ def load_base(run: TaskRun) -> BaseModel:
     `auto`: the linear layers' weights in bf16 when training and evaluation both compute in bf16 (the numbers
     autocast gives over fp32 weights, at less time and memory: `hold_matmul_weights`), else fp32."""
     params = run.params
-    base = load_base_model(params.model, threads=params.train.threads, dtype=torch_dtype_name(params.model_dtype))
-    if params.model_dtype == "auto":
-        auto_hold(base.model, base.device, base.n_params,
-                  {"train.precision": params.train.precision, "evaluate.precision": params.evaluate.precision})
-    return base
+    return load_held_model(params.model, params.model_dtype, {"train.precision": params.train.precision,
+                                                              "evaluate.precision": params.evaluate.precision},
+                           threads=params.train.threads)
 
 
 def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, track: bool = False,

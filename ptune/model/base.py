@@ -27,6 +27,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ptune.config import torch_dtype_name
 from ptune.errors import ConfigError, ModelError
 from ptune.model.gguf import BUILTIN_MODELS, builtin_info, cached_model_dir, terms_accepted
 from ptune.model.precision import auto_hold, bf16_support, contiguous_head_input, held_dtypes
@@ -122,30 +123,28 @@ def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str
     return base
 
 
+def load_held_model(spec: str, model_dtype: str = "auto", policies: dict[str, str] | None = None, *,
+                    device: str | torch.device | None = None, threads: int | None = None) -> BaseModel:
+    """`load_base_model` held as `model_dtype` says (runs, `model-info`, `serve`); `auto`: linear weights in bf16 when
+    every policy in `policies` ({"train.precision": "auto"}) resolves to bf16 (`auto_hold`), else fp32."""
+    base = load_base_model(spec, device=device, threads=threads, dtype=torch_dtype_name(model_dtype))
+    if model_dtype == "auto":
+        auto_hold(base.model, base.device, base.n_params, policies or {})
+    return base
+
+
 def describe(spec: str, *, device: str | torch.device | None = None, threads: int | None = None,
              model_dtype: str = "auto") -> dict[str, Any]:
-    """What `ptune model-info` prints: `BaseModel.info()`, plus licence and packages for a built-in.
-
-    The model is held as a run with params.yaml's `model_dtype` holds it (`auto`, the default, assumes
-    `precision: auto` for training and evaluation, as params.yaml's defaults), so `dtype:` shows what a run
-    would hold, e.g. SmolLM2's linear weights in bf16 on a CPU with bf16 units.
-    A built-in whose terms are not accepted is neither downloaded nor loaded: only its metadata, and
-    `loaded: no` with how to opt in."""
-    from ptune.config import MODEL_DTYPES, torch_dtype_name
-
-    if model_dtype not in MODEL_DTYPES:
-        raise ConfigError(f"model_dtype {model_dtype!r}: expected one of {', '.join(MODEL_DTYPES)}")
+    """What `ptune model-info` prints: `BaseModel.info()` held as a run with `model_dtype`, `precision: auto` holds it,
+    plus licence and packages for a built-in; one whose terms are not accepted: metadata and `loaded: no` only."""
     builtin = BUILTIN_MODELS.get(spec)
     if builtin is not None and not terms_accepted(builtin):
         return {**builtin_info(spec), "loaded": f"no (read {builtin.terms.url}, then set "
                                                 f"{builtin.terms.accept_env}=1 to download and load it)"}
-    base = load_base_model(spec, device=device, threads=threads, dtype=torch_dtype_name(model_dtype))
-    if model_dtype == "auto":
-        auto_hold(base.model, base.device, base.n_params, {"train.precision": "auto", "evaluate.precision": "auto"})
+    base = load_held_model(spec, model_dtype, {"train.precision": "auto", "evaluate.precision": "auto"},
+                           device=device, threads=threads)
     info = {**base.info(), "model_dtype": model_dtype}
-    if builtin is not None:
-        info.update({key: value for key, value in builtin_info(spec).items() if key not in info})
-    return info
+    return {**info, **{k: v for k, v in (builtin_info(spec) if builtin else {}).items() if k not in info}}
 
 
 def resolve_spec(spec: str) -> Path | None:

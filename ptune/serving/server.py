@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ptune.config import Params, torch_dtype_name
+from ptune.config import Params
 from ptune.data.catalog import get_task
 from ptune.errors import ConfigError
-from ptune.model.base import BaseModel, load_base_model
+from ptune.model.base import load_held_model
 from ptune.model.precision import autocast_dtype
 from ptune.serving.app import Service, create_app
 from ptune.serving.multi_prompt import MultiPromptModel
@@ -39,7 +39,7 @@ def build_service(params: Params, tasks: Sequence[str], settings: ServeSettings)
 
 def served_model(params: Params) -> MultiPromptModel:
     """params.yaml's base model, computing in its `evaluate.precision` (ConfigError for an impossible one)."""
-    base: BaseModel = load_base_model(params.model, dtype=torch_dtype_name(params.model_dtype))
+    base = load_held_model(params.model, params.model_dtype, {"evaluate.precision": params.evaluate.precision})
     precision = autocast_dtype(params.evaluate.precision, base.device, base.n_params, "evaluate.precision")
     log.info("serving %s in %s", base.spec, "fp32" if precision is None else str(precision).removeprefix("torch."))
     return MultiPromptModel(base, precision=precision)
