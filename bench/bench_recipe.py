@@ -45,6 +45,9 @@ RECIPES = {
     "new_lr0.1": {**NEW, "lr": 0.1},
     "new_lr0.05": {**NEW, "lr": 0.05},
     "new_lr0.03": {**NEW, "lr": 0.03},
+    # strategyqa, 2026-11-29: at lr 0.03 one update of RMS 0.002 (1.7% of the prompt's) turned every row's answer
+    # into a line break (yes+no mass 0.9 -> 0.0, batch loss 6.6 = 7.9x its median); does a smaller step avoid it?
+    "new_lr0.01": {**NEW, "lr": 0.01},
     "new_noreparam_lr0.1": {**NEW, "reparam": "none", "lr": 0.1},
     # lr 0.3 with each raw prompt token's RMS capped at X x the vocabulary's after every update (max_token_rms):
     # tested whether the prompt's growth causes the spikes; it does not (cap 1x spiked 24x, docs/training.md)
