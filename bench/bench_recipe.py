@@ -61,10 +61,10 @@ RECIPES = {
     "new_p100": {**NEW, "n_tokens": 100},  # the same at params.yaml's default lr (intent, xsum)
     # an attention sink (2026-11-29): a fixed real token at position 0, before the prompt ([sink][prompt][text], the
     # layout BOS models already get). SmolLM2 adds no BOS, so the prompt's first vector sits where every sequence
-    # of pretraining had a real token; strategyqa's cliff was that one vector (docs/training.md, "Attention sink")
+    # of pretraining had a real token; strategyqa's cliff was that one vector (docs/training.md, "strategyqa's
+    # spike taken apart"). `sink` is not a train setting: `one` applies it with `sink_token`.
     "new_lr0.03_sink": {**NEW, "lr": 0.03, "sink": "<|endoftext|>"},
     "new_sink": {**NEW, "sink": "<|endoftext|>"},
-    "new_lr0.03_p50_sink": {**NEW, "lr": 0.03, "n_tokens": 50, "sink": "<|endoftext|>"},
 }
 
 
@@ -76,17 +76,17 @@ def worst_spike(losses: list[float], window: int = 20) -> float:
 
 def one(task: str, recipe: str, seed: int, steps: int | None, scratch: Path, base,
         params_file: Path = ROOT / "params.yaml") -> dict:
-    train = {**RECIPES[recipe], "seed": seed, **({"max_steps": steps} if steps else {})}
-    sink = train.pop("sink", None)
+    settings = {**RECIPES[recipe], "seed": seed, **({"max_steps": steps} if steps else {})}
+    train = {k: v for k, v in settings.items() if k != "sink"}
     run = stages.TaskRun.build(task, load_params(params_file), source="bench", train=train,
                                run_dir=scratch / "outputs" / f"{task}-{recipe}-{seed}")
-    with sink_token(base, sink):
+    with sink_token(base, settings.get("sink")):
         trained = stages.train(run, base)
         start = time.perf_counter()
         tuned = stages.evaluate(run, base, trained.prompt, progress=False)
     history = [line.split(",") for line in trained.curve.read_text().splitlines()[1:]]
     losses = [float(row[1]) for row in history]
-    return {"task": task, "recipe": recipe, "settings": train, "seed": seed, "steps": trained.steps_run,
+    return {"task": task, "recipe": recipe, "settings": settings, "seed": seed, "steps": trained.steps_run,
             "train_config": run.params.train.to_dict(),  # as resolved: params.yaml's task_overrides included
             "best_step": trained.best_step, "train_s": round(trained.seconds, 1),
             "test_eval_s": round(time.perf_counter() - start, 1), "validation": trained.metrics,

@@ -3,7 +3,7 @@
 Trains TASK with a bench_recipe recipe until the spike guard first skips a step (its loss > spike_factor x
 the running median), then, on that step's batch:
 1. the batch loss and each row's probability mass on the label words' first tokens, under the prompt before
-   the last applied update and after it (what the guard saw);
+   the last applied update and after it (what the guard saw; the label words tokenised as training does);
 2. the same two prompts with the frozen weights in fp32 and no autocast (is it a bf16 effect?);
 3. the update applied to one prompt vector at a time (which vector carries the spike?);
 4. both prompts behind a fixed real token, [token][prompt][text] (`--sink`), the layout BOS models get.
@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_recipe import RECIPES, sink_token  # noqa: E402
 from bench.common import prepared_task, scratch_project  # noqa: E402
 from ptune import stages  # noqa: E402
+from ptune.evaluation.scoring import label_target_ids  # noqa: E402
 from ptune.model.base import load_held_model  # noqa: E402
 from ptune.model.precision import autocast, autocast_dtype, training_attention  # noqa: E402
 from ptune.model.soft_prompt import shared_prompt_inputs  # noqa: E402
@@ -84,12 +85,14 @@ def main() -> None:
     scratch = scratch_project("probe-spike-")
     run, base = prepared_task(args.task, ROOT / "params.yaml")
     torch.set_num_threads(args.threads)
-    train = {**RECIPES[args.recipe], "seed": args.seed, "eval_every": 0}  # validation does not change the steps
-    train.pop("sink", None)
+    recipe = RECIPES[args.recipe]
+    train = {**{k: v for k, v in recipe.items() if k != "sink"}, "seed": args.seed,
+             "eval_every": 0}  # no validation: it changes no step before early stopping could, and costs time
     run = stages.TaskRun.build(args.task, run.params, source="bench", train=train, run_dir=scratch / "out")
-    spike = capture(run, base)
+    with sink_token(base, recipe.get("sink")):
+        spike = capture(run, base)
     amp = autocast_dtype(run.params.train.precision, base.device, base.n_params, "train.precision")
-    labels = [base.tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in run.spec.label_words]
+    labels = [ids[0] for ids in label_target_ids(base, run.spec.label_words)]  # as training tokenises targets
     before, after, batch = spike["before"], spike["after"], spike["batch"]
     out = {"task": args.task, "recipe": args.recipe, "seed": args.seed, "threads": args.threads,
            "step": spike["step"], "logged_loss": round(spike["loss"], 4),
