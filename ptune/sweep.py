@@ -6,7 +6,8 @@
 
 It searches lr (log scale), n_tokens, init, reparam and max_steps around the task's own `train:` settings
 (`SearchSpace.around`) with the TPE sampler; each trial reports its validation score at every evaluation and
-the median pruner stops one that is below the median of earlier trials at the same step. Only the train and
+the median pruner stops one that is below the median of earlier trials at the same step, but not before half
+the configured max_steps (a curve at the one-class rate can jump late: docs/training.md). Only the train and
 validation splits are read: the test split is never opened (tested). The study lives in `optuna.db` beside
 the MLflow store; a rerun loads it, keeps its finished trials, and re-runs a trial a kill interrupted, from
 that trial's checkpoint (outputs/<task>/sweep/<settings hash>/). One sweep per task at a time (file lock).
@@ -91,7 +92,7 @@ def run_sweep(run: stages.TaskRun, *, budget_minutes: float, n_trials: int | Non
         raise ConfigError("train.eval_every = 0: a sweep selects on validation scores, set it > 0")
     storage = sweep_runs.optuna_storage_url()
     with file_lock(Path(storage.removeprefix("sqlite:///")).with_name(f".sweep-{run.name}.lock")):
-        study = _load_study(run.name, storage, seed)
+        study = _load_study(run.name, storage, seed, warmup_steps=run.params.train.max_steps // 2)
         space = SearchSpace.around(run.params.train, run.spec.kind == "classification")
         parent = _parent_run(study, run, space)
         base = base or stages.load_base(run)
@@ -108,14 +109,15 @@ def run_sweep(run: stages.TaskRun, *, budget_minutes: float, n_trials: int | Non
     return result
 
 
-def _load_study(task: str, storage: str, seed: int) -> optuna.Study:
-    """The task's study (created or loaded). Trials left RUNNING were cut by a kill (the lock says no other
-    sweep runs): they are marked FAIL and queued again with their settings, to resume from their checkpoint."""
+def _load_study(task: str, storage: str, seed: int, warmup_steps: int = 0) -> optuna.Study:
+    """The task's study (created or loaded); its pruner stops no trial before step `warmup_steps`. Trials left
+    RUNNING were cut by a kill (the lock says no other sweep runs): they are marked FAIL and queued again with
+    their settings, to resume from their checkpoint."""
     name = f"ptune-sweep-{task}"
     probe = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     done = len(probe.trials)
     sampler = optuna.samplers.TPESampler(seed=seed + done, n_startup_trials=TPE_STARTUP_TRIALS)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup_steps)
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         log.warning("sweep %s: trial %d was interrupted; running its settings again", name, stale.number)

@@ -154,3 +154,21 @@ def test_search_space_is_built_around_the_task_settings():
     assert space.n_tokens == (10, 20, 40) and space.max_steps == (75, 150, 300) and "labels" in space.init
     assert "labels" not in sweep_mod.SearchSpace.around(TrainConfig(), classification=False).init
     assert sweep_mod.SearchSpace.around(TrainConfig(optimizer="adamw", lr=1e-3), True).lr[1] < 0.1
+
+
+def test_pruner_waits_half_the_configured_steps(tmp_path):
+    """A curve at chance early can jump late (docs/training.md, the presupposition_nli sweeps): no trial is
+    stopped before `warmup_steps`, and a trial below the median is stopped from then on."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = sweep_mod._load_study("toy", storage, seed=0, warmup_steps=75)
+    for value in (0.6, 0.7):  # two finished trials: the pruner's start-up
+        done = study.ask()
+        for step in (25, 50, 75, 100):
+            done.report(value, step)
+        study.tell(done, value)
+    late = study.ask()
+    late.report(0.1, 25)
+    late.report(0.1, 50)
+    assert not late.should_prune()  # step 50 < 75: too early to judge
+    late.report(0.1, 75)
+    assert late.should_prune()
