@@ -6,8 +6,9 @@
 
 It searches lr (log scale), n_tokens, init, reparam and max_steps around the task's own `train:` settings
 (`SearchSpace.around`) with the TPE sampler; each trial reports its validation score at every evaluation and
-the median pruner stops one that is below the median of earlier trials at the same step, but not before half
-the configured max_steps (a curve at the one-class rate can jump late: docs/training.md). Only the train and
+the median pruner stops one that is below the median of earlier trials at the same step, but not in the first
+half of the trial's own max_steps (a curve at the one-class rate can jump late: docs/training.md) and not at its
+last step (stopping then saves nothing and would drop a finished result). Only the train and
 validation splits are read: the test split is never opened (tested). The study lives in `optuna.db` beside
 the MLflow store; a rerun loads it, keeps its finished trials, and re-runs a trial a kill interrupted, from
 that trial's checkpoint (outputs/<task>/sweep/<settings hash>/). One sweep per task at a time (file lock).
@@ -92,7 +93,7 @@ def run_sweep(run: stages.TaskRun, *, budget_minutes: float, n_trials: int | Non
         raise ConfigError("train.eval_every = 0: a sweep selects on validation scores, set it > 0")
     storage = sweep_runs.optuna_storage_url()
     with file_lock(Path(storage.removeprefix("sqlite:///")).with_name(f".sweep-{run.name}.lock")):
-        study = _load_study(run.name, storage, seed, warmup_steps=run.params.train.max_steps // 2)
+        study = _load_study(run.name, storage, seed)
         space = SearchSpace.around(run.params.train, run.spec.kind == "classification")
         parent = _parent_run(study, run, space)
         base = base or stages.load_base(run)
@@ -109,15 +110,14 @@ def run_sweep(run: stages.TaskRun, *, budget_minutes: float, n_trials: int | Non
     return result
 
 
-def _load_study(task: str, storage: str, seed: int, warmup_steps: int = 0) -> optuna.Study:
-    """The task's study (created or loaded); its pruner stops no trial before step `warmup_steps`. Trials left
-    RUNNING were cut by a kill (the lock says no other sweep runs): they are marked FAIL and queued again with
-    their settings, to resume from their checkpoint."""
+def _load_study(task: str, storage: str, seed: int) -> optuna.Study:
+    """The task's study (created or loaded). Trials left RUNNING were cut by a kill (the lock says no other
+    sweep runs): they are marked FAIL and queued again with their settings, to resume from their checkpoint."""
     name = f"ptune-sweep-{task}"
     probe = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     done = len(probe.trials)
     sampler = optuna.samplers.TPESampler(seed=seed + done, n_startup_trials=TPE_STARTUP_TRIALS)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup_steps)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2)  # when to ask it: _Pruning (per trial's own steps)
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         log.warning("sweep %s: trial %d was interrupted; running its settings again", name, stale.number)
@@ -160,7 +160,7 @@ class _Objective:
         out = self.run.paths.root / "sweep" / sha256_text(json.dumps(cfg.to_dict(), sort_keys=True))[:12]
         try:
             result = train_prompt(self.base, self.run.spec, self.train, self.validation, cfg, out,
-                                  callback=_Pruning(trial, self.metric, child))
+                                  callback=_Pruning(trial, self.metric, child, cfg.max_steps))
         except optuna.TrialPruned:
             child.flush()
             sweep_runs.end_run(child.run_id, "KILLED", tags={"ptune.trial_state": "pruned"})
@@ -176,17 +176,18 @@ class _Objective:
 
 
 class _Pruning:
-    """Training callback of a trial: every step to its MLflow run, every validation score to Optuna."""
+    """Training callback of a trial: every step to its MLflow run, every validation score to Optuna. The pruner
+    is asked from half the trial's `max_steps` on, and not at its last step."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, child: tracking.TrainingRun) -> None:
-        self.trial, self.metric, self.child = trial, metric, child
+    def __init__(self, trial: optuna.Trial, metric: str, child: tracking.TrainingRun, max_steps: int) -> None:
+        self.trial, self.metric, self.child, self.max_steps = trial, metric, child, max_steps
 
     def __call__(self, info: StepInfo) -> None:
         self.child(info)
         if info.metrics and self.metric in info.metrics:
             value = float(info.metrics[self.metric])
             self.trial.report(value, info.step)
-            if self.trial.should_prune():
+            if self.max_steps / 2 <= info.step < self.max_steps and self.trial.should_prune():
                 raise optuna.TrialPruned(f"step {info.step}: {self.metric} {value:.4f} below the median")
 
 

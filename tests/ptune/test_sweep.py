@@ -156,19 +156,33 @@ def test_search_space_is_built_around_the_task_settings():
     assert sweep_mod.SearchSpace.around(TrainConfig(optimizer="adamw", lr=1e-3), True).lr[1] < 0.1
 
 
-def test_pruner_waits_half_the_configured_steps(tmp_path):
-    """A curve at chance early can jump late (docs/training.md, the presupposition_nli sweeps): no trial is
-    stopped before `warmup_steps`, and a trial below the median is stopped from then on."""
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = sweep_mod._load_study("toy", storage, seed=0, warmup_steps=75)
+def test_pruning_waits_half_the_trial_and_spares_its_last_step(tmp_path):
+    """A curve at chance early can jump late (docs/training.md, the presupposition_nli sweeps): a trial is not
+    stopped in the first half of its own steps, is stopped below the median after that, and is never stopped at
+    its last step (that would save nothing and drop a finished result)."""
+    from ptune.training.history import StepInfo
+
+    study = sweep_mod._load_study("toy", f"sqlite:///{tmp_path / 'optuna.db'}", seed=0)
     for value in (0.6, 0.7):  # two finished trials: the pruner's start-up
         done = study.ask()
-        for step in (25, 50, 75, 100):
+        for step in (25, 50, 75, 100, 150):
             done.report(value, step)
         study.tell(done, value)
-    late = study.ask()
-    late.report(0.1, 25)
-    late.report(0.1, 50)
-    assert not late.should_prune()  # step 50 < 75: too early to judge
-    late.report(0.1, 75)
-    assert late.should_prune()
+
+    def evaluate(max_steps: int, steps: tuple[int, ...]) -> list[int]:
+        """Feed a trial 0.1 at each step; the steps it got through before being pruned."""
+        trial, seen = study.ask(), []
+        callback = sweep_mod._Pruning(trial, "validation/accuracy", lambda info: None, max_steps)
+        try:
+            for step in steps:
+                callback(StepInfo(step=step, loss=1.0, metrics={"validation/accuracy": 0.1}, lr=0.1))
+                seen.append(step)
+        except optuna.TrialPruned:
+            pass
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return seen
+
+    assert evaluate(150, (25, 50, 75, 100)) == [25, 50]  # asked from step 75 (half of 150) on
+    assert evaluate(300, (25, 50, 75, 100, 150, 175)) == [25, 50, 75, 100]  # half of its own 300 steps
+    assert evaluate(100, (25, 50, 75, 100)) == [25]  # pruned at 50, half of its 100
+    assert evaluate(50, (20, 50)) == [20, 50]  # 50 is past half, but it is the trial's last step: not pruned
