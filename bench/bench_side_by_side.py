@@ -27,26 +27,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import prompt_step  # noqa: E402
 from ptune.model.base import available_cores, load_held_model  # noqa: E402
 from ptune.model.precision import autocast, autocast_dtype  # noqa: E402
 
 WORKLOADS = {"train": (8, 50, True), "forward": (16, 450, False)}  # name: (batch, tokens, backward)
 PROMPT = 20
 POLICIES = {"train.precision": "auto", "evaluate.precision": "auto"}
-
-
-def _step(base, prompt: torch.Tensor, ids: torch.Tensor, backward: bool, dtype) -> float:
-    """Seconds for one step; prompt (P, d) is the only tensor with requires_grad."""
-    start = time.perf_counter()
-    with autocast(base.device, dtype), torch.set_grad_enabled(backward):
-        embeds = torch.cat([prompt.expand(ids.shape[0], -1, -1), base.embed(ids)], dim=1)  # (B, P+T, d)
-        if backward:
-            labels = torch.cat([torch.full((ids.shape[0], prompt.shape[0]), -100), ids], dim=1)  # (B, P+T)
-            base.model(inputs_embeds=embeds, labels=labels).loss.backward()
-            prompt.grad = None
-        else:
-            base.model(inputs_embeds=embeds)
-    return time.perf_counter() - start
 
 
 def _worker(model: str, workload: str, threads: int, reps: int, barrier, queue) -> None:
@@ -56,10 +43,11 @@ def _worker(model: str, workload: str, threads: int, reps: int, barrier, queue) 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, base.model.config.vocab_size, (batch, tokens), generator=gen)  # (B, T)
     prompt = ((torch.rand(PROMPT, base.hidden_size, generator=gen) - 0.5) * 0.1).requires_grad_()  # (P, d)
-    _step(base, prompt, ids, backward, dtype)  # warm-up
-    barrier.wait()
-    start = time.perf_counter()
-    times = [_step(base, prompt, ids, backward, dtype) for _ in range(reps)]
+    with autocast(base.device, dtype):
+        prompt_step(base, prompt, ids, backward)  # warm-up
+        barrier.wait()
+        start = time.perf_counter()
+        times = [prompt_step(base, prompt, ids, backward) for _ in range(reps)]
     queue.put((times, time.perf_counter() - start))
 
 

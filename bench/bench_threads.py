@@ -12,26 +12,16 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import prompt_step  # noqa: E402
 from ptune.model.base import BaseModel, available_cores, choose_threads, load_base_model  # noqa: E402
 from tests.tiny_models import build_causal  # noqa: E402
 
 BATCH, PROMPT, TOKENS = 8, 20, 50  # (B, P + T) = (8, 70)
-
-
-def train_step(base: BaseModel, prompt: torch.Tensor, ids: torch.Tensor) -> float:
-    """Seconds for one fwd+bwd; prompt (P, d) is the only tensor with requires_grad."""
-    start = time.perf_counter()
-    embeds = torch.cat([prompt.expand(ids.shape[0], -1, -1), base.embed(ids)], dim=1)  # (B, P+T, d)
-    labels = torch.cat([torch.full((ids.shape[0], prompt.shape[0]), -100), ids], dim=1)  # (B, P+T)
-    base.model(inputs_embeds=embeds, labels=labels).loss.backward()
-    prompt.grad = None
-    return time.perf_counter() - start
 
 
 def measure(base: BaseModel, settings: list[int], reps: int) -> dict[int, float]:
@@ -43,7 +33,7 @@ def measure(base: BaseModel, settings: list[int], reps: int) -> dict[int, float]
     for rep in range(reps + 1):
         for n in settings:
             torch.set_num_threads(n)
-            seconds = train_step(base, prompt, ids)
+            seconds = prompt_step(base, prompt, ids)
             if rep:  # rep 0 is warm-up
                 times[n].append(seconds)
     return {n: statistics.median(ts) for n, ts in times.items()}

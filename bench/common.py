@@ -1,11 +1,12 @@
-"""What the bench scripts share: the command line of a model-speed bench (integer knobs plus --tiny), and a
-scratch project with a prepared task for the task-level benches."""
+"""What the bench scripts share: the command line of a model-speed bench (integer knobs plus --tiny), one timed
+soft-prompt step, and a scratch project with a prepared task for the task-level benches."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -34,3 +35,21 @@ def prepared_task(task: str, params_file: Path):
     run = stages.TaskRun.build(task, load_params(params_file))
     stages.fetch(run), stages.prepare(run)
     return run, stages.load_base(run)
+
+
+def prompt_step(base, prompt, ids, backward: bool = True) -> float:
+    """Seconds for one step of a (P, d) soft prompt in front of `ids` (B, T): forward + backward with the
+    language-model loss on the text (prompt tuning: only `prompt` requires grad), or forward only. It runs under
+    whatever autocast the caller set up."""
+    import torch
+
+    start = time.perf_counter()
+    with torch.set_grad_enabled(backward):
+        embeds = torch.cat([prompt.expand(ids.shape[0], -1, -1), base.embed(ids)], dim=1)  # (B, P+T, d)
+        if backward:
+            labels = torch.cat([torch.full((ids.shape[0], prompt.shape[0]), -100), ids], dim=1)  # (B, P+T)
+            base.model(inputs_embeds=embeds, labels=labels).loss.backward()
+            prompt.grad = None
+        else:
+            base.model(inputs_embeds=embeds)
+    return time.perf_counter() - start
