@@ -1,5 +1,5 @@
 """The `ptune` command line (and so `dvc repro`). Each command parses its arguments, calls one or a few
-functions of `ptune.stages` on a `TaskRun`, and prints; library errors become one line and exit code 2.
+functions of `ptune.stages` on a `TaskRun`, and prints; library errors become one line and exit code 1.
 `ptune.stages` (torch, transformers, MLflow) is imported inside the commands, so `ptune --help` is quick.
 """
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ptune import cli_interpret, cli_reference, cli_serve, cli_sweep, cli_transfer
+from ptune import cli_interpret, cli_reference, cli_serve, cli_sources, cli_sweep, cli_transfer
 from ptune.config import project_params
 from ptune.errors import PtuneError, ValidationFailed
 
@@ -295,6 +295,7 @@ app.command("interpret")(cli_interpret.interpret_cmd)
 app.command("similar")(cli_transfer.similar_cmd)
 app.command("reference")(cli_reference.reference_cmd)
 app.command("serve")(cli_serve.serve_cmd)
+app.command("sources")(cli_sources.sources_cmd)
 
 
 def main() -> None:
@@ -303,7 +304,7 @@ def main() -> None:
         app()
     except PtuneError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

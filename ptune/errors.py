@@ -1,4 +1,4 @@
-"""The errors ptune raises at its edges; the CLI prints their message and exits 2 (no traceback)."""
+"""The errors ptune raises at its edges; the CLI prints their message and exits 1 (no traceback)."""
 
 
 class PtuneError(Exception):

@@ -40,6 +40,10 @@ class PackageCsvSource:
     required: tuple[str, ...] = ()    # rows with a null or blank value here are dropped
     offline: bool = True
 
+    @property
+    def pins(self) -> tuple[PinnedFile, ...]:
+        return (self.pin,)
+
     def describe(self) -> str:
         return f"pypi:{self.pin.package}=={self.pin.version}/{self.member}"
 
@@ -66,8 +70,12 @@ class BigbenchSource:
     pin: PinnedFile = BIGBENCH
     offline: bool = True
 
+    @property
+    def pins(self) -> tuple[PinnedFile, ...]:
+        return (self.pin,)
+
     def describe(self) -> str:
-        return f"pypi:{self.pin.package}=={self.pin.version}/benchmark_tasks/{self.task}"
+        return f"pypi:{self.pin.package}=={self.pin.version}/benchmark_tasks/{self.task} (opt-in: supply the sdist)"
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Flat rows: classification {"input", "label"} (argmax of target_scores), generation {"input", "target"}."""

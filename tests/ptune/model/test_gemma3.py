@@ -96,7 +96,7 @@ def test_refused_without_acceptance_and_nothing_downloaded(value, temp_home, no_
     message = str(info.value)
     assert "Gemma Terms of Use" in message and "https://ai.google.dev/gemma/terms" in message
     assert f"{ACCEPT}=1" in message and "Nothing was downloaded" in message
-    assert isinstance(info.value, ModelError)  # the CLI prints it as one line and exits 2
+    assert isinstance(info.value, ModelError)  # the CLI prints it as one line and exits 1
     from prefect.states import Failed
 
     from tasks.policies import retry_on
@@ -131,7 +131,7 @@ def test_cli_refusal_is_one_line_and_exit_2(temp_home, no_network, monkeypatch, 
     with pytest.raises(SystemExit) as info:
         cli.main()
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 2 and err.startswith("error: built-in model 'gemma3-270m' is distributed under")
+    assert info.value.code == 1 and err.startswith("error: built-in model 'gemma3-270m' is distributed under")
     assert len(err.splitlines()) == 1
 
 
