@@ -26,9 +26,6 @@ app = typer.Typer(help="Prompt tuning (soft prompts) on frozen Hugging Face mode
 ParamsOpt = Annotated[Path | None, typer.Option("--params", help="params file to read (default params.yaml, optional); a named file must exist.")]
 
 
-# ---- commands are added below this line, one short function each ----
-
-
 @app.command("repro", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def repro_cmd(ctx: typer.Context) -> None:
     """`dvc repro [ARGS]` behind a workspace lock: concurrent runs wait for each other instead of failing."""

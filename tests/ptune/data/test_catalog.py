@@ -18,6 +18,8 @@ from ptune.errors import ConfigError
 
 # One row per built-in task, with the exact column names and value types of its real source.
 SAMPLE_ROWS = {
+    "boolq_offline": {"question": "is the sky blue", "passage": "Sky -- The sky is blue by day.", "answer": "true"},
+    "aclsum_title": {"abstract": "We study soft prompts. They work.", "title": "Soft Prompts Work"},
     "rotten_tomatoes": {"category": "rotten", "text": "A dull, plodding film.", "movie_name": "x",
                         "has_plot_and_reviews": "False"},
     "strategyqa": {"input": "Could a llama birth twice during the War in Vietnam?", "label": "No"},
@@ -71,11 +73,12 @@ def test_metrics_per_task() -> None:
     assert tasks["cb"].metrics == ("accuracy", "f1_macro")
     assert tasks["multirc"].metrics == ("f1a", "em")
     assert tasks["record"].metrics == ("em", "f1")
-    for name in ("xsum", "dialogsum", "samsum", "cnn_dailymail"):
+    for name in ("xsum", "aclsum_title", "dialogsum", "samsum", "cnn_dailymail"):
         assert tasks[name].metrics == ("rougeL", "rouge1", "rouge2", "rougeLsum")
     assert tasks["boolq"].metrics == ("accuracy",)
     assert {n for n, s in tasks.items() if s.source.offline} == {
-        "rotten_tomatoes", "strategyqa", "vitaminc", "presupposition_nli", "intent", "xsum"}
+        "rotten_tomatoes", "boolq_offline", "aclsum_title", "strategyqa", "vitaminc", "presupposition_nli", "intent",
+        "xsum"}
 
 
 def test_hub_labels_map_integers_and_refuse_hidden_test_labels() -> None:

