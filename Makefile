@@ -25,7 +25,7 @@ export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test lint repro bench mlflow-ui server worker deploy serve up down clean
+.PHONY: setup run test lint repro bench docs mlflow-ui server worker deploy serve up down clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ lint: setup
 # `dvc repro` behind a workspace lock (ptune/repro.py): a cron job and a person can both call it.
 repro: setup
 	$(BIN)/python -m ptune.cli repro
+
+# The docs site (mkdocs, material theme) over docs/, on 127.0.0.1 only; `make test` runs `mkdocs build --strict`.
+DOCS_PORT ?= 8001
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 bench: setup
 	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ptune.errors import PtuneError
 from ptune.fileio import atomic_path
 
 FILE = "state.safetensors"
@@ -38,7 +39,7 @@ def code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-class CorruptCheckpoint(Exception):
+class CorruptCheckpoint(PtuneError):
     """The checkpoint file cannot be trusted (unreadable, truncated, checksum mismatch, wrong shapes)."""
 
 
