@@ -1,6 +1,7 @@
 """Flow parameters as pydantic models: Prefect turns them into the validated form of the UI's "Run" page.
 
-Every field left empty (None) falls back to params.yaml, so the form only carries what a run changes. The
+Every field left empty (None) falls back to the task's own value (params.yaml with its task_overrides), so the
+form only carries what a run changes: no field is pre-filled, since a pre-filled value would be submitted. The
 training fields take their types, bounds and choices from `ptune.config.TrainConfig`: one source of truth.
 """
 
@@ -27,13 +28,16 @@ def _params_value(section: str | None, name: str) -> Any:
 
 
 def from_params(section: str | None, name: str) -> Any:
-    """json_schema_extra: the form shows params.yaml's value as the field's default. It is read when the schema
-    is made (`prefect deploy`), so re-deploy after editing params.yaml; the run itself reads the file again."""
+    """json_schema_extra: the field stays empty (no JSON-schema default, so the UI pre-fills nothing) and its
+    description says what empty means. A pre-filled global value would be submitted by the form and override the
+    task's own recipe (task_overrides), so only the description names params.yaml's global value, as read when
+    the schema is made (`prefect deploy`)."""
     def extra(schema: dict[str, Any]) -> None:
+        schema.pop("default", None)
         value = _params_value(section, name)
-        if value is not None:
-            schema["default"] = value
-            schema["description"] = f"{schema.get('description', '')} params.yaml: {value}.".strip()
+        shown = f"; params.yaml's global value: {value}" if value is not None else ""
+        schema["description"] = (f"{schema.get('description', '')} Empty = the task's own value "
+                                 f"(its task_overrides, else params.yaml{shown}).").strip()
     return extra
 
 

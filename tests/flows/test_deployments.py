@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -68,6 +69,8 @@ def server(tmp_path_factory) -> Iterator[dict[str, str]]:
 def deployed(server, tmp_path_factory, tiny_causal_dir) -> Iterator[dict[str, str]]:
     """`make deploy`'s two commands, then a worker on the pool (stopped before the server)."""
     project = build_project(tmp_path_factory.mktemp("deployed-project"), tiny_causal_dir)
+    with (project / "params.yaml").open("a") as fh:  # the toy task's own recipe differs from the global one
+        fh.write("task_overrides:\n  toy:\n    train: {lr: 0.05, n_tokens: 3}\n")
     for name in ("flows", "tasks"):
         (project / name).symlink_to(REPO / name)
     env = {**server, "PTUNE_PROJECT_DIR": str(project), "PTUNE_TZ": "Europe/Paris"}
@@ -106,7 +109,7 @@ def test_deployments_schedule_and_forms(deployed):
     task = train.parameter_openapi_schema["definitions"]["TrainFlowParams"]["properties"]["task"]
     assert {"toy", "toy_bad", "rotten_tomatoes"} <= set(task["enum"])  # the catalog + the project's user tasks
     steps = train.parameter_openapi_schema["definitions"]["TrainOverrides"]["properties"]["max_steps"]
-    assert steps["default"] == 6  # the toy project's params.yaml value, shown in the form
+    assert "default" not in steps and "params.yaml's global value: 6" in steps["description"]  # shown, not pre-filled
     ref_form = reference.parameter_openapi_schema["definitions"]["ReferenceParams"]["properties"]
     assert ref_form["method"]["enum"] == ["lora", "full", "multitask"] and "toy" in ref_form["task"]["enum"]
     assert reference.work_pool_name == "ptune-process" and "reference" in reference.tags
@@ -125,3 +128,40 @@ def test_run_a_deployment_with_form_parameters(deployed):
     project = Path(deployed["PTUNE_PROJECT_DIR"])
     assert run.state.is_completed(), run.state.message + (project / "worker.log").read_text()[-3000:]
     assert (project / "data" / "validation" / "toy" / "report.md").exists()  # ran in the project dir
+
+
+def _ui_payload(schema: dict, definition: str) -> dict:
+    """What the UI's Run form submits untouched: every property's JSON-schema default, nested objects included."""
+    props = schema["definitions"][definition]["properties"]
+    payload = {name: field["default"] for name, field in props.items() if "default" in field}
+    for name, field in props.items():
+        ref = field.get("$ref") or next((a["$ref"] for a in field.get("allOf", []) if "$ref" in a), None)
+        if ref:
+            payload[name] = _ui_payload(schema, ref.rsplit("/", 1)[-1])
+    return payload
+
+
+def test_a_form_run_trains_the_tasks_own_recipe(deployed):
+    """A UI run of `toy` where only max_steps was typed: the flow run's parameters, read back from the API, give
+    the task's own lr and prompt length (task_overrides), not the global params.yaml values."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Scheduled
+
+    from flows.common import task_run
+    from flows.params import TrainFlowParams
+    from tests.support import project_env
+
+    with temporary_settings({PREFECT_API_URL: deployed["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("train-task/train")
+        form = _ui_payload(deployment.parameter_openapi_schema, "TrainFlowParams")
+        form.update(task="toy", train={**form.get("train", {}), "max_steps": 3})  # the one field the user typed
+        later = Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(days=365))  # no worker picks it up
+        run = client.create_flow_run_from_deployment(deployment.id, parameters={"params": form}, state=later)
+        try:
+            submitted = client.read_flow_run(run.id).parameters["params"]
+        finally:
+            client.delete_flow_run(run.id)
+    assert run.state.type == StateType.SCHEDULED
+    with project_env(Path(deployed["PTUNE_PROJECT_DIR"])):
+        params = task_run(TrainFlowParams(**submitted), "toy").params
+    assert (params.train.max_steps, params.train.lr, params.train.n_tokens) == (3, 0.05, 3)

@@ -57,12 +57,16 @@ def test_nightly_passes_its_form_to_each_task():
     assert (form.task, form.model, form.train.max_steps, form.promote) == ("toy", "m", 2, False)
 
 
-def test_form_offers_the_projects_tasks_and_shows_params_yaml_defaults(tmp_path, tiny_causal_dir):
+def test_form_offers_the_projects_tasks_and_prefills_nothing(tmp_path, tiny_causal_dir):
     with project_env(build_project(tmp_path, tiny_causal_dir)):
         schema = parameter_schema(train_task_flow).model_dump_for_openapi()["definitions"]
     task = schema["TrainFlowParams"]["properties"]["task"]
     assert {"toy", "toy_bad", "rotten_tomatoes", "xsum"} <= set(task["enum"])
     train = schema["TrainOverrides"]["properties"]
-    assert train["max_steps"]["default"] == 6 and "params.yaml: 6" in train["max_steps"]["description"]
-    assert train["init"]["default"] == "labels" and train["lr"]["default"] == 0.3
+    for name, field in train.items():  # a pre-filled value would be submitted and beat the task's own recipe
+        assert "default" not in field, name
+        assert "Empty = the task's own value" in field["description"], name
+    assert "params.yaml's global value: 6" in train["max_steps"]["description"]
+    form = schema["TrainFlowParams"]["properties"]
+    assert "default" not in form["model"] and "default" not in form["max_eval_examples"]
     assert TrainFlowParams(task="toy").train.max_steps is None  # a Python caller still inherits params.yaml
