@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -155,7 +155,7 @@ def test_a_form_run_trains_the_tasks_own_recipe(deployed):
         deployment = client.read_deployment_by_name("train-task/train")
         form = _ui_payload(deployment.parameter_openapi_schema, "TrainFlowParams")
         form.update(task="toy", train={**form.get("train", {}), "max_steps": 3})  # the one field the user typed
-        later = Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(days=365))  # no worker picks it up
+        later = Scheduled(scheduled_time=datetime.now(UTC) + timedelta(days=365))  # no worker picks it up
         run = client.create_flow_run_from_deployment(deployment.id, parameters={"params": form}, state=later)
         try:
             submitted = client.read_flow_run(run.id).parameters["params"]
