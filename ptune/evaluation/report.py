@@ -154,7 +154,23 @@ def markdown_table(task: str, results: Mapping[str, EvalResult], trainable: Mapp
 def _stat_cells(analysis: Analysis, name: str) -> list[str]:
     ci, share = analysis.intervals[name], analysis.shares[name]
     flag = " **degenerate**" if analysis.degenerate(name) else ""
-    return [f"[{ci.low:.4f}, {ci.high:.4f}]", f"{share:.2f}{flag}"]
+    return [f"[{ci.low:.4f}, {ci.high:.4f}]", f"{share_text(share, analysis.threshold)}{flag}"]
+
+
+def share_text(share: float, threshold: float | None) -> str:
+    """Two digits, or three within 0.01 of the degenerate threshold (0.947 next to a rule at 0.95, not 0.95)."""
+    near = threshold is not None and abs(share - threshold) < 0.01
+    return f"{share:.3f}" if near else f"{share:.2f}"
+
+
+def _below_majority(results: Mapping[str, EvalResult], metric: str) -> list[str]:
+    """A tuned prompt under the majority class's score, said plainly whatever its gain over the best baseline."""
+    tuned, majority = results.get("tuned"), results.get("majority")
+    if tuned is None or majority is None or metric not in tuned.metrics or metric not in majority.metrics:
+        return []
+    t, m = tuned.metrics[metric], majority.metrics[metric]
+    return [f"- **Below the majority rate**: the tuned prompt's {metric} {t:.4f} is under the majority class's "
+            f"{m:.4f} (always answering the most frequent label)."] if t < m else []
 
 
 def _legacy_best(results: Mapping[str, EvalResult]) -> list[str]:
@@ -180,6 +196,7 @@ def _summary(results: Mapping[str, EvalResult], analysis: Analysis) -> list[str]
         if analysis.best_draw is not None:
             line += f"; best on validation: {_title(analysis.best_draw, results[analysis.best_draw])}, {k['best']:.4f}"
         out.append(line + ".")
+    out += _below_majority(results, metric)
     flagged = [n for n in _ordered(results) if analysis.degenerate(n)]
     if flagged:
         out.append(f"- **Degenerate** (one answer for >= {analysis.threshold:.0%} of rows; never promoted): "

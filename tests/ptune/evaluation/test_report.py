@@ -196,3 +196,22 @@ def test_chart_is_written_and_no_text_leaves_the_figure(tmp_path):
                 and extent.y1 <= box.y1 + 1), f"clipped: {text.get_text()!r} {extent} outside {box}"
     assert len(fig.axes[0].lines) >= 2 * len(results)  # a dot and an interval per approach
     plt.close(fig)
+
+
+def test_report_says_below_the_majority_rate_and_shows_three_digits_near_the_rule(tmp_path):
+    """A tuned prompt at 0.5606 under a 0.5833 majority read as a gain over the best baseline; say it plainly.
+    A 0.947 share next to the 0.95 rule prints as 0.947, not 0.95."""
+    from ptune.evaluation.report import share_text
+
+    results, analysis, examples = _analysed(tmp_path)
+    majority = results["majority"].metrics["test/accuracy"]
+    results["tuned"] = dataclasses.replace(results["tuned"], metrics={**results["tuned"].metrics,
+                                                                      "test/accuracy": majority - 0.02})
+    md = write_report("toy", results, tmp_path / "below", {"tuned": 10}, examples=examples,
+                      analysis=analysis).markdown.read_text()
+    assert f"**Below the majority rate**: the tuned prompt's test/accuracy {majority - 0.02:.4f}" in md
+    above = write_report("toy", {**results, "tuned": dataclasses.replace(
+        results["tuned"], metrics={**results["tuned"].metrics, "test/accuracy": majority + 0.02})},
+        tmp_path / "above", {"tuned": 10}, examples=examples, analysis=analysis).markdown.read_text()
+    assert "Below the majority rate" not in above
+    assert (share_text(0.947, 0.95), share_text(0.80, 0.95), share_text(0.955, 0.95)) == ("0.947", "0.80", "0.955")
