@@ -55,6 +55,12 @@ class TaskSpec:
             raise ConfigError(f"task {self.name!r}: " + "; ".join(problems))
 
     @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The columns a caller supplies: all but the last, which holds the target in every catalog entry and
+        user task (tests/ptune/data/test_catalog.py checks the convention on every built-in)."""
+        return self.columns[:-1] if len(self.columns) > 1 else self.columns
+
+    @property
     def max_source_chars(self) -> int:
         """Character bound used by prepare (drops longer rows) and validation: ~12 characters per token."""
         return self.max_source_tokens * 12

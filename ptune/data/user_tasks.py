@@ -136,7 +136,7 @@ def _build_spec(name: str, entry: Mapping[str, Any], base: Path) -> TaskSpec:
     words = tuple(entry.get("label_words") or ())
     label_map = tuple((str(k), str(v)) for k, v in (entry.get("label_map") or {}).items())
     target = str(entry["target_field"])
-    columns = tuple(dict.fromkeys([*placeholders(entry["template"]), target]))
+    columns = tuple(dict.fromkeys([*(p for p in placeholders(entry["template"]) if p != target), target]))  # target last
     path = Path(str(entry["path"])).expanduser()
     source = LocalSource(path if path.is_absolute() else (base / path).resolve(), str(entry.get("split_field", "")))
     return TaskSpec(

@@ -145,3 +145,25 @@ def test_ptune_does_not_import_great_expectations() -> None:
     code = ("import sys, ptune.data.catalog, ptune.data.splits, ptune.data.validation, ptune.cli, ptune.data.hub_tasks; "
             "sys.exit(1 if 'great_expectations' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_ROWS))
+def test_the_last_column_is_the_target_and_no_input(name: str) -> None:
+    """TaskSpec.input_columns (what the pyfunc's signature offers) drops the last column: it must be the target,
+    so changing it never changes the source text."""
+    spec = builtin_tasks()[name]
+    row = SAMPLE_ROWS[name]
+    target = spec.columns[-1]
+    assert spec.input_columns == spec.columns[:-1] and target not in spec.input_columns
+    source = spec.formatter(row)[0]
+    try:
+        changed = spec.formatter({**row, target: "zz marker zz"})[0]
+    except (KeyError, ValueError, TypeError, IndexError):
+        return  # the target column only feeds the label mapping
+    assert changed == source
+
+
+def test_a_user_tasks_target_is_its_last_column(tmp_path) -> None:
+    entry = {**GOOD, "template": "Label {label} text: {text}\nLabel:", "target_field": "label"}
+    spec = user_tasks(Params(tasks={"leaky": entry}), reserved=builtin_tasks())["leaky"]
+    assert spec.columns[-1] == "label" and spec.input_columns == ("text",)

@@ -72,7 +72,7 @@ def test_version_has_signature_input_example_and_honours_batch_size(store, tiny_
     reg = model_registry.register_prompt(TASK, prompt_dir, run.run_id, "test/accuracy",
                                          example={"text": "a witty film", "category": "fresh", "source": "x"})
     model = mlflow.pyfunc.load_model(reg.model_uri)
-    assert model.metadata.get_input_schema().input_names() == ["text", "category", "source"]
+    assert model.metadata.get_input_schema().input_names() == ["text", "source"]  # not the target column
     assert [(p.name, p.default) for p in model.metadata.get_params_schema().params] == [("batch_size", 16)]
     assert model.input_example.to_dict(orient="list") == {"text": ["a witty film"]}
     inner, seen = model.unwrap_python_model(), []
