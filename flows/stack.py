@@ -76,11 +76,14 @@ def wait_healthy(url: str, pid: int, log: Path, timeout: float = 120) -> None:
     raise SystemExit(f"the Prefect server did not answer at {url} (log {log}):\n{tail}")
 
 
-def stack_env(project: Path, port: int) -> dict[str, str]:
+def stack_env(project: Path, port: int, mlflow_port: int | None = None) -> dict[str, str]:
+    """The environment of the server and the workers; with `mlflow_port`, the workers' summary artifacts link
+    (and draw their chart from) the MLflow UI that `make up MLFLOW=1 MLFLOW_PORT=...` starts."""
     api = f"http://127.0.0.1:{port}/api"
+    ui = {"PTUNE_MLFLOW_UI": f"http://127.0.0.1:{mlflow_port}"} if mlflow_port else {}
     return {**QUIET, **os.environ, "PREFECT_API_URL": api, "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_API_URL": api, "PTUNE_PROJECT_DIR": str(project),
-            "PTUNE_TZ": os.environ.get("PTUNE_TZ", "UTC")}
+            "PTUNE_TZ": os.environ.get("PTUNE_TZ", "UTC"), **ui}
 
 
 def deploy(env: dict[str, str]) -> None:
@@ -106,7 +109,7 @@ def up(project: Path, port: int, workers: int = 2, mlflow_port: int | None = Non
     if running(project):
         print(f"already up: {running(project)} (logs in {state_dir(project)}); `make down` stops it")
         return running(project)
-    env = stack_env(project, port)
+    env = stack_env(project, port, mlflow_port)
     prefect = str(BIN / "prefect")
     pid = _spawn(project, "server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                  env, project)
