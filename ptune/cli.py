@@ -85,16 +85,17 @@ def train_cmd(task: TaskArg, params: ParamsOpt = None,
 PromptOpt = Annotated[Path | None, typer.Option("--prompt", help="Prompt artifact dir (default outputs/TASK/prompt).")]
 SplitOpt = Annotated[str, typer.Option(help="Split to score.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Use a prompt trained for another task.")]
+BaseOpt = Annotated[str | None, typer.Option("--base", help="Base model to load the prompt with (default: params.yaml model, or for pull the version's base_model tag); prompt.json must name it.")]
 
 
 @app.command("eval")
 def eval_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
              mode: Annotated[str | None, typer.Option(help="rank | generate (default by task kind).")] = None,
-             params: ParamsOpt = None, force: ForceOpt = False) -> None:
+             params: ParamsOpt = None, force: ForceOpt = False, base: BaseOpt = None) -> None:
     """Score a tuned prompt on a split; prints one JSON object {"<split>/<metric>": .., invalid_rate, n, seconds}."""
     from ptune import stages
 
-    run = _run(task, params)
+    run = _run(task, params, model=base)
     weight, base = stages.trained_from_dir(run, prompt, force=force)
     res = stages.evaluate(run, base, weight, split=split, mode=mode)
     typer.echo(json.dumps({**res.metrics, f"{split}/invalid_rate": res.invalid_rate, f"{split}/n": res.n,
@@ -103,14 +104,15 @@ def eval_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
 
 @app.command("report")
 def report_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
-               params: ParamsOpt = None, force: ForceOpt = False) -> None:
+               params: ParamsOpt = None, force: ForceOpt = False, base: BaseOpt = None) -> None:
     """Tuned prompt vs zero-shot, k-shot, chat baselines: writes metrics/TASK.json and outputs/TASK/report/."""
     from ptune import stages
 
-    run = _run(task, params)
+    run = _run(task, params, model=base)
     weight, base = stages.trained_from_dir(run, prompt, force=force)
     found = stages.baselines(run, base, split=split)
     written = stages.report(run, stages.evaluate(run, base, weight, split=split), found, weight.numel()).files
+    stages.report_match.record(run.paths.report_dir, prompt or run.paths.prompt_dir, written.metrics)  # for register
     for name in ("markdown", "metrics", "chart", "predictions"):
         typer.echo(f"{name}: {getattr(written, name)}")
     typer.echo(written.markdown.read_text(encoding="utf-8"))
@@ -121,13 +123,13 @@ def predict_cmd(task: TaskArg,
                 text: Annotated[str, typer.Argument(help="Input: the task's first column, or the source with --raw.")],
                 prompt: PromptOpt = None,
                 raw: Annotated[bool, typer.Option("--raw", help="TEXT is already formatted (ends with the cue).")] = False,
-                params: ParamsOpt = None, force: ForceOpt = False) -> None:
+                params: ParamsOpt = None, force: ForceOpt = False, base: BaseOpt = None) -> None:
     """Print the label (classification) or generated text for one input."""
     from ptune import stages
     from ptune.data.spec import format_input
     from ptune.evaluation.scoring import predict
 
-    run = _run(task, params)
+    run = _run(task, params, model=base)
     weight, base = stages.trained_from_dir(run, prompt, force=force)
     typer.echo(predict(base, run.spec, [text if raw else format_input(run.spec, text)], weight)[0][0])
 
@@ -169,6 +171,7 @@ def dvc_inputs_cmd(params: ParamsOpt = None) -> None:
 def prepare_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     """Dedupe, split (seeded, official splits kept) and cap data/raw/TASK.jsonl into data/prepared/TASK/."""
     from ptune import stages
+    from ptune.data.row_checks import named_lines
 
     done = stages.prepare(_run(task, params))
     typer.echo(f"prepared {task}: " + ", ".join(f"{k}={v}" for k, v in done.counts.items())
@@ -176,8 +179,8 @@ def prepare_cmd(task: TaskArg, params: ParamsOpt = None) -> None:
     if done.dropped:
         reasons = ", ".join(f"{k}={v}" for k, v in done.dropped["by_reason"].items())
         typer.echo(f"dropped {done.dropped['dropped']} of {done.dropped['total']} raw rows: {reasons}")
-        for conflict in done.dropped["conflicts"][:5]:
-            typer.echo(f"  conflicting targets: {conflict}")
+        for line in named_lines(done.dropped):  # conflicts, empty and over-long rows, each named
+            typer.echo(f"  {line}")
 
 
 @app.command("validate")
@@ -215,15 +218,12 @@ def pull_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the prompt artifact to.")],
     alias: Annotated[str, typer.Option("--alias", help="Registry alias to pull.")] = "champion",
     verify_base: Annotated[bool, typer.Option("--verify-base", help="Also load the base model and check its fingerprint.")] = False,
+    base: BaseOpt = None,
 ) -> None:
-    """Write the prompt directory of ptune-<task>@<alias> to --out, verified (checksum; base fingerprint with --verify-base)."""
-    from ptune.registry.loading import load_prompt_with_base
-    from ptune.registry.model_registry import download_prompt
+    """Write the prompt directory of ptune-<task>@<alias> to --out, verified (checksum; base fingerprint with --verify-base or --base)."""
+    from ptune.registry.loading import pull_prompt
 
-    target = download_prompt(task, out, alias=alias)
-    if verify_base:
-        load_prompt_with_base(target)
-    typer.echo(f"wrote {target}")
+    typer.echo(f"wrote {pull_prompt(task, out, alias=alias, verify_base=verify_base, base_spec=base)}")
 
 
 @app.command("register")
@@ -231,13 +231,14 @@ def register_cmd(
     prompt_dir: Annotated[Path, typer.Argument(help="A ptune prompt artifact directory left on disk.")],
     task: Annotated[str | None, typer.Option("--task", help="Task name (must match prompt.json).")] = None,
     params: ParamsOpt = None,
+    without_report: Annotated[bool, typer.Option(help="Register though no report of this prompt is found.")] = False,
 ) -> None:
-    """Register a prompt directory as a new version of ptune-<task> (e.g. after the tracking server was down)."""
+    """Register a prompt directory as a new version of ptune-<task> with the metrics of the report that scored it."""
     from ptune import stages
     from ptune.model.artifacts import load_prompt
 
-    reg = stages.register_dir(_run(task or load_prompt(prompt_dir)[1].task, params), prompt_dir)
-    typer.echo(f"registered {reg.name} version {reg.version} (run {reg.run_id}); promote with "
+    reg = stages.register_dir(_run(task or load_prompt(prompt_dir)[1].task, params), prompt_dir, not without_report)
+    typer.echo(f"registered {reg.name} version {reg.version} (run {reg.run_id}) {reg.note}; promote with "
                f"`ptune promote {task or reg.name.removeprefix('ptune-')} --version {reg.version}`")
 
 

@@ -36,7 +36,7 @@ from ptune.evaluation.scoring import evaluate as score
 from ptune.model.artifacts import PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_held_model
 from ptune.model.precision import autocast_dtype, held_dtypes, inference_precision
-from ptune.registry import model_card, model_registry, promotion, tracking
+from ptune.registry import model_card, model_registry, promotion, report_match, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
 from ptune.training.history import StepInfo, plot_curve, write_curve
@@ -234,11 +234,12 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
     return registered
 
 
-def register_dir(run: TaskRun, prompt_dir: Path) -> model_registry.RegisteredPrompt:
-    """Register a prompt left on disk with the test and baseline metrics of its report, when one newer than the
-    prompt lies next to it (<prompt dir>/../report/metrics.json or `run`'s metrics JSON)."""
-    report = report_format.read_report_metrics(prompt_dir, run.paths.metrics_file, owner=run.paths.prompt_dir)
-    return model_registry.register_dir(prompt_dir, run.spec, report, example=example_row(run))
+def register_dir(run: TaskRun, prompt_dir: Path, require_report: bool = True) -> model_registry.RegisteredPrompt:
+    """Register a prompt left on disk with the test and baseline metrics of the report that scored it (matched
+    by the prompt's sha256 in <prompt dir>/../report/ or `run`'s report dir; see ptune.registry.report_match)."""
+    found = report_match.find_report(run.name, prompt_dir, [Path(prompt_dir).parent / "report", run.paths.report_dir],
+                                     required=require_report)
+    return model_registry.register_dir(prompt_dir, run.spec, found.metrics, example=example_row(run), note=found.source)
 
 
 def example_row(run: TaskRun) -> dict[str, str] | None:  # the first prepared test row: the input example
@@ -287,7 +288,7 @@ def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None, *,
     """(prompt, base) of a prompt left on disk (default <root>/prompt), for `ptune eval/report/predict`.
     A prompt trained for another task is refused unless `force`."""
     path = prompt_dir or run.paths.prompt_dir
-    loaded = load_prompt_with_base(path)
+    loaded = load_prompt_with_base(path, base_spec=run.params.model)  # the run's model, never prompt.json's
     if loaded.meta.task != run.name and not force:
         raise ArtifactError(f"the prompt at {path} was trained for task {loaded.meta.task!r}, not {run.name!r}; "
                             "pass --force to use it anyway")

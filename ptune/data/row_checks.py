@@ -22,25 +22,46 @@ MAX_LISTED = 5
 
 @dataclass
 class Dropped:
-    """Rows `prepare` dropped, per reason, out of `total` raw rows; `conflicts` names the rows of each clash."""
+    """Rows `prepare` dropped, per reason, out of `total` raw rows; `conflicts` names the rows of each clash,
+    `rows` each empty or over-long row (raw row number, id, why)."""
 
     total: int
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     conflicts: list[str] = field(default_factory=list)
+    rows: list[str] = field(default_factory=list)
+
+    def drop(self, reason: str, number: int, row_id: str, why: str) -> None:
+        """Count one empty or over-long raw row and name it: 'row 23 (id mine-0a1b...): empty: ...'."""
+        self.counts[reason] += 1
+        self.rows.append(f"row {number} (id {row_id}): {reason}: {why}")
 
     @property
     def n(self) -> int:
         return sum(self.counts.values())
 
     def summary(self) -> str:
-        """'dropped 3 of 100 rows: empty=1, too_long=0, duplicate=1, conflicting=1' (+ the conflicts)."""
-        text = f"dropped {self.n} of {self.total} rows: " + ", ".join(f"{k}={v}" for k, v in self.counts.items())
-        listed = self.conflicts[:MAX_LISTED]
-        more = len(self.conflicts) - len(listed)
-        return text + "".join(f"\n  - {c}" for c in listed) + (f"\n  - ... {more} more conflicts" if more > 0 else "")
+        """'dropped 3 of 100 rows: empty=1, too_long=0, duplicate=1, conflicting=1' (+ the rows named)."""
+        return self.headline() + self.named()
+
+    def headline(self) -> str:
+        return f"dropped {self.n} of {self.total} rows: " + ", ".join(f"{k}={v}" for k, v in self.counts.items())
+
+    def named(self) -> str:
+        return "".join(f"\n  - {line}" for line in named_lines(self.to_dict()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "dropped": self.n, "by_reason": dict(self.counts), "conflicts": self.conflicts}
+        return {"total": self.total, "dropped": self.n, "by_reason": dict(self.counts), "conflicts": self.conflicts,
+                "rows": self.rows}
+
+
+def named_lines(dropped: dict[str, Any], limit: int = MAX_LISTED) -> list[str]:
+    """The dropped rows named in a report (`Dropped.to_dict()`): conflicts, then empty and over-long rows."""
+    lines = []
+    for key, what in (("conflicts", "conflicting targets"), ("rows", "dropped")):
+        items = dropped.get(key) or []
+        lines += [f"{what}: {item}" for item in items[:limit]]
+        lines += [f"... {len(items) - limit} more {what} rows"] if len(items) > limit else []
+    return lines
 
 
 def scalar_fields(spec: TaskSpec) -> list[str]:
@@ -94,8 +115,8 @@ def dedupe(rows: list[dict[str, Any]], dropped: Dropped) -> list[dict[str, Any]]
 def check_dropped(spec: TaskSpec, dropped: Dropped, max_share: float, raw: Path) -> None:
     """DataError when prepare dropped more than `max_share` of the raw rows."""
     if dropped.total and dropped.n / dropped.total > max_share:
-        raise DataError(f"{raw}: task {spec.name!r}: {dropped.summary()} ({dropped.n / dropped.total:.0%}), "
-                        f"over data.max_dropped_share={max_share}")
+        raise DataError(f"{raw}: task {spec.name!r}: {dropped.headline()} ({dropped.n / dropped.total:.0%}), "
+                        f"over data.max_dropped_share={max_share}{dropped.named()}")
 
 
 def check_enough(spec: TaskSpec, counts: dict[str, int], dropped: Dropped, raw: Path) -> None:

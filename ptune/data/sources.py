@@ -24,6 +24,7 @@ from ptune.packages import fetch as fetch_pinned
 from ptune.paths import ptune_home
 
 SPLIT_KEY = "_split"
+GZIP_MAGIC = b"\x1f\x8b"
 # BIG-bench tasks extracted together on the first scan of the sdist (one ~5 s pass for all of them).
 BIGBENCH_PREFETCH = ("strategyqa", "vitaminc_fact_verification", "presuppositions_as_nli",
                      "intent_recognition", "gem/xsum")
@@ -208,36 +209,82 @@ class LocalSource:
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl/.csv/.parquet file; DataError names the file (and line for JSONL) on any problem."""
+    """Rows of a .jsonl/.csv/.parquet file; DataError names the file (and line) on any problem: not UTF-8,
+    gzip-compressed, a JSON array instead of JSON Lines, a CSV header naming a column twice."""
     if not path.is_file():
         raise DataError(f"local data file not found: {path}")
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".csv"):
+        text = _utf8_text(path, suffix)
+        return _read_jsonl_rows(path, text) if suffix == ".jsonl" else _read_csv_rows(path, text)
     try:
-        if suffix == ".jsonl":
-            return _read_jsonl_rows(path)
         import pandas as pd
 
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False) if suffix == ".csv" else pd.read_parquet(path)
-    except DataError:
-        raise
+        frame = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - any parser failure becomes one clear message
-        raise DataError(f"{path}: cannot read as {suffix[1:]}: {exc}") from exc
+        raise DataError(f"{path}: cannot read as {suffix[1:]}: {_one_line(exc)}") from None
+    return _records(frame)
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
     return [{k: (None if _is_nan(v) else v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and value != value
 
 
-def _read_jsonl_rows(path: Path) -> list[dict[str, Any]]:
+def _utf8_text(path: Path, suffix: str) -> str:
+    """The file decoded as UTF-8; DataError for a gzip file or a byte that is not UTF-8 (naming the line)."""
+    data = path.read_bytes()
+    if data[:2] == GZIP_MAGIC:
+        raise DataError(f"{path}: is gzip-compressed, expected plain UTF-8 {suffix[1:].upper()} text "
+                        f"(compressed files are not read); decompress it, e.g. `gunzip -c {path} > "
+                        f"{path.stem}-plain{suffix}`, and point the task's path at the result")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"{path} line {line}: the file is not UTF-8 (byte 0x{data[exc.start]:02x} at column "
+                        f"{column}); convert it, e.g. `iconv -f latin1 -t utf-8 {path} > utf8{suffix}`") from None
+
+
+def _read_csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    import csv
+
+    import pandas as pd
+
+    header = next(csv.reader(io.StringIO(text)), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path} line 1: column {', '.join(map(repr, repeated))} appears more than once in the "
+                        f"header {header}; expected each column name once (rename or drop the repeat)")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001 - any parser failure becomes one clear message
+        raise DataError(f"{path}: cannot read as csv: {_one_line(exc)}") from None
+    return _records(frame)
+
+
+def _read_jsonl_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    if text.lstrip().startswith("["):
+        line = text[:len(text) - len(text.lstrip())].count("\n") + 1
+        raise DataError(f"{path} line {line}: is a single JSON array, expected one JSON object per line (JSON Lines); "
+                        "convert it, e.g. `jq -c '.[]' file.json > file.jsonl`")
     rows = []
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is text
         if not line.strip():
             continue
         try:
-            row = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path} line {number}: not valid UTF-8 JSON: {exc}") from exc
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                            "expected one JSON object per line") from None
         if not isinstance(row, dict):
             raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)

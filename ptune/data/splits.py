@@ -101,20 +101,23 @@ def _format_rows(spec: TaskSpec, rows: list[dict[str, Any]], raw: Path,
         fields = {k: v for k, v in row.items() if not k.startswith("_")}
         try:
             source, target = spec.formatter(fields)
-        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        except KeyError as exc:
+            errors.append(f"row {number}: field {exc.args[0]!r} is missing")
+            continue
+        except (ValueError, TypeError, AttributeError, IndexError) as exc:
             errors.append(f"row {number}: {type(exc).__name__}: {exc}")
             continue
-        reason = ("empty" if row_checks.is_empty(spec, fields, target) else
-                  "too_long" if len(source) > spec.max_source_chars else None)
-        if reason:
-            dropped.counts[reason] += 1
-            continue
-        digest = sha256_text(f"{source}\x1f{target}")[:12]
-        out.append({"id": f"{spec.name}-{digest}", "source": source, "target": target, "fields": fields,
-                    SPLIT_KEY: row.get(SPLIT_KEY), "_line": number})
+        row_id = f"{spec.name}-{sha256_text(source + chr(0x1f) + target)[:12]}"
+        if row_checks.is_empty(spec, fields, target):
+            dropped.drop("empty", number, row_id, "empty target" if not target.strip() else "empty text")
+        elif len(source) > spec.max_source_chars:
+            dropped.drop("too_long", number, row_id, f"source of {len(source)} chars, over {spec.max_source_chars}")
+        else:
+            out.append({"id": row_id, "source": source, "target": target, "fields": fields,
+                        SPLIT_KEY: row.get(SPLIT_KEY), "_line": number})
     if errors:
         raise DataError(f"{raw}: {len(errors)} rows cannot be formatted for task {spec.name!r} "
-                        f"(columns {list(spec.columns)}): " + "; ".join(errors[:5]))
+                        f"(expected columns {list(spec.columns)}): " + "; ".join(errors[:5]))
     return out
 
 

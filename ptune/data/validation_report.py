@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ptune.data.row_checks import named_lines
 from ptune.data.spec import TaskSpec
 from ptune.fileio import atomic_write_bytes
 
@@ -47,7 +48,11 @@ def failures_of(split: str, result: Any, frame: Any) -> list[Failure]:
         column = config.kwargs.get("column", "")
         name = f"{config.type}({column})"
         examples = _examples(split, frame, column, found.get("unexpected_index_list") or [])
-        if not examples and "observed_value" in found:
+        if config.type == "expect_column_distinct_values_to_contain_set" and column in frame.columns:
+            missing = sorted(set(config.kwargs.get("value_set") or ()) - set(frame[column].dropna()))
+            examples = [f"no rows of class {', '.join(map(repr, missing))} (classes seen: "
+                        f"{', '.join(map(repr, sorted(set(frame[column].dropna()))))})"]
+        elif not examples and "observed_value" in found:
             examples = [f"observed {found['observed_value']!r}"]
         if item.exception_info and item.exception_info.get("raised_exception"):
             examples.append(f"error {item.exception_info.get('exception_message')}")
@@ -133,12 +138,13 @@ def render_markdown(spec: TaskSpec, summary: Mapping[str, Any], results: Mapping
 
 
 def _dropped_lines(dropped: Mapping[str, Any]) -> list[str]:
-    """'Dropped by prepare: 3 of 100 raw rows (empty 1, too_long 0, duplicate 1, conflicting 1)' + conflicts."""
+    """'Dropped by prepare: 3 of 100 raw rows (empty 1, too_long 0, duplicate 1, conflicting 1)' + the rows named
+    (conflicts; empty and over-long rows with their raw row number and id)."""
     if not dropped:
         return []
     reasons = ", ".join(f"{k} {v}" for k, v in dropped["by_reason"].items())
     lines = [f"Dropped by prepare: {dropped['dropped']} of {dropped['total']} raw rows ({reasons})."]
-    return lines + [f"- conflicting targets: {_md(c)}" for c in dropped.get("conflicts", [])[:10]] + [""]
+    return lines + [f"- {_md(line)}" for line in named_lines(dropped, limit=10)] + [""]
 
 
 def _md(text: str) -> str:

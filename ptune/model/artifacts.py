@@ -21,13 +21,20 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ptune.errors import ArtifactError
-from ptune.fileio import atomic_dir, check_replaceable, sha256_of
+from ptune.fileio import DirKind, atomic_dir, sha256_of
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 TENSOR_FILE = "prompt.safetensors"
 META_FILE = "prompt.json"
 TENSOR_KEY = "prompt_embeddings"
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble's manifest (ptune.model.ensemble_artifact)
+MEMBERS_DIR = "members"  # an ensemble's members/<i>/prompt.* (ptune.model.ensemble_artifact)
+# Every entry ptune writes into a prompt directory, single prompt or ensemble (one may replace the other):
+# `save_prompt`, `save_ensemble` and `ptune pull` replace a directory only when it holds nothing else.
+PROMPT_DIR = DirKind("prompt artifact", files=(
+    TENSOR_FILE, META_FILE, ENSEMBLE_FILE, f"{MEMBERS_DIR}/[0-9]*/{TENSOR_FILE}", f"{MEMBERS_DIR}/[0-9]*/{META_FILE}"),
+    dirs=(MEMBERS_DIR, f"{MEMBERS_DIR}/[0-9]*"))
 
 
 @dataclass(frozen=True)
@@ -112,12 +119,11 @@ def save_prompt(directory: str | Path, prompt: torch.Tensor, meta: PromptMeta, b
 
     n_tokens/hidden/sha256 in the written prompt.json come from the tensor and file; a meta that states a
     different n_tokens or hidden, a prompt of 0 tokens, or d != `base_hidden` (the base model's hidden size,
-    when the caller knows it) is refused. An existing artifact is replaced safely; a non-empty directory
-    that holds no artifact is never replaced."""
+    when the caller knows it) is refused. An existing artifact is replaced safely; a directory holding
+    anything but prompt files (`PROMPT_DIR`) is never replaced: ArtifactError naming what it holds."""
     target = Path(directory)
     tensor = _checked_tensor(prompt, meta, target, base_hidden)  # (P, d) fp32, contiguous, on CPU
-    check_replaceable(target, (META_FILE, TENSOR_FILE), "prompt artifact")
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, PROMPT_DIR) as tmp:
         save_file({TENSOR_KEY: tensor}, str(tmp / TENSOR_FILE), metadata={"format": "pt"})
         final = replace(meta, n_tokens=tensor.shape[0], hidden=tensor.shape[1],
                         sha256=sha256_of(tmp / TENSOR_FILE), format_version=FORMAT_VERSION)

@@ -105,9 +105,8 @@ def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str
     The weights are read in fp32 and fingerprinted before the cast to `dtype`, so a model held in bf16 has
     the fingerprint of its checkpoint and prompts move freely between fp32 and bf16 holders.
 
-    Resolution order: built-in name, existing local directory, hub id (`from_pretrained`, which reads
-    the HF cache and downloads when online). Sets torch's CPU threads for the model size
-    (`choose_threads`: `threads=` > `$PTUNE_THREADS` > by parameter count) and records the choice.
+    Resolution order: built-in name, existing local directory (its *.safetensors only), hub id (`from_pretrained`:
+    HF cache, downloads when online). CPU threads: `choose_threads` (`threads=` > `$PTUNE_THREADS` > by size), recorded.
     """
     spec = str(spec)
     target = pick_device(device)
@@ -168,7 +167,7 @@ def _load_pretrained(spec: str, path: Path | None, dtype: torch.dtype
     try:
         config = AutoConfig.from_pretrained(source)
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(source, dtype=dtype)
+        model = auto.from_pretrained(source, dtype=dtype, use_safetensors=path is not None or None)  # local: never a pickle
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise _load_error(spec, path, exc) from None  # the message says it all; no hub-client traceback
@@ -178,6 +177,9 @@ def _load_pretrained(spec: str, path: Path | None, dtype: torch.dtype
 def _load_error(spec: str, path: Path | None, exc: Exception) -> ModelError:
     text = str(exc).strip()
     cause = text.splitlines()[0] if text else type(exc).__name__
+    if path is not None and not any(path.glob("*.safetensors*")):
+        return ModelError(f"refusing to load model '{spec}' from {path}: it has no *.safetensors weights, and ptune never "
+                          f"unpickles pytorch_model.bin (re-save it with save_pretrained(safe_serialization=True))")
     if path is not None:
         return ModelError(f"cannot load model '{spec}' from {path}: {cause}")
     names = ", ".join(sorted(BUILTIN_MODELS))
@@ -190,8 +192,7 @@ def _load_error(spec: str, path: Path | None, exc: Exception) -> ModelError:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(k, "").lower() in {"1", "true", "yes", "on"}
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(os.environ.get(k, "").lower() in {"1", "true", "yes", "on"} for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

@@ -22,9 +22,17 @@ import torch
 
 from ptune.errors import ArtifactError
 from ptune.fileio import atomic_dir
-from ptune.model.artifacts import META_FILE, TENSOR_FILE, PromptMeta, load_prompt, save_prompt
+from ptune.model.artifacts import (
+    ENSEMBLE_FILE,
+    MEMBERS_DIR,
+    META_FILE,
+    PROMPT_DIR,
+    TENSOR_FILE,
+    PromptMeta,
+    load_prompt,
+    save_prompt,
+)
 
-ENSEMBLE_FILE = "ensemble.json"
 FORMAT_VERSION = 1
 
 
@@ -41,12 +49,13 @@ def is_ensemble(directory: str | Path) -> bool:
 
 def save_ensemble(directory: str | Path, prompts: Sequence[torch.Tensor], metas: Sequence[PromptMeta],
                   method: str = "mean") -> Path:
-    """Write K prompts (each (P, d)) and their metas as one ensemble artifact at `directory`, atomically."""
+    """Write K prompts (each (P, d)) and their metas as one ensemble artifact at `directory`, atomically; a
+    directory holding anything but prompt or ensemble files (`PROMPT_DIR`) is refused, untouched."""
     if not prompts or len(prompts) != len(metas):
         raise ArtifactError(f"cannot save ensemble to {directory}: {len(prompts)} prompts and {len(metas)} metas")
     target = Path(directory)
-    with atomic_dir(target) as tmp:
-        members = [f"members/{i}" for i in range(len(prompts))]
+    with atomic_dir(target, PROMPT_DIR) as tmp:
+        members = [f"{MEMBERS_DIR}/{i}" for i in range(len(prompts))]
         for path, prompt, meta in zip(members, prompts, metas, strict=True):
             save_prompt(tmp / path, prompt, meta)
         for name in (TENSOR_FILE, META_FILE):

@@ -2,10 +2,10 @@
 
 `prompt.json` already holds the sha256 of `prompt.safetensors`, which catches a damaged tensor but not a
 tensor and prompt.json edited together in the artifact store. The hashes here are taken at registration
-and kept where the artifact store cannot change them: as version tags in the registry database (checked
-by `ptune pull`, `load_prompt_with_base("models:/...")`, `load_registered_prompt`) and in the model's
-`model_config` (checked by the pyfunc's `load_context`, which may run without registry access).
-No MLflow here: only files and hashes.
+and kept where the artifact store cannot change them: as version tags in the registry database, checked
+by `ptune pull`, `load_prompt_with_base("models:/...")`, `load_registered_prompt` and the pyfunc's
+`load_context` (`ptune.registry.provenance`). They are also written to the model's `model_config`, for
+reading only: that copy lies in the artifact store, so nothing trusts it. No MLflow here: only files and hashes.
 """
 
 from __future__ import annotations

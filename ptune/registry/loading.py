@@ -1,7 +1,9 @@
 """Load a prompt together with the base model it was trained on, from a directory or a registry URI.
 
-The one place that does "load the prompt, load the base model it names, check the fingerprint":
-the pyfunc, the CLI (`eval`, `predict`, `pull --verify-base`), promotion and the stages all call it.
+The one place that does "load the prompt, load the one base model allowed, check the fingerprint": the
+pyfunc, the CLI (`eval`, `report`, `predict`, `pull --verify-base`), promotion and the stages all call it.
+Which base model is allowed is never read from prompt.json (the artifact store): it is the caller's
+`--base`, the registry's `base_model` tag, or params.yaml `model`; prompt.json must agree before any load.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ptune.config import project_params
 from ptune.errors import ArtifactError, RegistryError
 from ptune.model import artifacts
 from ptune.model.artifacts import PromptMeta
@@ -20,6 +23,7 @@ from ptune.model.base import BaseModel, load_base_model
 from ptune.model.layout import warn_if_layout_differs
 from ptune.registry import model_registry
 
+BASE_TAG = "base_model"  # the version tag naming the base model it was registered with
 MODEL_URI = re.compile(r"^models:/ptune-(?P<task>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
@@ -30,30 +34,73 @@ class LoadedPrompt:
     base: BaseModel  # the frozen base model the prompt was trained on (fingerprint checked)
 
 
-def load_prompt_with_base(source: str | Path, *, base: BaseModel | None = None) -> LoadedPrompt:
+def load_prompt_with_base(source: str | Path, *, base: BaseModel | None = None,
+                          base_spec: str | None = None) -> LoadedPrompt:
     """`source` is a prompt directory or `models:/ptune-<task>@<alias>` / `models:/ptune-<task>/<version>`.
 
-    `base` is reused when its fingerprint is the prompt's; otherwise the base model named in prompt.json
-    is loaded, and a fingerprint that differs from the prompt's is refused with an ArtifactError."""
+    `base` is reused when its fingerprint is the prompt's. Otherwise the one base model allowed is loaded:
+    `base_spec` (the user's `--base`), else for a registry URI the version's `base_model` tag, else the
+    configured one (params.yaml `model`). prompt.json must name that model, checked before anything is
+    loaded (a prompt never chooses which model gets loaded); a fingerprint that differs is refused too."""
     match = MODEL_URI.match(str(source))
     if match is None and str(source).startswith("models:/"):
         raise RegistryError(f"{source}: expected models:/ptune-<task>@<alias> or models:/ptune-<task>/<version>")
     if match is None:
-        return _load(Path(source), base)
+        return _load(Path(source), base, base_spec or configured_base())
+    version, tags = _registry_record(match["task"], match["alias"], match["version"])
     with tempfile.TemporaryDirectory() as tmp:
         prompt_dir = model_registry.download_prompt(match["task"], Path(tmp) / "prompt",
-                                                    alias=match["alias"], version=match["version"])
-        return _load(prompt_dir, base)
+                                                    alias=match["alias"], version=version)
+        return _load(prompt_dir, base, base_spec or tags.get(BASE_TAG) or configured_base())
 
 
-def _load(prompt_dir: Path, base: BaseModel | None) -> LoadedPrompt:
+def pull_prompt(task: str, out: str | Path, *, alias: str = "champion", verify_base: bool = False,
+                base_spec: str | None = None) -> Path:
+    """`ptune pull`: the prompt directory of `ptune-<task>@alias` written to `out` (checked against the
+    registry's hashes); with `verify_base` or `base_spec`, also loaded with its base model: `base_spec`, else
+    the version's `base_model` tag, else the configured one (see `load_prompt_with_base`)."""
+    version, tags = _registry_record(task, alias, None)
+    target = model_registry.download_prompt(task, out, alias=alias, version=version)
+    if verify_base or base_spec:
+        _load(target, None, base_spec or tags.get(BASE_TAG) or configured_base())
+    return target
+
+
+def configured_base() -> str:
+    """The project's base model (params.yaml `model`)."""
+    return project_params().model
+
+
+def _registry_record(task: str, alias: str | None, version: str | None) -> tuple[str | None, dict[str, str]]:
+    """(version, its tags) for `@alias` or `/version`; (None, {}) for an alias that does not exist (the
+    download then fails naming it). The tags come from the registry database, never the artifact store."""
+    if version is not None:
+        return version, model_registry.version_tags(task, version)
+    found = model_registry.alias_version(task, str(alias))
+    return (str(found.version), dict(found.tags)) if found is not None else (None, {})
+
+
+def same_spec(named: str, allowed: str) -> bool:
+    """Whether prompt.json's base spec names the allowed model: the same string, or the same local directory."""
+    if named == allowed:
+        return True
+    first, second = Path(named).expanduser(), Path(allowed).expanduser()
+    return first.is_dir() and second.is_dir() and first.resolve() == second.resolve()
+
+
+def _load(prompt_dir: Path, base: BaseModel | None, allowed: str) -> LoadedPrompt:
     _, meta = artifacts.load_prompt(prompt_dir)  # checksum, shape, dtype, finiteness
     if base is None or base.fingerprint != meta.base_fingerprint:
-        base = load_base_model(meta.base_spec)
+        if not same_spec(meta.base_spec, allowed):
+            raise ArtifactError(
+                f"refusing to load the {meta.task!r} prompt at {prompt_dir}: its prompt.json names the base model "
+                f"{meta.base_spec!r}, but the base model allowed here is {allowed!r} (--base, else the registry's "
+                f"base_model tag, else params.yaml `model`); nothing was loaded. Name the base with --base to use it")
+        base = load_base_model(allowed)
     if base.fingerprint != meta.base_fingerprint:
         raise ArtifactError(
             f"refusing to load the {meta.task!r} prompt at {prompt_dir}: base model mismatch: it was trained on "
-            f"{meta.base_spec!r} with fingerprint {meta.base_fingerprint}, but {meta.base_spec!r} now loads with "
+            f"{meta.base_spec!r} with fingerprint {meta.base_fingerprint}, but {base.spec!r} now loads with "
             f"fingerprint {base.fingerprint} (a different model; retrain the prompt or restore that base model)")
     prompt, meta = artifacts.load_prompt(prompt_dir, expected_fingerprint=base.fingerprint)
     if prompt.shape[1] != base.hidden_size:

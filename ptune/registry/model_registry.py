@@ -7,6 +7,7 @@ the Prefect tasks included), so MLflow failures all become one `RegistryError` n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -52,6 +53,7 @@ class RegisteredPrompt:
     version: str
     run_id: str
     model_uri: str
+    note: str = ""  # what `register_dir` recorded with it (which report's metrics, or what a retry added)
 
 
 def register_prompt(task: str, prompt_dir: str | Path, run_id: str, primary_metric: str, *,
@@ -104,11 +106,11 @@ def version_of_run(task: str, run_id: str) -> str | None:
 
 
 def register_dir(prompt_dir: str | Path, spec: TaskSpec, report: Mapping[str, float] | None = None,
-                 example: Mapping[str, str] | None = None) -> RegisteredPrompt:
+                 example: Mapping[str, str] | None = None, note: str = "") -> RegisteredPrompt:
     """Register a prompt left on disk (e.g. when the tracking server was down): a new run is made from
-    prompt.json (params, metrics) and `report` (the test and baseline metrics of the report written next to
-    it, if any), the prompt dir logged as its artifact, and a version registered. The same prompt registered
-    again (a retry) reuses its run, and so its version."""
+    prompt.json (params, metrics) and `report` (the test and baseline metrics of the report that scored it,
+    if any), the prompt dir logged as its artifact, and a version registered. The same prompt registered
+    again (a retry) reuses its run, and so its version, adding the results that version lacks."""
     _, meta = artifacts.load_prompt(prompt_dir)
     if spec.name != meta.task:
         raise RegistryError(f"{prompt_dir} holds a prompt for task {meta.task!r}, not {spec.name!r}")
@@ -117,8 +119,11 @@ def register_dir(prompt_dir: str | Path, spec: TaskSpec, report: Mapping[str, fl
     run = run_for_prompt(meta, registered_from=str(prompt_dir), prompt_sha256=digest)
     run.run_id = find_run(meta.task, {"prompt_sha256": digest})
     done = version_of_run(meta.task, run.run_id) if run.run_id else None
-    if done is not None:  # registered before (a retry): the same version, nothing logged twice
-        return RegisteredPrompt(model_name(meta.task), done, run.run_id, f"models:/{model_name(meta.task)}/{done}")
+    if done is not None:  # registered before (a retry): the same version, only what it lacks is added
+        added = _add_missing_results(meta.task, done, run.run_id, recorded)
+        said = f"; added {len(added)} metrics it lacked: {', '.join(added)}" if added else "; nothing new to add"
+        return RegisteredPrompt(model_name(meta.task), done, run.run_id, f"models:/{model_name(meta.task)}/{done}",
+                                f"already registered{said}")
     metrics = {k: v for k, v in recorded.items() if not k.startswith("baseline/")}
     baselines = {k: v for k, v in recorded.items() if k.startswith("baseline/")}
     log_final_metrics(run.start(), baselines)
@@ -126,7 +131,23 @@ def register_dir(prompt_dir: str | Path, spec: TaskSpec, report: Mapping[str, fl
     registered = register_prompt(meta.task, prompt_dir, run.run_id, primary_metric=f"test/{spec.metrics[0]}",
                                  spec=spec, example=example)
     model_card.publish_after_registration(meta.task, registered.version, run.run_id, prompt_dir)
-    return registered
+    return dataclasses.replace(registered, note=note)
+
+
+def _add_missing_results(task: str, version: str, run_id: str, recorded: Mapping[str, float]) -> list[str]:
+    """The results in `recorded` that a version has neither as a tag nor as a LoggedModel metric, added to it
+    (run and LoggedModel metrics, version tags); their names."""
+    have = {**version_tags(task, version), **version_metrics(task, version)}
+    missing = {k: float(v) for k, v in recorded.items() if _is_result(k) and k not in have}
+    if missing:
+        with guard(f"lookup of {model_name(task)} version {version}"):
+            model_id = logged_model_id(client().get_model_version(model_name(task), version))
+        if model_id:
+            log_model_metrics(run_id, model_id, missing)
+        else:
+            log_final_metrics(run_id, missing)
+        set_version_tags(task, version, {k: repr(v) for k, v in missing.items()})
+    return sorted(missing)
 
 
 def version_metrics(task: str, version: str) -> dict[str, float]:
@@ -170,7 +191,7 @@ def download_prompt(task: str, out: str | Path, alias: str | None = "champion", 
     refused with ArtifactError), then checksum, shape, finiteness (ptune.model.artifacts.load_prompt)."""
     ref = f"{model_name(task)}/{version}" if version is not None else f"{model_name(task)}@{alias}"
     target = Path(out)
-    check_replaceable(target, (artifacts.META_FILE, artifacts.TENSOR_FILE), "prompt artifact")
+    check_replaceable(target, artifacts.PROMPT_DIR)
     with tempfile.TemporaryDirectory() as tmp:
         mlc = client()
         with guard(f"download of models:/{ref}"):
@@ -182,7 +203,7 @@ def download_prompt(task: str, out: str | Path, alias: str | None = "champion", 
             raise RegistryError(f"models:/{ref} holds no prompt artifact (expected artifacts/prompt)")
         verify_model_dir(local, source, dict(found.tags), f"models:/{ref} (version {found.version})")
         load_ensemble(source)  # an ensemble (K prompts + ensemble.json): every member checked too
-        with atomic_dir(target) as staged:
+        with atomic_dir(target, artifacts.PROMPT_DIR) as staged:
             shutil.copytree(source, staged, dirs_exist_ok=True)
     return target
 

@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ptune.errors import ArtifactError
-from ptune.fileio import atomic_dir, check_replaceable
+from ptune.fileio import DirKind, atomic_dir
 from ptune.model.artifacts import PromptMeta, load_prompt, save_prompt
 from ptune.model.base import BOS_FIRST, BaseModel
 
@@ -33,6 +33,9 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_KEY = "prompt_embeddings"
 TASK_TYPES = ("CAUSAL_LM", "SEQ_2_SEQ_LM")
+# What `export_peft` writes (PEFT's own save_pretrained adds a README.md model card, which ptune does not write:
+# one there may be the user's, so such a directory is refused rather than replaced).
+ADAPTER_DIR = DirKind("PEFT adapter", files=(ADAPTER_CONFIG, ADAPTER_WEIGHTS))
 
 
 def export_peft(prompt_dir: str | Path, out_dir: str | Path, base_model_name_or_path: str | BaseModel,
@@ -50,8 +53,7 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path, base_model_name_or_
     _warn_layout(base.prompt_layout if base is not None else meta.prompt_layout, name, "exported to PEFT")
     config = _peft_config(kind, tensor.shape[0], tensor.shape[1], name)
     out = Path(out_dir)
-    check_replaceable(out, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "PEFT adapter")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, ADAPTER_DIR) as tmp:
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_file({PEFT_KEY: tensor.contiguous()}, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     return out

@@ -26,9 +26,10 @@ from pathlib import Path
 from ptune.config_sections import PromoteConfig
 from ptune.errors import RegistryError
 from ptune.evaluation.stats import Interval
-from ptune.fileio import file_lock
+from ptune.fileio import file_lock, sha256_text
 from ptune.paths import ptune_home
 from ptune.registry import model_registry as registry
+from ptune.registry.tracking import tracking_uri
 
 Evaluator = Callable[[str, str], dict[str, float]]  # (version, split) -> {"<split>/<metric>": value}
 Comparer = Callable[[str, str, str], Interval]  # (candidate, champion, split) -> paired interval of candidate - champion
@@ -56,8 +57,10 @@ class Decision:
 
 
 def lock_path(task: str) -> Path:
-    """`$PTUNE_HOME/locks/<task>.lock`: one lock per task for every promotion on this machine."""
-    return ptune_home() / "locks" / f"{task}.lock"
+    """`$PTUNE_HOME/locks/<task>-<registry>.lock`: one lock per task and registry (a hash of the tracking URI),
+    so projects sharing a cache but not a registry never wait on each other."""
+    registry_key = sha256_text(tracking_uri())[:12]
+    return ptune_home() / "locks" / f"{task}-{registry_key}.lock"
 
 
 @contextmanager

@@ -1,10 +1,12 @@
 """The MLflow pyfunc behind every `ptune-<task>` version, logged from code (no pickled class).
 
 MLflow copies this file into the model and runs it on load; `set_model` at the bottom names the model.
-Its one artifact, "prompt", is a ptune prompt directory. `load_context` loads it with the base model named
-in prompt.json (`ptune.registry.loading`), refusing a prompt made for a different base model
-(fingerprint), a damaged one (checksum) or one changed in the store after registration (the prompt and
-code hashes recorded in `model_config`), and `predict` scores with `ptune.evaluation.scoring.evaluate`
+Its one artifact, "prompt", is a ptune prompt directory. `load_context` finds the model's registry version
+and checks the prompt and code against the hashes recorded there (`ptune.registry.provenance`: never the
+MLmodel's own `model_config`, which lies in the same store), then loads the prompt with the base model that
+version's tags name (`ptune.registry.loading`), refusing an unregistered model (unless
+PTUNE_ALLOW_UNREGISTERED=1), a prompt made for a different base model (fingerprint) or a damaged one
+(checksum). This file itself runs before any check: see docs/mlflow.md. `predict` scores with `ptune.evaluation.scoring.evaluate`
 (rank classification for classification tasks, generation otherwise), `params={"batch_size": n}` honoured,
 in the project's `evaluate.precision` as `ptune report` scored it (bf16 under `auto` on a CPU or GPU with
 bf16 units; on CPU the frozen weights are then held in bf16 from load on).
@@ -37,11 +39,11 @@ class PtunePromptModel(PythonModel):
         from ptune.model.ensemble_artifact import load_ensemble
         from ptune.model.precision import autocast_dtype, hold_for_inference
         from ptune.registry.loading import load_prompt_with_base
-        from ptune.registry.model_registry import verify_model_dir
+        from ptune.registry.provenance import checked_base
 
         prompt_dir = Path(context.artifacts["prompt"])  # <model dir>/artifacts/<prompt dir name>
-        verify_model_dir(prompt_dir.parents[1], prompt_dir, context.model_config or {}, str(prompt_dir.parents[1]))
-        loaded = load_prompt_with_base(prompt_dir)
+        base_spec = checked_base(prompt_dir.parents[1], prompt_dir)  # against the registry, not model_config
+        loaded = load_prompt_with_base(prompt_dir, base_spec=base_spec)
         self.base, self.prompt, self.meta = loaded.base, loaded.prompt, loaded.meta
         self.ensemble = load_ensemble(context.artifacts["prompt"], loaded.base.fingerprint)  # None: one prompt
         params = project_params()
@@ -88,10 +90,6 @@ def input_sources(spec: TaskSpec, frame: pd.DataFrame) -> list[str]:
         raise ValueError(f"task {spec.name!r}: row(s) {', '.join(empty[:20])}{' ...' if len(empty) > 20 else ''} "
                          f"have an empty input (columns {columns}); expected non-empty text")
     return sources
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
 
 
 def _blank(value: Any) -> bool:

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ptune.errors import DataError
 from ptune.serving.batcher import DynamicBatcher
@@ -22,7 +23,14 @@ from ptune.serving.limits import BodyLimit
 from ptune.serving.metrics import ServeMetrics
 from ptune.serving.multi_prompt import MultiPromptModel, Prediction, Row
 from ptune.serving.registry_source import RegistryWatcher
-from ptune.serving.schemas import Health, PredictionOut, PredictResponse, TaskInfo, request_models
+from ptune.serving.schemas import (
+    Health,
+    PredictionOut,
+    PredictResponse,
+    TaskInfo,
+    TaskVersions,
+    request_models,
+)
 from ptune.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,15 @@ class Service:
         preds = await asyncio.wrap_future(self.batcher.submit(rows))
         return preds, (time.perf_counter() - start) * 1000
 
+    def versions(self) -> dict[str, TaskVersions]:
+        """Per task: the version served and the one the alias points at ("degraded" while they differ)."""
+        out = {}
+        for name, task in sorted(self.model.snapshot().items()):
+            aliased, status, problem = (self.watcher.state(name, task.version) if self.watcher is not None
+                                        else (task.version, "ok", None))
+            out[name] = TaskVersions(served=task.version, aliased=aliased, status=status, problem=problem)
+        return out
+
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
@@ -80,8 +97,23 @@ def create_app(service: Service) -> FastAPI:
                   description="One frozen base model; the champion soft prompt of every task; mixed-task batches.")
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
     _add_timing(app, service)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     _add_routes(app, service)
     return app
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each rejected field and the limit it broke, never echoing the input back (FastAPI's default
+    handler returns the rejected value whole: a 100,000-character input came back in the reply)."""
+    return JSONResponse({"detail": [_problem(error) for error in exc.errors()]}, status_code=422)
+
+
+def _problem(error: dict) -> dict:
+    loc = [str(part) for part in error.get("loc", ())]
+    field = ".".join(part for part in loc if part != "body") or "body"
+    limits = {k: v for k, v in (error.get("ctx") or {}).items() if isinstance(v, (int, float))}
+    return {"loc": loc, "field": field, "msg": f"{field}: {error.get('msg', 'invalid')}", "type": error.get("type", ""),
+            **({"limit": limits} if limits else {})}
 
 
 def _add_timing(app: FastAPI, service: Service) -> None:
@@ -91,6 +123,16 @@ def _add_timing(app: FastAPI, service: Service) -> None:
         response = await call_next(request)
         service.metrics.observe_request(request.url.path, response.status_code, time.perf_counter() - start)
         return response
+
+
+def _task_infos(service: Service) -> list[TaskInfo]:
+    model, versions = service.model, service.versions()
+    return [TaskInfo(task=t.name, kind=t.spec.kind, version=t.version, labels=list(t.spec.label_words),
+                     prompt_tokens=int(t.prompt.shape[0]), ensemble=len(t.prompts), method=t.method,
+                     metrics=dict(t.meta.metrics), base_model=model.base.spec,
+                     base_fingerprint=model.base.fingerprint, alias_version=versions[t.name].aliased,
+                     status=versions[t.name].status, problem=versions[t.name].problem)
+            for t in sorted(model.snapshot().values(), key=lambda t: t.name)]
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
@@ -111,16 +153,16 @@ def _add_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/v1/tasks", response_model=list[TaskInfo])
     async def tasks() -> list[TaskInfo]:
-        """Served tasks: kind, prompt version, labels, recorded metrics, base model."""
-        return [TaskInfo(task=t.name, kind=t.spec.kind, version=t.version, labels=list(t.spec.label_words),
-                         prompt_tokens=int(t.prompt.shape[0]), ensemble=len(t.prompts), method=t.method,
-                         metrics=dict(t.meta.metrics),
-                         base_model=model.base.spec, base_fingerprint=model.base.fingerprint)
-                for t in sorted(model.snapshot().values(), key=lambda t: t.name)]
+        """Served tasks: kind, prompt version (and the one the alias points at), labels, metrics, base model."""
+        return _task_infos(service)
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(status="ok", tasks=len(model.tasks), base_model=model.base.spec, precision=model.precision_name)
+        """'ok', or 'degraded' while a task serves another version than the one its alias points at."""
+        versions = service.versions()
+        status = "ok" if all(v.status == "ok" for v in versions.values()) else "degraded"
+        return Health(status=status, tasks=len(model.tasks), base_model=model.base.spec,
+                      precision=model.precision_name, versions=versions)
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:

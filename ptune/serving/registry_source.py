@@ -5,8 +5,9 @@ in between cannot give a version label that differs from the tensor behind it. `
 the aliases in a thread; a new version is fully loaded (checked, prefix cached) before it replaces the
 old one in the `MultiPromptModel`, so no request fails or mixes versions during a swap. A new version
 that cannot be loaded (wrong base model, broken artifact, registry down) is logged and counted, and the
-old one keeps serving (a refused artifact is not retried until the alias moves again; a registry
-error is retried at the next poll).
+old one keeps serving (a refused artifact is retried once the alias points elsewhere and comes back; a
+registry error is retried at the next poll). `state` gives, per task, the version the alias points at next
+to the one served, and "degraded" with the reason while they differ (GET /health, GET /v1/tasks).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class RegistryWatcher:
         self.model, self.specs, self.alias, self.seconds = model, list(specs), alias, seconds
         self.on_event = on_event or (lambda task, outcome: None)  # (task, "swapped" | "failed")
         self._stop = threading.Event()
-        self._refused: set[tuple[str, str]] = set()  # (task, version) whose artifact was refused: not retried
+        self._refused: dict[str, str] = {}  # task -> version whose artifact was refused, until the alias moves
+        self.aliased: dict[str, str | None] = {t: v.version for t, v in model.snapshot().items()}  # last poll
+        self.problems: dict[str, str] = {}  # task -> why the version the alias points at is not served
         self._thread = threading.Thread(target=self._loop, name="ptune-registry-watcher", daemon=True)
 
     def start(self) -> RegistryWatcher:
@@ -74,22 +77,43 @@ class RegistryWatcher:
 
     def poll(self) -> list[str]:
         """One pass over the tasks; returns the tasks swapped to a new version."""
-        swapped = []
-        for spec in self.specs:
-            served, version = self.model.snapshot().get(spec.name), None
-            try:
-                version = alias_version(spec.name, self.alias)
-                if version is None or (served is not None and served.version == version) \
-                        or (spec.name, version) in self._refused:
-                    continue
-                load_version(self.model, spec, version)
-            except PtuneError as exc:  # keep serving the old version; say why the new one was refused
-                if isinstance(exc, ArtifactError):  # wrong base model, broken artifact: retrying cannot help
-                    self._refused.add((spec.name, str(version)))
-                log.error("task %s: not swapping to @%s: %s", spec.name, self.alias, exc)
-                self.on_event(spec.name, "failed")
-                continue
-            log.info("task %s: now serving version %s (@%s)", spec.name, version, self.alias)
-            self.on_event(spec.name, "swapped")
-            swapped.append(spec.name)
-        return swapped
+        return [spec.name for spec in self.specs if self._poll_task(spec)]
+
+    def _poll_task(self, spec: TaskSpec) -> bool:
+        name, served = spec.name, self.model.snapshot().get(spec.name)
+        try:
+            version = alias_version(name, self.alias)
+        except PtuneError as exc:  # registry down: retried at the next poll
+            self._failed(name, None, exc)
+            return False
+        self.aliased[name] = version
+        if self._refused.get(name) not in (None, version):  # the alias moved: a refused version gets a new try
+            log.info("task %s: @%s moved off refused version %s", name, self.alias, self._refused.pop(name))
+        if version is None or (served is not None and served.version == version):
+            self.problems.pop(name, None)
+            return False
+        if self._refused.get(name) == version:
+            return False
+        try:
+            load_version(self.model, spec, version)
+        except PtuneError as exc:  # keep serving the old version; say why the new one was refused
+            if isinstance(exc, ArtifactError):  # wrong base model, broken artifact: not retried until the alias moves
+                self._refused[name] = version
+            self._failed(name, version, exc)
+            return False
+        self.problems.pop(name, None)
+        log.info("task %s: now serving version %s (@%s)", name, version, self.alias)
+        self.on_event(name, "swapped")
+        return True
+
+    def _failed(self, name: str, version: str | None, exc: Exception) -> None:
+        self.problems[name] = f"version {version} refused: {exc}" if version else f"registry lookup failed: {exc}"
+        log.error("task %s: not swapping to @%s: %s", name, self.alias, self.problems[name])
+        self.on_event(name, "failed")
+
+    def state(self, name: str, served: str | None) -> tuple[str | None, str, str | None]:
+        """(version the alias points at, "ok" | "degraded", why) of one task, as of the last poll."""
+        aliased, problem = self.aliased.get(name, served), self.problems.get(name)
+        if aliased != served and problem is None:
+            problem = f"@{self.alias} points at version {aliased}, not yet loaded"
+        return aliased, "ok" if problem is None else "degraded", problem

@@ -64,10 +64,22 @@ class TaskInfo(BaseModel):
     metrics: dict[str, float]
     base_model: str
     base_fingerprint: str
+    alias_version: str | None = Field(None, description="The version the served alias points at (last poll).")
+    status: str = Field("ok", description="'ok', or 'degraded' while the served version is not the aliased one.")
+    problem: str | None = Field(None, description="Why the aliased version is not served (degraded only).")
+
+
+class TaskVersions(BaseModel):
+    served: str
+    aliased: str | None
+    status: str
+    problem: str | None = None
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="'ok', or 'degraded' while a task serves another version than its alias.")
     tasks: int
     base_model: str
     precision: str = "fp32"  # what the model computes in: "fp32" or "bf16" (evaluate.precision)
+    versions: dict[str, TaskVersions] = Field(default_factory=dict,
+                                              description="Per task: version served, version the alias points at.")

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from ptune.cli import app
+from ptune.errors import RegistryError
 from ptune.registry import model_registry
 from tests.support import build_project, project_env_vars
 
@@ -47,7 +48,7 @@ def test_train_report_register_promote_by_hand(project):
     prompt_dir = project / "outputs" / "toy" / "prompt"
 
     out = ptune(project, "register", str(prompt_dir))
-    assert "registered ptune-toy version 1" in out
+    assert "registered ptune-toy version 1" in out and "with the test and baseline metrics of its report" in out
     recorded = model_registry.version_metrics("toy", "1")  # LoggedModel metrics of the version
     for key in ("test/accuracy", "baseline/zero_shot/test/accuracy", "baseline/k_shot/test/accuracy"):
         assert recorded[key] == pytest.approx(report[key])
@@ -58,11 +59,24 @@ def test_train_report_register_promote_by_hand(project):
 
     # a second candidate, trained elsewhere and registered without a report: the rule cannot apply, but the
     # champion is re-evaluated, on the same CAP examples as `ptune eval` scores it
+    other = project / "outputs" / "other" / "prompt"
     ptune(project, "train", "toy", "--steps", "3", "--out", str(project / "outputs" / "other"))
-    assert "version 2" in ptune(project, "register", str(project / "outputs" / "other" / "prompt"))
+    refused = CliRunner().invoke(app, ["register", str(other), "--params", str(project / "params.yaml")])
+    message = str(refused.exception)  # the CLI's entry point prints a PtuneError's message and exits 1
+    assert isinstance(refused.exception, RegistryError) and "no report of this prompt" in message  # toy's scored another
+    assert str(project / "outputs" / "toy" / "report" / "scored_prompt.json") in message
+    out = ptune(project, "register", str(other), "--without-report")
+    assert "version 2" in out and "WITHOUT test or baseline metrics" in out
     out = ptune(project, "promote", "toy", "--version", "2")
     assert "set ptune-toy@challenger -> version 2" in out and "no baseline test/accuracy recorded" in out
     tags = MlflowClient().get_model_version("ptune-toy", "2").tags
     champion = json.loads(ptune(project, "eval", "toy", "--prompt", str(prompt_dir)))
     assert champion["test/n"] == CAP
     assert float(tags["promotion_champion_score"]) == pytest.approx(champion["test/accuracy"])
+
+    # its report, written to outputs/toy/report and metrics/toy.json, reaches the version on a retry
+    ptune(project, "report", "toy", "--prompt", str(other))
+    report = json.loads((project / "metrics" / "toy.json").read_text())
+    out = ptune(project, "register", str(other))
+    assert "version 2" in out and "added" in out and "test/accuracy" in out
+    assert model_registry.version_metrics("toy", "2")["test/accuracy"] == pytest.approx(report["test/accuracy"])

@@ -20,7 +20,7 @@ def project(tmp_path, monkeypatch):
 
 def test_prompt_for_another_task_refused_unless_force(tiny_causal, project):
     prompt = make_prompt(project / "prompt", tiny_causal)  # trained for rotten_tomatoes
-    args = ["predict", "strategyqa", "Is the sky blue?", "--prompt", str(prompt)]
+    args = ["predict", "strategyqa", "Is the sky blue?", "--prompt", str(prompt), "--base", tiny_causal.spec]
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, ArtifactError)
     assert str(result.exception) == (f"the prompt at {prompt} was trained for task 'rotten_tomatoes', not "

@@ -54,3 +54,18 @@ def test_cli_train_ensemble_with_vote(toy_project, tmp_path):
     assert found.method == "vote" and found.prompts.shape[0] == 2
     one = CliRunner().invoke(app, ["train", "toy", "--ensemble", "1", "--params", str(toy_project / "params.yaml")])
     assert one.exit_code != 0 and "at least 2 prompts" in str(one.exception)
+
+
+def test_cli_train_ensemble_keeps_notes_beside_an_ensemble(toy_project, tmp_path):
+    run = stages.TaskRun.build("toy", load_params(toy_project / "params.yaml"), run_dir=tmp_path / "run")
+    stages.fetch(run), stages.prepare(run)  # the split `train` reads (whichever test runs first)
+    target = tmp_path / "out" / "ensemble_prompt"
+    target.mkdir(parents=True)
+    (target / "notes.txt").write_bytes(b"mine")
+    (target / "ensemble.json").write_bytes(b"{}")
+    result = CliRunner().invoke(app, ["train", "toy", "--ensemble", "2", "--steps", "1", "--out", str(tmp_path / "out"),
+                                      "--params", str(toy_project / "params.yaml")])
+    assert result.exit_code != 0
+    assert str(result.exception) == (f"refusing to replace {target}: notes.txt is not part of a prompt artifact; "
+                                     "move it away or choose another output directory")
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == {"notes.txt": b"mine", "ensemble.json": b"{}"}

@@ -65,7 +65,9 @@ def test_drops_are_counted_per_reason_and_conflicts_name_both_rows(project):
     info = json.loads((project / "data/prepared/mine/data_version.json").read_text())["dropped"]
     assert info == {"total": 24, "dropped": 5, "by_reason": {"empty": 1, "too_long": 1, "duplicate": 1,
                                                                   "conflicting": 2},
-                    "conflicts": ["rows 5 and 22: same source 'Text: sample 4\\nLabel:', targets 'neg' vs 'pos'"]}
+                    "conflicts": ["rows 5 and 22: same source 'Text: sample 4\\nLabel:', targets 'neg' vs 'pos'"],
+                    "rows": ["row 23 (id mine-b08c8add0375): empty: empty text",
+                             "row 24 (id mine-ff4cdd9087ae): too_long: source of 73 chars, over 48"]}
     out = CliRunner().invoke(app, ["prepare", "mine", "--params", str(_params_file(project))]).output
     assert "dropped 5 of 24 raw rows: empty=1, too_long=1, duplicate=1, conflicting=2" in out
     assert "  conflicting targets: rows 5 and 22: same source 'Text: sample 4\\nLabel:', targets 'neg' vs 'pos'" in out
@@ -83,7 +85,9 @@ def test_dropping_more_than_the_max_share_fails_the_task(project):
     with pytest.raises(DataError) as err:
         prepare(spec, params.data)
     assert str(err.value) == (f"{project / 'data/raw/mine.jsonl'}: task 'mine': dropped 4 of 14 rows: empty=4, "
-                              "too_long=0, duplicate=0, conflicting=0 (29%), over data.max_dropped_share=0.25")
+                              "too_long=0, duplicate=0, conflicting=0 (29%), over data.max_dropped_share=0.25"
+                              + "".join(f"\n  - dropped: row {n} (id mine-b08c8add0375): empty: empty text"
+                                        for n in (11, 12, 13, 14)))
     spec, params = _setup(project, rows, max_dropped_share=0.3)
     assert sum(prepare(spec, params.data).values()) == 10
 

@@ -93,7 +93,7 @@ CORPUS: dict[str, tuple] = {
                       ["validation: unknown label (allowed: neg, pos)", "1 of 10 rows", "target='meh'"]),
     "duplicate ids": (_dup_ids, ["validation: duplicate ids", "2 of 10 rows", "validation row 2 id='toy-validation-1'"]),
     "leakage": (_leak, ["test: leakage: source text of test also in train/validation", "test row 3"]),
-    "one class only": (_one_class, ["train: a class has no rows in this split", "observed"]),
+    "one class only": (_one_class, ["train: a class has no rows in this split", "no rows of class 'neg' (classes seen: 'pos')"]),
     "rare class": (_rare_class, ["train: class under min_class_share=0.1", "train row 40 target='neg'"]),
     "over-long": (_set("train", 1, "source", "x" * 121), ["train: source longer than 120 chars", "train row 2"]),
     "wrong column names": (_rename_column, ["train.jsonl line 1: wrong column names: missing ['source'], "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from ptune.data.splits import Example
 from ptune.errors import ArtifactError, ConfigError
 from ptune.evaluation.ensemble import combine, evaluate_ensemble, member_scores, summary_markdown
 from ptune.evaluation.scoring import evaluate, score_labels
-from ptune.model.artifacts import PromptMeta, load_prompt
+from ptune.model.artifacts import PromptMeta, load_prompt, save_prompt
 from ptune.model.batching import encode_source
 from ptune.model.ensemble_artifact import load_ensemble, save_ensemble
 
@@ -70,3 +72,38 @@ def test_ensemble_artifact_round_trip_and_checks(tiny_causal, tmp_path):
     (out / "members" / "1" / "prompt.safetensors").write_bytes(b"broken")
     with pytest.raises(ArtifactError, match="members/1"):
         load_ensemble(out)
+
+
+def _ensemble_args(base):
+    metas = [PromptMeta("toy", base.spec, base.fingerprint, train_config={"seed": s}) for s in (0, 1)]
+    return list(_prompts(base, k=2)), metas
+
+
+@pytest.mark.parametrize("beside", [None, "ensemble.json", "prompt.json"])
+def test_save_ensemble_keeps_a_folder_with_notes(tiny_causal, tmp_path, beside):
+    target = tmp_path / "ens"
+    target.mkdir()
+    (target / "notes.txt").write_bytes(b"mine")
+    if beside is not None:
+        (target / beside).write_bytes(b"{}")
+    with pytest.raises(ArtifactError) as caught:
+        save_ensemble(target, *_ensemble_args(tiny_causal))
+    assert str(caught.value) == (f"refusing to replace {target}: notes.txt is not part of a prompt artifact; "
+                                 "move it away or choose another output directory")
+    expected = {"notes.txt": b"mine", **({beside: b"{}"} if beside else {})}
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == expected
+
+
+def test_save_ensemble_replaces_an_ensemble_or_a_prompt_keeping_the_mode(tiny_causal, tmp_path):
+    prompts, metas = _ensemble_args(tiny_causal)
+    out = save_ensemble(tmp_path / "ens", prompts, metas)
+    out.chmod(0o750)
+    save_ensemble(out, prompts[::-1], metas, "vote")  # its own files (members/ included): replaced
+    assert load_ensemble(out).method == "vote" and stat.S_IMODE(out.stat().st_mode) == 0o750
+    (out / "members" / "0" / "notes.txt").write_bytes(b"mine")  # nested: still found and named
+    with pytest.raises(ArtifactError, match=r"members/0/notes\.txt is not part of a prompt artifact"):
+        save_ensemble(out, prompts, metas)
+    assert (out / "members" / "0" / "notes.txt").read_bytes() == b"mine"
+    single = save_prompt(tmp_path / "single", prompts[0], metas[0])
+    assert load_ensemble(save_ensemble(single, prompts, metas)) is not None  # a prompt dir may become an ensemble
+    assert load_ensemble(save_prompt(single, prompts[0], metas[0])) is None  # and back

@@ -54,7 +54,7 @@ def test_write_and_cli_produce_markdown_png_and_json(tiny_causal, tiny_causal_di
     assert (out / "interpretation.png").read_bytes()[:4] == b"\x89PNG"
     meta = PromptMeta("toy", str(tiny_causal_dir), tiny_causal.fingerprint, label_words=LABELS)
     prompt_dir = save_prompt(tmp_path / "run" / "prompt", prompt, meta)
-    result = CliRunner().invoke(app, ["interpret", str(prompt_dir), "--k", "3"])
+    result = CliRunner().invoke(app, ["interpret", str(prompt_dir), "--k", "3", "--base", str(tiny_causal_dir)])
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "run" / "interpretation" / "interpretation.json").read_text())
     assert written["label_share"] >= 0.5 and written["k"] == 3 and "label share" in result.output

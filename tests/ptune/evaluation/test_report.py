@@ -99,6 +99,7 @@ def test_cli_eval_report_predict_on_a_tiny_model(tmp_path, monkeypatch, tiny_cau
 
     monkeypatch.setenv("PTUNE_PROJECT_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(f"model: {tiny_causal_dir}\n")  # the base eval/report/predict may load
     prepared = tmp_path / "data" / "prepared" / "rotten_tomatoes"
     prepared.mkdir(parents=True)
     for split, rows in {"train": make_examples() * 2, "validation": make_examples(), "test": make_examples()}.items():

@@ -151,3 +151,16 @@ def test_default_evaluator_and_cli_promote_use_the_current_test_split(store, tin
     result = CliRunner().invoke(app, ["promote", TASK, "--version", reg.version, "--dry-run", "--params", str(lenient)])
     assert f"[dry run] would set ptune-{TASK}@champion -> version {reg.version}" in result.output, result.output
     assert f"test/accuracy={expected['test/accuracy']:.4f}" in result.output  # candidate re-evaluated by the CLI
+
+
+def test_promotion_lock_is_per_registry_not_per_cache(tmp_path, monkeypatch):
+    """Two projects sharing $PTUNE_HOME but not a registry get different lock files; one registry, one lock."""
+    from ptune.registry.promotion import lock_path
+
+    monkeypatch.setenv("PTUNE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a' / 'mlruns.db'}")
+    first = lock_path(TASK)
+    assert first == lock_path(TASK) and first.parent == tmp_path / "home" / "locks"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'b' / 'mlruns.db'}")
+    second = lock_path(TASK)
+    assert second != first and second.parent == first.parent and second.name.startswith(f"{TASK}-")

@@ -57,7 +57,8 @@ def test_hidden_size_other_than_the_base_refused_at_load(tiny_causal, tmp_path):
     with pytest.raises(ArtifactError) as err:
         load_prompt_with_base(path, base=tiny_causal)
     assert str(err.value) == expected
-    result = CliRunner().invoke(app, ["predict", "rotten_tomatoes", "a fine film", "--prompt", str(path)])
+    result = CliRunner().invoke(app, ["predict", "rotten_tomatoes", "a fine film", "--prompt", str(path),
+                                      "--base", tiny_causal.spec])
     assert result.exit_code != 0 and str(result.exception) == expected
 
 

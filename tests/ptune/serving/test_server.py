@@ -47,8 +47,10 @@ def test_tasks_health_metrics_openapi_playground(served):
     assert tasks["intent"]["prompt_tokens"] == TASKS["intent"] and tasks["xsum"]["kind"] == "generation"
     assert tasks["rotten_tomatoes"]["labels"] == list(get_task("rotten_tomatoes").label_words)
     assert tasks["rotten_tomatoes"]["base_fingerprint"] == base.fingerprint
-    assert httpx.get(f"{url}/health").json() == {"status": "ok", "tasks": 4, "base_model": base.spec,
-                                                  "precision": "fp32"}  # a tiny model: auto keeps fp32
+    health = httpx.get(f"{url}/health").json()
+    assert {k: v for k, v in health.items() if k != "versions"} == {
+        "status": "ok", "tasks": 4, "base_model": base.spec, "precision": "fp32"}  # a tiny model: auto keeps fp32
+    assert health["versions"]["intent"] == {"served": "1", "aliased": "1", "status": "ok", "problem": None}
     metrics = httpx.get(f"{url}/metrics").text
     for name in ("ptune_requests_total{", "ptune_request_latency_seconds_bucket{", "ptune_batch_rows_bucket{",
                  'ptune_prompt_version{task="intent"}'):
@@ -72,6 +74,17 @@ def test_bad_requests_get_4xx_with_a_message(served, body, status, message):
     resp = httpx.post(f"{url}/v1/predict", json=body)
     assert resp.status_code == status
     assert message in json.dumps(resp.json()["detail"])
+
+
+def test_422_names_the_field_and_limit_without_echoing_the_input(served):
+    _, url, _, _ = served
+    secret = "confidential-" * 70  # 910 characters: under the body limit, over max_input_chars=200
+    resp = httpx.post(f"{url}/v1/batch", json={"inputs": [{"task": "intent", "text": "ok"},
+                                                          {"task": "intent", "text": secret}]})
+    assert resp.status_code == 422 and "confidential" not in resp.text
+    [problem] = resp.json()["detail"]
+    assert problem["field"] == "inputs.1.text" and problem["limit"] == {"max_length": 200}
+    assert problem["msg"] == "inputs.1.text: String should have at most 200 characters" and "input" not in problem
 
 
 def test_malformed_json_and_unknown_task_in_a_batch(served):
@@ -193,3 +206,27 @@ def test_the_server_computes_in_evaluate_precision(tiny_causal_dir, precision, h
     model = served_model(params_from_dict({"model": str(tiny_causal_dir), "evaluate": {"precision": precision}}))
     assert {p.dtype for p in model.base.model.parameters()} == held
     assert model.precision_name == ("bf16" if precision == "bf16" else "fp32")
+
+
+def _health_until(url: str, done, seconds: float = 20.0) -> dict:
+    """GET /health until `done(reply)` holds or the deadline passes (the watcher polls every 0.2 s)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        reply = httpx.get(f"{url}/health").json()
+        if done(reply) or time.monotonic() > deadline:
+            return reply
+
+
+def test_health_and_tasks_say_degraded_while_the_alias_points_at_a_refused_version(served):
+    service, url, tmp, base = served
+    bad = publish(tmp, base, "xsum", 2, seed=60, fingerprint="e" * 64)  # @champion -> a version it must refuse
+    health = _health_until(url, lambda h: "refused" in (h["versions"]["xsum"]["problem"] or ""))
+    xsum = health["versions"]["xsum"]
+    assert health["status"] == "degraded" and (xsum["served"], xsum["aliased"], xsum["status"]) == ("1", bad, "degraded")
+    assert f"version {bad} refused" in xsum["problem"] and "fingerprint" in xsum["problem"]
+    info = {t["task"]: t for t in httpx.get(f"{url}/v1/tasks").json()}["xsum"]
+    assert (info["version"], info["alias_version"], info["status"]) == ("1", bad, "degraded")
+    model_registry.set_alias("xsum", "champion", "1")
+    health = _health_until(url, lambda h: h["status"] == "ok")
+    assert health["status"] == "ok" and health["versions"]["xsum"] == {"served": "1", "aliased": "1",
+                                                                        "status": "ok", "problem": None}
