@@ -20,8 +20,9 @@ from ptune import stages
 from ptune.errors import ArtifactError, ConfigError
 from ptune.evaluation import ensemble as scoring
 from ptune.evaluation.baseline import BaselineResults
-from ptune.fileio import atomic_write_text
+from ptune.fileio import atomic_write_text, check_replaceable
 from ptune.model.base import BaseModel
+from ptune.model.artifacts import PROMPT_DIR
 from ptune.model.ensemble_artifact import load_ensemble, save_ensemble
 from ptune.registry import model_card, model_registry, tracking
 
@@ -51,6 +52,7 @@ def train_ensemble(run: stages.TaskRun, base: BaseModel, k: int, *, method: str 
     if k < 2:
         raise ConfigError(f"--ensemble {k}: an ensemble needs at least 2 prompts")
     scoring.combine_check(method)
+    check_replaceable(run.paths.root / ENSEMBLE_DIR, PROMPT_DIR)  # before K trainings, not after them
     members = [stages.train(member_run(run, i), base, callback=callback) for i in range(k)]
     directory = save_ensemble(run.paths.root / ENSEMBLE_DIR, [m.prompt for m in members], [m.meta for m in members],
                               method)

@@ -33,7 +33,8 @@ from ptune.evaluation.analysis import analyse, paired_results
 from ptune.evaluation.baseline import BaselineResults, baselines_on_two_splits, trainable_params
 from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
-from ptune.model.artifacts import PromptMeta, save_prompt
+from ptune.fileio import check_replaceable
+from ptune.model.artifacts import PROMPT_DIR, PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_held_model
 from ptune.model.precision import autocast_dtype, held_dtypes, inference_precision
 from ptune.registry import model_card, model_registry, promotion, report_match, tracking
@@ -112,6 +113,7 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
           run_name: str | None = None, tags: dict[str, str] | None = None) -> Trained:
     """Train the prompt (resuming from <root>/checkpoint); write the artifact and the curve. With `track`, steps go
     to a new MLflow run (`run_name`, `tags`: tracking.TrainingRun), left open for `register` (FAILED on failure)."""
+    check_replaceable(run.paths.prompt_dir, PROMPT_DIR)  # refuse a folder holding other files before, not after
     mlflow_run = _training_run(run, base, run_name, tags) if track else None
     steps = _chain(mlflow_run, callback)
     try:

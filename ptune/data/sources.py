@@ -30,8 +30,18 @@ BIGBENCH_PREFETCH = ("strategyqa", "vitaminc_fact_verification", "presupposition
                      "intent_recognition", "gem/xsum")
 
 
+class _OnePin:
+    """A source read from one pinned file (`ptune sources` asks every source for its pins)."""
+
+    pin: PinnedFile
+
+    @property
+    def pins(self) -> tuple[PinnedFile, ...]:
+        return (self.pin,)
+
+
 @dataclass(frozen=True)
-class PackageCsvSource:
+class PackageCsvSource(_OnePin):
     """A (optionally bz2-compressed) CSV file inside a pinned wheel; keeps rows whose `filter_column` is allowed."""
 
     pin: PinnedFile
@@ -40,10 +50,6 @@ class PackageCsvSource:
     keep_values: tuple[str, ...] = ()
     required: tuple[str, ...] = ()    # rows with a null or blank value here are dropped
     offline: bool = True
-
-    @property
-    def pins(self) -> tuple[PinnedFile, ...]:
-        return (self.pin,)
 
     def describe(self) -> str:
         return f"pypi:{self.pin.package}=={self.pin.version}/{self.member}"
@@ -64,17 +70,13 @@ class PackageCsvSource:
 
 
 @dataclass(frozen=True)
-class PackageJsonlSource:
+class PackageJsonlSource(_OnePin):
     """JSON Lines files inside a pinned wheel; `reader` turns the open wheel into flat raw rows (with `_split`)."""
 
     pin: PinnedFile
     members: tuple[str, ...]          # paths inside the wheel that `reader` reads (for describe())
     reader: Callable[[zipfile.ZipFile], Iterator[dict[str, Any]]]
     offline: bool = True
-
-    @property
-    def pins(self) -> tuple[PinnedFile, ...]:
-        return (self.pin,)
 
     def describe(self) -> str:
         return f"pypi:{self.pin.package}=={self.pin.version}/{','.join(self.members)}"
@@ -95,16 +97,12 @@ def wheel_jsonl(wheel: zipfile.ZipFile, member: str) -> Iterator[tuple[int, dict
 
 
 @dataclass(frozen=True)
-class BigbenchSource:
+class BigbenchSource(_OnePin):
     """One `benchmark_tasks/<task>/task.json` of the bigbench sdist, read with tarfile (never installed)."""
 
     task: str                         # path under benchmark_tasks, e.g. "gem/xsum"
     pin: PinnedFile = BIGBENCH
     offline: bool = True
-
-    @property
-    def pins(self) -> tuple[PinnedFile, ...]:
-        return (self.pin,)
 
     def describe(self) -> str:
         return f"pypi:{self.pin.package}=={self.pin.version}/benchmark_tasks/{self.task} (opt-in: supply the sdist)"

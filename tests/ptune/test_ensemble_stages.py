@@ -56,16 +56,35 @@ def test_cli_train_ensemble_with_vote(toy_project, tmp_path):
     assert one.exit_code != 0 and "at least 2 prompts" in str(one.exception)
 
 
-def test_cli_train_ensemble_keeps_notes_beside_an_ensemble(toy_project, tmp_path):
+def test_cli_train_ensemble_keeps_notes_beside_an_ensemble(toy_project, tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before refusing the output folder")
+
     run = stages.TaskRun.build("toy", load_params(toy_project / "params.yaml"), run_dir=tmp_path / "run")
     stages.fetch(run), stages.prepare(run)  # the split `train` reads (whichever test runs first)
     target = tmp_path / "out" / "ensemble_prompt"
     target.mkdir(parents=True)
     (target / "notes.txt").write_bytes(b"mine")
     (target / "ensemble.json").write_bytes(b"{}")
+    monkeypatch.setattr(stages, "train_prompt", no_training)  # the refusal comes before any training
     result = CliRunner().invoke(app, ["train", "toy", "--ensemble", "2", "--steps", "1", "--out", str(tmp_path / "out"),
                                       "--params", str(toy_project / "params.yaml")])
     assert result.exit_code != 0
     assert str(result.exception) == (f"refusing to replace {target}: notes.txt is not part of a prompt artifact; "
                                      "move it away or choose another output directory")
     assert {p.name: p.read_bytes() for p in target.iterdir()} == {"notes.txt": b"mine", "ensemble.json": b"{}"}
+
+
+def test_cli_train_refuses_a_prompt_folder_with_other_files_before_training(toy_project, tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before refusing the output folder")
+
+    run = stages.TaskRun.build("toy", load_params(toy_project / "params.yaml"), run_dir=tmp_path / "out")
+    stages.fetch(run), stages.prepare(run)
+    run.paths.prompt_dir.mkdir(parents=True)
+    (run.paths.prompt_dir / "notes.txt").write_bytes(b"mine")
+    monkeypatch.setattr(stages, "train_prompt", no_training)
+    result = CliRunner().invoke(app, ["train", "toy", "--steps", "1", "--out", str(tmp_path / "out"),
+                                      "--params", str(toy_project / "params.yaml")])
+    assert result.exit_code != 0 and "notes.txt is not part of a prompt artifact" in str(result.exception)
+    assert (run.paths.prompt_dir / "notes.txt").read_bytes() == b"mine"

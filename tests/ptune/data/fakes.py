@@ -106,3 +106,8 @@ def build_aclsum(packages: Path) -> PinnedFile:
                       for i in range(n)]
             wheel.writestr(f"aclsum/dataset/{member}.jsonl", _jsonl(papers).rstrip("\n"))  # no final newline
     return PinnedFile("aclsum", "9.9.9", path.name, sha256_of(path))
+
+
+def user_rows(n: int) -> list[dict]:
+    """Raw rows of a two-label user task (`text`, `label`), labels alternating."""
+    return [{"text": f"sample {i}", "label": ["neg", "pos"][i % 2]} for i in range(n)]

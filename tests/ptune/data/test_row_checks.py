@@ -15,19 +15,12 @@ from ptune.data.catalog import get_task
 from ptune.data.splits import fetch, prepare
 from ptune.data.validation import validate
 from ptune.errors import DataError, ValidationFailed
+from tests.ptune.data.fakes import user_rows as _rows
 
 TASK = {"path": "mine.jsonl", "template": "Text: {text}\nLabel:", "target_field": "label",
         "label_words": ["neg", "pos"], "max_source_tokens": 4}  # sources over 48 chars are too long
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    monkeypatch.setenv("PTUNE_PROJECT_DIR", str(tmp_path))
-    return tmp_path
-
-
-def _rows(n: int) -> list[dict]:
-    return [{"text": f"sample {i}", "label": ["neg", "pos"][i % 2]} for i in range(n)]
 
 
 def _setup(project, rows, **data):
