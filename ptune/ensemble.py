@@ -21,8 +21,8 @@ from ptune.errors import ArtifactError, ConfigError
 from ptune.evaluation import ensemble as scoring
 from ptune.evaluation.baseline import BaselineResults
 from ptune.fileio import atomic_write_text, check_replaceable
-from ptune.model.base import BaseModel
 from ptune.model.artifacts import PROMPT_DIR
+from ptune.model.base import BaseModel
 from ptune.model.ensemble_artifact import load_ensemble, save_ensemble
 from ptune.registry import model_card, model_registry, tracking
 
