@@ -53,8 +53,9 @@ def test_cached_rank_scores_equal_the_plain_path(model, kind, request):
     if "hard" in kind:
         assert n_shared > 20  # the instruction and demonstrations are shared, not just BOS
     assert len({len(r) for r in rest}) > 1  # rows still need left padding after the prefix
-    assert torch.allclose(cached, plain, atol=1e-5, rtol=0), (cached - plain).abs().max()
-    assert torch.allclose(cached, naive, atol=1e-5, rtol=0), (cached - naive).abs().max()
+    # fp32 sums of up to ~50 nats: kernels that accumulate in another order (an AVX2-only CPU) differ by ~1e-5
+    assert torch.allclose(cached, plain, atol=1e-5, rtol=1e-6), (cached - plain).abs().max()
+    assert torch.allclose(cached, naive, atol=1e-5, rtol=1e-6), (cached - naive).abs().max()
 
 
 @pytest.mark.parametrize("model", ["tiny_causal", "tiny_causal_nobos"])  # [BOS][prompt][text] and [prompt][text]
