@@ -170,8 +170,19 @@ def test_corrupt_tensor_file(saved):
 
 
 def test_no_pickle_in_artifact(saved):
-    for file in saved[0].iterdir():
-        assert not file.read_bytes().startswith(b"\x80")  # pickle protocol marker
+    """Exactly a safetensors file and a JSON file, each read back by a parser that cannot run code: no pickle
+    (protocol marker \\x80), no torch.save zip (PK), no other file, no empty directory."""
+    from safetensors import safe_open
+
+    files = {f.name: f for f in saved[0].iterdir()}
+    assert set(files) == {"prompt.safetensors", META_FILE}
+    assert isinstance(json.loads(files[META_FILE].read_text()), dict)
+    with safe_open(str(files["prompt.safetensors"]), "pt") as tensors:
+        assert list(tensors.keys()) == ["prompt_embeddings"]
+        assert torch.equal(tensors.get_tensor("prompt_embeddings"), saved[1])
+    for file in files.values():
+        data = file.read_bytes()
+        assert data and not data.startswith((b"\x80", b"PK")), file.name
 
 
 def test_save_load_gives_identical_logits(tiny_base, tmp_path):

@@ -103,7 +103,8 @@ def test_prompt_for_another_base_is_refused(served):
     with pytest.raises(ArtifactError, match="fingerprint"):
         load_aliased(MultiPromptModel(base), [get_task("intent")], alias="wrong-base")
     model_registry.set_alias("intent", "champion", version)  # the running server's watcher sees it, refuses it
-    time.sleep(1.5)  # several polls
+    refused = 'ptune_prompt_swaps_total{outcome="failed",task="intent"} 1.0'
+    until(lambda: refused in httpx.get(f"{url}/metrics").text, "the watcher never refused the version")
     model_registry.set_alias("intent", "champion", "1")
     assert service.model.snapshot()["intent"].version == "1"
     metrics = httpx.get(f"{url}/metrics").text
@@ -126,12 +127,11 @@ def test_champion_moved_under_load_swaps_without_failed_or_mixed_responses(serve
     threads = [threading.Thread(target=client) for _ in range(6)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    until(lambda: len(results) >= 6, "no responses under load before the swap")
     new_version = publish(tmp, base, "strategyqa", 7, seed=77)  # a longer prompt: a visibly different answer
-    deadline = time.monotonic() + 20
-    while service.model.snapshot()["strategyqa"].version != new_version and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)
+    until(lambda: service.model.snapshot()["strategyqa"].version == new_version, "the new version never went live")
+    after = len(results)
+    until(lambda: len(results) >= after + 6, "no responses under load after the swap")
     stop.set()
     for t in threads:
         t.join()
@@ -230,3 +230,11 @@ def test_health_and_tasks_say_degraded_while_the_alias_points_at_a_refused_versi
     health = _health_until(url, lambda h: h["status"] == "ok")
     assert health["status"] == "ok" and health["versions"]["xsum"] == {"served": "1", "aliased": "1",
                                                                         "status": "ok", "problem": None}
+
+
+def until(condition, message: str, seconds: float = 30) -> None:
+    """Poll `condition` against a deadline (no fixed sleep stands in for the event)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
