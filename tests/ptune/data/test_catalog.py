@@ -167,3 +167,16 @@ def test_a_user_tasks_target_is_its_last_column(tmp_path) -> None:
     entry = {**GOOD, "template": "Label {label} text: {text}\nLabel:", "target_field": "label"}
     spec = user_tasks(Params(tasks={"leaky": entry}), reserved=builtin_tasks())["leaky"]
     assert spec.columns[-1] == "label" and spec.input_columns == ("text",)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_ROWS))
+def test_formatters_take_content_free_inputs(name: str) -> None:
+    """Calibration scores content-free inputs ("", "N/A", "[MASK]") in every input column; no formatter may fail
+    on them (boolq_offline's capitalised question once did, after 20 minutes of baselines)."""
+    from ptune.evaluation.calibration import CONTENT_FREE, input_columns
+
+    spec = builtin_tasks()[name]
+    columns = input_columns(spec, dict(SAMPLE_ROWS[name]))  # the columns calibration fills, as it chooses them
+    for text in CONTENT_FREE:
+        source, _ = spec.formatter({**SAMPLE_ROWS[name], **{col: text for col in columns}})
+        assert source.strip()
