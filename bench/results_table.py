@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def row(task: str) -> str:
-    data = json.loads((ROOT / "metrics" / f"{task}.json").read_text())
+    path = ROOT / "metrics" / f"{task}.json"
+    if not path.exists():
+        return f"| {task} | not in the record: run `make repro` | | | |"
+    data = json.loads(path.read_text())
     metric = next(k.split("/", 2)[2] for k in data if k.startswith("gain/test/") and k.count("/") == 2)
     digits = 2 if metric.startswith("rouge") else 4  # ROUGE is recorded x100 already
     fmt = lambda v, sign="": f"{v:{sign}.{digits}f}"  # noqa: E731
