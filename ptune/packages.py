@@ -25,7 +25,12 @@ DEFAULT_INDEX = "https://pypi.org/simple"
 
 
 class PackageError(PtuneError):
-    """A pinned package file could not be fetched or failed verification (message: file, index, remedies)."""
+    """A pinned package file could not be fetched or failed verification (message: file, index, remedies).
+    `kind`: "unlisted", "unreachable", "mismatch" or "truncated", for callers that branch on it."""
+
+    def __init__(self, message: str, kind: str = "unreachable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,8 @@ def remedies(pin: PinnedFile, cache: Path | None = None) -> str:
             "or `dvc pull` the task's raw data from your team's DVC remote")
 
 
-def _fail(pin: PinnedFile, what: str, cache: Path | None = None) -> PackageError:
-    return PackageError(f"{pin.filename} ({pin.package}=={pin.version}): {what}; {remedies(pin, cache)}")
+def _fail(pin: PinnedFile, what: str, cache: Path | None = None, kind: str = "unreachable") -> PackageError:
+    return PackageError(f"{pin.filename} ({pin.package}=={pin.version}): {what}; {remedies(pin, cache)}", kind)
 
 
 def _page_url(pin: PinnedFile) -> str:
@@ -115,7 +120,7 @@ def _read_page(pin: PinnedFile, cache: Path | None = None) -> str:
             return resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            raise _fail(pin, f"project {pin.project} is not listed on {page_url} (HTTP 404)", cache) from None
+            raise _fail(pin, f"project {pin.project} is not listed on {page_url} (HTTP 404)", cache, "unlisted") from None
         raise _fail(pin, f"the index {page_url} answered HTTP {exc.code}", cache) from None
     except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed URL
         reason = getattr(exc, "reason", exc)
@@ -129,7 +134,7 @@ def listed_url(pin: PinnedFile, cache: Path | None = None) -> str:
         link = href.split("#")[0]
         if urllib.parse.unquote(link.rsplit("/", 1)[-1]) == pin.filename:
             return urllib.parse.urljoin(page_url, link)
-    raise _fail(pin, f"not listed on {page_url}", cache)
+    raise _fail(pin, f"not listed on {page_url}", cache, "unlisted")
 
 
 def fetch(pin: PinnedFile, *, cache: Path | None = None) -> Path:
@@ -144,7 +149,7 @@ def fetch(pin: PinnedFile, *, cache: Path | None = None) -> Path:
         received, expected = _download(pin, url, tmp, cache)
         if expected is not None and received < expected:
             raise _fail(pin, f"truncated download from {url}: {received:,} of {expected:,} bytes; nothing was "
-                             "kept, try again", cache)
+                             "kept, try again", cache, "truncated")
         _verify(pin, tmp, f"the download from {url}", cache)
     return target
 
@@ -163,7 +168,7 @@ def _download(pin: PinnedFile, url: str, out_path: Path, cache: Path) -> tuple[i
         raise _fail(pin, f"downloading {url} failed with HTTP {exc.code}", cache) from None
     except (OSError, ValueError, http.client.HTTPException) as exc:  # closed or reset mid-body, IncompleteRead
         raise _fail(pin, f"truncated download from {url} after {received:,} bytes ({type(exc).__name__}); "
-                         "nothing was kept, try again", cache) from None
+                         "nothing was kept, try again", cache, "truncated") from None
     return received, expected
 
 
@@ -171,7 +176,8 @@ def _verify(pin: PinnedFile, path: Path, what: str, cache: Path) -> None:
     actual = sha256_of(path)
     if actual != pin.sha256:
         where = "" if what.startswith("the download") else f" (replace or delete {path})"
-        raise _fail(pin, f"sha256 mismatch in {what}: expected {pin.sha256}, got {actual}{where}", cache)
+        raise _fail(pin, f"sha256 mismatch in {what}: expected {pin.sha256}, got {actual}{where}", cache,
+                    "mismatch")
 
 
 def cache_state(pin: PinnedFile, cache: Path | None = None) -> str:
@@ -187,5 +193,5 @@ def index_state(pin: PinnedFile) -> str:
     try:
         listed_url(pin)
     except PackageError as exc:
-        return "unreachable" if "cannot reach" in str(exc) or "answered HTTP" in str(exc) else "NO"
+        return "NO" if exc.kind == "unlisted" else "unreachable"
     return "yes"

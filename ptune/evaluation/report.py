@@ -261,18 +261,3 @@ def _gap_ends(results: Mapping[str, EvalResult],
     """(tuned metrics, best baseline's metrics) for the gap closed; None where there is no such row."""
     best = best_baseline(results, analysis)
     return (results[TUNED].metrics if TUNED in results else None), (results[best].metrics if best else None)
-
-
-def read_report_metrics(prompt_dir: str | Path, metrics_file: str | Path | None = None,
-                        owner: str | Path | None = None) -> dict[str, float]:
-    """The numbers of the report written for the prompt at `prompt_dir` (tuned and baseline test metrics):
-    <prompt_dir>/../report/metrics.json, else `metrics_file` when `prompt_dir` is `owner` (the task's default
-    prompt, whose report goes to metrics/<task>.json). A report older than the prompt is not its report: {}."""
-    tensor = Path(prompt_dir) / "prompt.safetensors"
-    same = metrics_file is not None and owner is not None and Path(prompt_dir).resolve() == Path(owner).resolve()
-    candidates = [Path(prompt_dir).parent / "report" / "metrics.json"] + ([Path(metrics_file)] if same else [])
-    for path in candidates:
-        if path.is_file() and tensor.is_file() and path.stat().st_mtime >= tensor.stat().st_mtime:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return {k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    return {}

@@ -59,6 +59,7 @@ def test_not_listed(cache, monkeypatch) -> None:
         with pytest.raises(PackageError) as exc:
             fetch(PIN)
     _assert_one_line_and_clean(exc, cache, f"not listed on {index.url}/toy-data/")
+    assert exc.value.kind == "unlisted"
 
 
 def test_project_missing_from_the_index(cache, monkeypatch) -> None:
@@ -84,6 +85,7 @@ def test_sha256_mismatch(cache, monkeypatch) -> None:
         with pytest.raises(PackageError) as exc:
             fetch(PIN)
     _assert_one_line_and_clean(exc, cache, "sha256 mismatch in the download from", f"expected {PIN.sha256}")
+    assert exc.value.kind == "mismatch"
 
 
 def test_truncated_download(cache, monkeypatch) -> None:
@@ -94,6 +96,7 @@ def test_truncated_download(cache, monkeypatch) -> None:
         with pytest.raises(PackageError) as exc:
             fetch(PIN)
     _assert_one_line_and_clean(exc, cache, "truncated download from", f"of {len(DATA):,} bytes")
+    assert exc.value.kind == "truncated"
 
 
 def test_a_corrupt_cached_file_is_refused_and_kept(cache) -> None:
