@@ -52,7 +52,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check ptune tasks flows tests bench
 
-# `dvc repro` behind a workspace lock (ptune/repro.py): a cron job and a person can both call it.
+# `dvc repro` behind a workspace lock (ptune/pipeline/repro.py): a cron job and a person can both call it.
 repro: setup
 	$(BIN)/python -m ptune.cli repro
 

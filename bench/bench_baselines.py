@@ -20,10 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ptune import stages  # noqa: E402
 from ptune.config import load_params  # noqa: E402
 from ptune.evaluation.analysis import analyse  # noqa: E402
 from ptune.evaluation.baseline import run_baselines  # noqa: E402
+from ptune.pipeline import stages  # noqa: E402
 
 
 def timed(fn):
@@ -46,7 +46,7 @@ def main() -> None:
     stages.fetch(run), stages.prepare(run)
     base = stages.load_base(run)
     cfg, test = run.params.evaluate, run.examples("test")
-    with stages._eval_precision(run, base):
+    with stages.eval_precision(run, base):
         old, old_s = timed(lambda: run_baselines(base, run.spec, run.examples("train"), test, k=cfg.k_shot,
                                                  seed=run.params.data.seed, batch_size=cfg.batch_size, progress=False))
     print(f"old baselines: {old_s:.1f} s", flush=True)

@@ -29,8 +29,9 @@ def parse() -> argparse.Namespace:
 
 
 def one_task(task: str, args: argparse.Namespace, tmp: Path, model: str, base) -> tuple[list[str], object]:
-    from ptune import ensemble, stages
     from ptune.config import Params
+    from ptune.pipeline import stages
+    from ptune.studies import ensemble
 
     params = Params().with_overrides("bench", data={"max_train": args.max_train})
     run = stages.TaskRun.build(task, params, run_dir=tmp / "runs" / task, model=model, source="bench",

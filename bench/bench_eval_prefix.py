@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_rank import load  # noqa: E402
 
 from bench.common import bench_args  # noqa: E402
-from ptune import stages  # noqa: E402
 from ptune.config import Params  # noqa: E402
 from ptune.evaluation import scoring  # noqa: E402
 from ptune.evaluation.baseline import few_shot_prefix, prompt_window  # noqa: E402
 from ptune.model.soft_prompt import init_prompt  # noqa: E402
+from ptune.pipeline import stages  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "eval_prefix.json"
 GOALS = {"prompt_prefix_speedup": 1.2, "kshot_prefix_speedup": 3.0}

@@ -57,9 +57,9 @@ def project(root: Path):
 
 
 def direct(root: Path) -> dict[str, float]:
-    """The `ptune.stages` calls of train_task_flow, in order, without Prefect; seconds per step."""
-    from ptune import stages
+    """The `ptune.pipeline.stages` calls of train_task_flow, in order, without Prefect; seconds per step."""
     from ptune.config import load_params
+    from ptune.pipeline import stages
 
     times: dict[str, float] = {}
 

@@ -2,7 +2,7 @@
 `precision: bf16` (train and evaluate), same seed, data and steps, one after the other in this process.
 
 Prints validation and test metrics, train and evaluation seconds per precision, and the fp32/bf16 time
-ratios; writes bench/results/precision_tasks.json. Uses `ptune.stages` on the project's params.yaml
+ratios; writes bench/results/precision_tasks.json. Uses `ptune.pipeline.stages` on the project's params.yaml
 (task_overrides included), in a scratch project directory so nothing of the real project is touched.
 Usage: python bench/bench_precision.py [--tasks rotten_tomatoes presupposition_nli] [--steps N]
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import prepared_task, scratch_project  # noqa: E402
-from ptune import stages  # noqa: E402
 from ptune.config import load_params  # noqa: E402
+from ptune.pipeline import stages  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "precision_tasks.json"
 

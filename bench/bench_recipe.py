@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import prepared_task, scratch_project  # noqa: E402
-from ptune import stages  # noqa: E402
 from ptune.config import load_params  # noqa: E402
+from ptune.pipeline import stages  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "recipe_tasks.json"
 # Every recipe names all of its settings, so a row means the same whatever params.yaml says today (until

@@ -70,9 +70,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
     os.environ.update(PTUNE_PROJECT_DIR=str(tmp), MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlruns.db'}",
                       HF_HUB_OFFLINE="1", MLFLOW_DISABLE_TELEMETRY="true")
-    from ptune import stages, transfer
     from ptune.config import Params
+    from ptune.pipeline import stages
     from ptune.registry import model_registry
+    from ptune.studies import transfer
 
     params = Params().with_overrides("bench", data={"max_train": args.max_train})
     model = model_spec(args.tiny, tmp)

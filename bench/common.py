@@ -29,8 +29,8 @@ def scratch_project(prefix: str) -> Path:
 
 def prepared_task(task: str, params_file: Path):
     """(TaskRun, base model) of `task` under `params_file`, fetched and prepared in the current project."""
-    from ptune import stages
     from ptune.config import load_params
+    from ptune.pipeline import stages
 
     run = stages.TaskRun.build(task, load_params(params_file))
     stages.fetch(run), stages.prepare(run)

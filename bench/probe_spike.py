@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.bench_recipe import RECIPES, sink_token  # noqa: E402
 from bench.common import prepared_task, scratch_project  # noqa: E402
-from ptune import stages  # noqa: E402
 from ptune.evaluation.scoring import label_target_ids  # noqa: E402
 from ptune.model.base import load_held_model  # noqa: E402
 from ptune.model.precision import autocast, autocast_dtype, training_attention  # noqa: E402
 from ptune.model.soft_prompt import shared_prompt_inputs  # noqa: E402
+from ptune.pipeline import stages  # noqa: E402
 from ptune.training import train as train_module  # noqa: E402
 
 
@@ -39,7 +39,7 @@ class Found(Exception):
 
 def capture(run, base) -> dict:
     """Train until the guard skips a step; return {step, loss, before, after, batch} for it."""
-    original, last = train_module._train_step, {}
+    original, last = train_module.train_step, {}
 
     def step(base_, state, batch, cfg, amp, cap):
         current = state.prompt().detach().clone()
@@ -50,13 +50,13 @@ def capture(run, base) -> dict:
         last["prompt"] = current
         return loss, skipped, rolled
 
-    train_module._train_step = step
+    train_module.train_step = step
     try:
         stages.train(run, base)
     except Found as found:
         return found.args[0]
     finally:
-        train_module._train_step = original
+        train_module.train_step = original
     raise SystemExit("no step was skipped: no spike to take apart (try another --seed or --threads)")
 
 

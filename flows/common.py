@@ -14,7 +14,7 @@ from prefect.states import Failed, State
 from flows.params import TrainFlowParams
 from ptune.config import project_params
 from ptune.paths import runs_dir
-from ptune.stages import TaskRun
+from ptune.pipeline.stages import TaskRun
 from tasks.data import fetch_task_data, prepare_split, validate_split, validation_report
 from tasks.events import note_data_version
 from tasks.logs import attach_ptune_logs

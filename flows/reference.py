@@ -14,11 +14,11 @@ from flows.common import timed
 from flows.failure import HOOKS
 from flows.params import ReferenceParams
 from flows.prefect_setup import gpu_slot
-from ptune import reference
 from ptune.config import project_params
 from ptune.errors import DataError
 from ptune.evaluation.references import NOT_ABOVE
-from ptune.stages import Reported, TaskRun
+from ptune.pipeline.stages import Reported, TaskRun
+from ptune.studies import reference
 from tasks.reference import rereport, train_reference_model
 from tasks.timeouts import reference_timeout
 from tasks.training import artifact_key, load_model

@@ -12,8 +12,8 @@ from flows.failure import HOOKS
 from flows.params import SweepParams
 from flows.prefect_setup import gpu_slot
 from ptune.config import project_params
-from ptune.stages import TaskRun
-from ptune.sweep import SweepResult
+from ptune.pipeline.stages import TaskRun
+from ptune.studies.sweep import SweepResult
 from tasks.sweep import sweep_recipe
 from tasks.training import artifact_key, load_model
 

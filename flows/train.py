@@ -15,10 +15,10 @@ from flows.params import TrainFlowParams
 from flows.prefect_setup import gpu_slot
 from ptune.evaluation.chart import CHART_NAME
 from ptune.evaluation.stats import Interval
+from ptune.pipeline.stages import Reported, TaskRun, Trained
 from ptune.registry.model_registry import RegisteredPrompt
 from ptune.registry.promotion import Decision
 from ptune.registry.tracking import ensure_experiment
-from ptune.stages import Reported, TaskRun, Trained
 from tasks.registry import promote_if_better, register_prompt
 from tasks.training import (
     artifact_key,

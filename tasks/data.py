@@ -1,6 +1,6 @@
 """Data stages as Prefect tasks: fetch (retried: it downloads), prepare and validate (cached on their inputs).
 
-Each step holds the workspace lock of `ptune repro` (ptune/repro.py) while it runs, so a Prefect data step and a
+Each step holds the workspace lock of `ptune repro` (ptune/pipeline/repro.py) while it runs, so a Prefect data step and a
 `dvc repro` never write the same task's files at once. Persisted results (the cache) are JSON, never pickle.
 
 Cache keys hash the ML task's identity, the `data:` settings and the input files, so a re-run with
@@ -17,12 +17,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
-from ptune import stages
 from ptune.data.spec import spec_identity
 from ptune.data.splits import SPLITS
 from ptune.fileio import sha256_of, sha256_text
 from ptune.paths import prepared_dir, project_dir, raw_path, validation_dir
-from ptune.repro import workspace_lock
+from ptune.pipeline import stages
+from ptune.pipeline.repro import workspace_lock
 from tasks.policies import retry_on
 
 

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.variables import Variable
 
-from ptune import stages
+from ptune.pipeline import stages
 
 EVENT = "ptune.data.changed"
 

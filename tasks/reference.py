@@ -1,4 +1,4 @@
-"""Reference models (ptune.reference) as Prefect tasks: train one, then redraw the task report with it."""
+"""Reference models (ptune.studies.reference) as Prefect tasks: train one, then redraw the task report with it."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from prefect import get_run_logger, task
 
-from ptune import stages
 from ptune.model.base import BaseModel
-from ptune.reference import Reference, ReferenceConfig, run_reference
+from ptune.pipeline import stages
 from ptune.registry.loading import load_prompt_with_base
+from ptune.studies.reference import Reference, ReferenceConfig, run_reference
 from tasks.policies import retry_unless
 from tasks.training import MODEL_TASK
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ptune import stages
 from ptune.model.base import BaseModel
+from ptune.pipeline import stages
 from ptune.registry import model_registry, promotion
 from tasks.policies import retry_on
 

@@ -1,12 +1,12 @@
-"""The Optuna sweep of ptune.sweep as a Prefect task: a retry loads the same study and resumes it."""
+"""The Optuna sweep of ptune.studies.sweep as a Prefect task: a retry loads the same study and resumes it."""
 
 from __future__ import annotations
 
 from prefect import task
 
-from ptune import stages
 from ptune.model.base import BaseModel
-from ptune.sweep import SweepResult, run_sweep
+from ptune.pipeline import stages
+from ptune.studies.sweep import SweepResult, run_sweep
 from tasks.policies import retry_unless
 from tasks.training import MODEL_TASK
 

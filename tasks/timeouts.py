@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ptune import stages
+from ptune.pipeline import stages
 
 IO_STEPS = ("fetch", "prepare", "validate", "report", "register")
 
@@ -52,7 +52,7 @@ REFERENCE_STEP_COST = {"lora": 1.0, "full": 2.0, "multitask": 2.0}
 
 
 def reference_seconds(run: stages.TaskRun, method: str, steps: int, batch_size: int, eval_every: int) -> float:
-    """Estimated seconds of one reference model (ptune.reference), before the margin: its steps as a training
+    """Estimated seconds of one reference model (ptune.studies.reference), before the margin: its steps as a training
     step (step_seconds x batch_size/8) x REFERENCE_STEP_COST, a validation every `eval_every` steps and at the
     last, and one test pass."""
     t = run.params.timeouts

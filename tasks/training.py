@@ -13,11 +13,11 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from ptune import stages
 from ptune.errors import ModelError
 from ptune.evaluation.baseline import BaselineResults
 from ptune.evaluation.scoring import EvalResult
 from ptune.model.base import BaseModel
+from ptune.pipeline import stages
 from ptune.training.history import StepInfo
 from tasks.logs import EvalProgress
 from tasks.policies import retry_on, retry_unless

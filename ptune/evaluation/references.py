@@ -1,7 +1,7 @@
 """Reference-model rows of the task report: the ceiling a soft prompt is measured against (Lester et al. 2021,
 Figure 1), and how much of the way from the best hard prompt to that ceiling the tuned prompt goes.
 
-A row comes from `outputs/<task>/reference/<method>.json`, written by `ptune reference` (ptune.reference).
+A row comes from `outputs/<task>/reference/<method>.json`, written by `ptune reference` (ptune.studies.reference).
 Rows are shown beside the prompts, never mixed with them: they have no predictions in predictions.jsonl, no
 interval, and never reach the promotion gate (`report.gate_metrics` drops every "reference/" key).
 

@@ -32,7 +32,7 @@ from ptune.data.splits import Example
 from ptune.errors import ConfigError, DataError
 from ptune.evaluation.metrics import compute_metrics
 from ptune.model.base import BaseModel
-from ptune.model.batching import Encoded, _pad, collate, encode_source, encode_target, left_pad
+from ptune.model.batching import Encoded, collate, encode_source, encode_target, left_pad, pad_rows
 from ptune.model.generate import generate_batch, match_label, max_label_tokens
 from ptune.model.prefix import PrefixCache, prefix_inputs, split_shared
 from ptune.model.soft_prompt import prompt_inputs
@@ -64,7 +64,7 @@ def label_target_ids(base: BaseModel, labels: Sequence[str]) -> list[list[int]]:
     return [encode_target(base.tokenizer, w, base.is_encoder_decoder, add_eos=False) for w in labels]
 
 
-def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum over positions of log p(target): logits (N, T, V), targets/mask (N, T) -> (N,)."""
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (logp * mask).sum(-1)  # (N,)
@@ -81,8 +81,8 @@ def _score_causal(base: BaseModel, source_ids: Sequence[Sequence[int]], label_id
         return first[:, [x[0] for x in label_ids]]  # (B, L)
     cache = out.cache  # transformers 5: DynamicCache (formerly past_key_values)
     cache.batch_repeat_interleave(n_labels)  # (B*L, heads, P+S or K+S, hd) per layer
-    lab = _pad(label_ids, base.tokenizer.pad_token_id).to(dev)  # (L, T)
-    lab_mask = _pad([[1] * len(x) for x in label_ids], 0).to(dev)  # (L, T)
+    lab = pad_rows(label_ids, base.tokenizer.pad_token_id).to(dev)  # (L, T)
+    lab_mask = pad_rows([[1] * len(x) for x in label_ids], 0).to(dev)  # (L, T)
     batch = ids.shape[0]
     lab_ids, lab_mask = lab.repeat(batch, 1), lab_mask.repeat(batch, 1)  # (B*L, T), row b*L + l
     past_mask = kwargs["attention_mask"].repeat_interleave(n_labels, dim=0)  # (B*L, P+S) or (B*L, K+S)
@@ -92,23 +92,23 @@ def _score_causal(base: BaseModel, source_ids: Sequence[Sequence[int]], label_id
                    position_ids=positions, cache=cache, use_cache=True).logits  # (B*L, T, V)
     score = first.repeat_interleave(n_labels, dim=0).gather(1, lab_ids[:, :1]).squeeze(1)  # (B*L,)
     if lab.shape[1] > 1:
-        score = score + _token_logprobs(logits[:, :-1], lab_ids[:, 1:], lab_mask[:, 1:])
+        score = score + token_logprobs(logits[:, :-1], lab_ids[:, 1:], lab_mask[:, 1:])
     return score.view(batch, n_labels)
 
 
 def _score_seq2seq(base: BaseModel, source_ids: Sequence[Sequence[int]], label_ids: list[list[int]],
                    prompt: torch.Tensor | None) -> torch.Tensor:
     model, dev, n_labels = base.model, base.device, len(label_ids)
-    ids = _pad(source_ids, base.tokenizer.pad_token_id).to(dev)  # (B, S)
-    mask = _pad([[1] * len(s) for s in source_ids], 0).to(dev)
+    ids = pad_rows(source_ids, base.tokenizer.pad_token_id).to(dev)  # (B, S)
+    mask = pad_rows([[1] * len(s) for s in source_ids], 0).to(dev)
     kwargs = prompt_inputs(base, prompt, ids, mask)
     enc = model.get_encoder()(inputs_embeds=kwargs["inputs_embeds"], attention_mask=kwargs["attention_mask"])
     hidden = enc.last_hidden_state.repeat_interleave(n_labels, dim=0)  # (B*L, P+S, d)
     enc_mask = kwargs["attention_mask"].repeat_interleave(n_labels, dim=0)
-    labels = _pad(label_ids, -100).to(dev).repeat(ids.shape[0], 1)  # (B*L, T)
+    labels = pad_rows(label_ids, -100).to(dev).repeat(ids.shape[0], 1)  # (B*L, T)
     logits = model(encoder_outputs=(hidden,), attention_mask=enc_mask,
                    decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels)).logits
-    return _token_logprobs(logits, labels, (labels != -100).float()).view(ids.shape[0], n_labels)
+    return token_logprobs(logits, labels, (labels != -100).float()).view(ids.shape[0], n_labels)
 
 
 def score_labels(base: BaseModel, source_ids: Sequence[Sequence[int]], labels: Sequence[str],
@@ -147,7 +147,7 @@ def score_labels_naive(base: BaseModel, source_ids: Sequence[Sequence[int]], lab
         logits = base.model(**kwargs).logits
         if not base.is_encoder_decoder:
             logits, labels_t = logits[:, :-1], labels_t[:, 1:]  # position t predicts token t+1
-        cols.append(_token_logprobs(logits, labels_t, (labels_t != -100).float()))
+        cols.append(token_logprobs(logits, labels_t, (labels_t != -100).float()))
     return torch.stack(cols, dim=1)
 
 

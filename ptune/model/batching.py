@@ -58,20 +58,20 @@ def collate(items: Sequence[Encoded], pad_id: int, encoder_decoder: bool) -> dic
     Encoder-decoder: input_ids/attention_mask (B, S) and labels (B, L) padded with -100."""
     if encoder_decoder:
         return {
-            "input_ids": _pad([it.source_ids for it in items], pad_id),
-            "attention_mask": _pad([[1] * len(it.source_ids) for it in items], 0),
-            "labels": _pad([it.target_ids for it in items], -100),
+            "input_ids": pad_rows([it.source_ids for it in items], pad_id),
+            "attention_mask": pad_rows([[1] * len(it.source_ids) for it in items], 0),
+            "labels": pad_rows([it.target_ids for it in items], -100),
         }
     seqs = [it.source_ids + it.target_ids for it in items]
     labels = [[-100] * len(it.source_ids) + it.target_ids for it in items]
     return {
-        "input_ids": _pad(seqs, pad_id),
-        "attention_mask": _pad([[1] * len(s) for s in seqs], 0),
-        "labels": _pad(labels, -100),
+        "input_ids": pad_rows(seqs, pad_id),
+        "attention_mask": pad_rows([[1] * len(s) for s in seqs], 0),
+        "labels": pad_rows(labels, -100),
     }
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
+def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
     width = max(len(r) for r in rows)
     out = torch.full((len(rows), width), value, dtype=torch.long)
     for i, row in enumerate(rows):
@@ -85,7 +85,7 @@ def _pad(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> torch
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad for generation: (input_ids, attention_mask), both (B, T)."""
-    return _pad(rows, pad_id, left=True), _pad([[1] * len(r) for r in rows], 0, left=True)
+    return pad_rows(rows, pad_id, left=True), pad_rows([[1] * len(r) for r in rows], 0, left=True)
 
 
 def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,

@@ -5,7 +5,7 @@ Layout (format_version 1):
     <dir>/members/<i>/prompt.*     one ordinary prompt artifact per member (ptune.model.artifacts)
     <dir>/prompt.{safetensors,json}  a copy of member 0, so that every single-prompt reader (pull, export,
                                      older pyfuncs) still finds a valid prompt; ensemble-aware readers
-                                     (`load_ensemble`: the pyfunc, `ptune.ensemble`) use all K.
+                                     (`load_ensemble`: the pyfunc, `ptune.studies.ensemble`) use all K.
 Written atomically (the whole directory appears at once); `load_ensemble` checks every member (checksum,
 shape, one task, one base model) and raises one ArtifactError listing every problem.
 """

@@ -22,7 +22,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ptune.model.base import BaseModel
-from ptune.model.batching import _pad, left_pad
+from ptune.model.batching import left_pad, pad_rows
 from ptune.model.prefix import PrefixCache, prefix_inputs
 from ptune.model.soft_prompt import prompt_inputs
 
@@ -76,8 +76,8 @@ def generate_ids(base: BaseModel, source_ids: Sequence[Sequence[int]], prompt: t
     """
     tok = base.tokenizer
     if base.is_encoder_decoder:
-        ids = _pad(source_ids, tok.pad_token_id).to(base.device)  # (B, S) right-padded: encoder is bidirectional
-        mask = _pad([[1] * len(s) for s in source_ids], 0).to(base.device)
+        ids = pad_rows(source_ids, tok.pad_token_id).to(base.device)  # (B, S) right-padded: encoder is bidirectional
+        mask = pad_rows([[1] * len(s) for s in source_ids], 0).to(base.device)
     else:
         ids, mask = (t.to(base.device) for t in left_pad(source_ids, tok.pad_token_id))  # (B, S)
     if prefix is None:

@@ -13,7 +13,7 @@ quotes the numbers and intervals. Called without a `gate`, only (a) with `min_ga
 good" apply (the rule before issue 11). The alias move is the last write, so a failure before it leaves the aliases as
 they were. Read-decide-write runs under a per-task file lock and re-reads the champion inside it, so two
 promotions racing end with the better version as champion. MLflow is reached through
-`ptune.registry.model_registry` only; scoring a version is the caller's `Evaluator` (see ptune.stages).
+`ptune.registry.model_registry` only; scoring a version is the caller's `Evaluator` (see ptune.pipeline.stages).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptune.config_sections import PromoteConfig
+from ptune.config.sections import PromoteConfig
 from ptune.errors import RegistryError
 from ptune.evaluation.stats import Interval
 from ptune.fileio import file_lock, sha256_text

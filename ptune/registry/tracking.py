@@ -163,7 +163,7 @@ class TrainingRun:
             with guard(f"run creation for {self.task!r}"):
                 run = mlc.create_run(experiment_id, run_name=self.run_name, tags={**standard_tags(self.task), **self.tags})
                 self.run_id = run.info.run_id
-                mlc.log_batch(self.run_id, params=[_param(k, v) for k, v in sorted(self.params.items())])
+                mlc.log_batch(self.run_id, params=[mlflow_param(k, v) for k, v in sorted(self.params.items())])
         return self.run_id
 
     def __call__(self, info: StepInfo) -> None:
@@ -173,7 +173,7 @@ class TrainingRun:
         values = {"train/loss": info.loss, "train/lr": info.lr, "train/step_seconds": info.step_seconds,
                   "train/skipped_steps": info.skipped_steps,
                   "validation/seconds": info.validation_seconds, **(info.metrics or {})}
-        stamp = _now_ms()
+        stamp = now_ms()
         self._pending += [Metric(k, float(v), stamp, int(info.step)) for k, v in values.items() if v is not None]
         if len(self._pending) >= self.flush_every and not self._offline:
             try:
@@ -200,7 +200,7 @@ class TrainingRun:
         with guard(f"logging of the {self.task!r} run", hint):
             self.flush()
             final = {**metrics, **baseline_metrics(baselines)}
-            stamp = _now_ms()
+            stamp = now_ms()
             client().log_batch(self.run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in final.items()])
             self._log_artifacts(prompt_dir, report_files, predictions, validation_dir)
             client().set_terminated(self.run_id, "FINISHED")
@@ -262,13 +262,13 @@ def _local_source(path: str | Path) -> Any:
     return resolve_dataset_source(str(path), candidate_sources=local or None)
 
 
-def _param(key: str, value: Any) -> Any:
+def mlflow_param(key: str, value: Any) -> Any:
     from mlflow.entities import Param
 
     return Param(key, str(value)[:6000])
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
@@ -277,12 +277,12 @@ def _now_ms() -> int:
 def log_final_metrics(run_id: str, metrics: Mapping[str, float]) -> None:
     """Log step-0 metrics on a run (e.g. the baselines recorded in a prompt.json)."""
     with guard("metric logging"):
-        client().log_batch(run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()])
+        client().log_batch(run_id, metrics=[Metric(k, float(v), now_ms(), 0) for k, v in metrics.items()])
 
 
 def log_model_metrics(run_id: str, model_id: str, metrics: Mapping[str, float]) -> None:
     """Link final metrics to a LoggedModel (MLflow 3): they show on the model and its registered versions."""
-    stamp = _now_ms()
+    stamp = now_ms()
     with guard("model metric logging"):
         client().log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0, model_id=model_id) for k, v in metrics.items()])
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from ptune.evaluation.scoring import _token_logprobs
+from ptune.evaluation.scoring import token_logprobs
 from ptune.model.base import BaseModel
-from ptune.model.batching import _pad, left_pad
+from ptune.model.batching import left_pad, pad_rows
 from ptune.model.generate import cut_at_stop, stopping
 from ptune.model.layout import lead_prompt, strip_lead
 from ptune.model.prefix import PrefixCache
@@ -58,7 +58,7 @@ def _cached_inputs(base: BaseModel, rows: Sequence[MixedRow]) -> dict:
             keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
             values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
         layers.append((torch.cat(keys), torch.cat(values)))  # (B, heads, K, hd)
-    prefix_mask = _pad([[1] * r.prefix.length for r in rows], 0, left=True).to(mask)  # (B, K)
+    prefix_mask = pad_rows([[1] * r.prefix.length for r in rows], 0, left=True).to(mask)  # (B, K)
     full_mask = torch.cat([prefix_mask, mask], dim=1)  # (B, K+S)
     positions = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, width:]  # (B, S)
     return {"inputs_embeds": base.embed(ids), "attention_mask": full_mask, "position_ids": positions,
@@ -99,7 +99,7 @@ def _labels(base: BaseModel, rows: Sequence[MixedRow]) -> tuple[torch.Tensor, to
     index = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(counts)).to(base.device)  # (N,)
     flat = [ids for r in rows for ids in r.label_ids]
     pad_id = base.tokenizer.pad_token_id
-    return index, _pad(flat, pad_id).to(base.device), _pad([[1] * len(x) for x in flat], 0).to(base.device), counts
+    return index, pad_rows(flat, pad_id).to(base.device), pad_rows([[1] * len(x) for x in flat], 0).to(base.device), counts
 
 
 def score_mixed(base: BaseModel, rows: Sequence[MixedRow]) -> list[torch.Tensor]:
@@ -121,7 +121,7 @@ def _score_causal(base: BaseModel, rows: Sequence[MixedRow]) -> tuple[torch.Tens
                    cache=cache, use_cache=True).logits  # (N, T, V)
     score = first[index].gather(1, lab[:, :1]).squeeze(1)  # (N,)
     if lab.shape[1] > 1:
-        score = score + _token_logprobs(logits[:, :-1], lab[:, 1:], lab_mask[:, 1:])
+        score = score + token_logprobs(logits[:, :-1], lab[:, 1:], lab_mask[:, 1:])
     return score.split(counts)
 
 
@@ -132,7 +132,7 @@ def _score_seq2seq(base: BaseModel, rows: Sequence[MixedRow]) -> tuple[torch.Ten
     labels = lab.masked_fill(lab_mask == 0, -100)  # (N, T)
     logits = model(encoder_outputs=(enc.last_hidden_state[index],), attention_mask=kwargs["attention_mask"][index],
                    decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels)).logits
-    return _token_logprobs(logits, labels, lab_mask.float()).split(counts)
+    return token_logprobs(logits, labels, lab_mask.float()).split(counts)
 
 
 def generate_mixed(base: BaseModel, rows: Sequence[MixedRow]) -> list[str]:

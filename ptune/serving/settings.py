@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ptune.checks import error, number
+from ptune.config.checks import error, number
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def _step(base: BaseModel, spec: TaskSpec, state: TrainState, batch: dict[str, t
     """One optimizer step, then validation (and best/early-stop bookkeeping) when it is due."""
     lr = float(state.optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
-    loss, skipped, rolled = _train_step(base, state, batch, cfg, amp, cap)
+    loss, skipped, rolled = train_step(base, state, batch, cfg, amp, cap)
     step_seconds, state.step = time.perf_counter() - start, state.step + 1
     if skipped:
         log.warning("%s step %d: loss %.4f > %g x running median: update skipped%s", spec.name, state.step, loss,
@@ -165,7 +165,7 @@ def _new_state(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Pat
     return new_state(_initial_prompt(base, spec, cfg, init_path).to(device=device, dtype=torch.float32), cfg)
 
 
-def _train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tensor], cfg: TrainConfig,
+def train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tensor], cfg: TrainConfig,
                 amp: torch.dtype | None, cap: float) -> tuple[float, bool, bool]:
     """One step on the prompt (and reparam MLP): (batch loss, skipped, rolled back). After the update, raw prompt
     tokens above RMS `cap` (> 0) are scaled back to it (train.max_token_rms). A loss above `spike_factor` x the

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from ptune import dvc_inputs
 from ptune.config import load_params
+from ptune.pipeline import dvc_inputs
 from tests.test_architecture import graph
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,16 +58,16 @@ def test_every_stage_depends_on_the_code_its_command_imports():
     stages = _dvc_yaml()["stages"]
     assert set(stages) == {"fetch", "prepare", "validate", "train", "evaluate"}
     assert uncovered(stages) == []
-    assert {"ptune.stages", "ptune.model.soft_prompt", "ptune.evaluation.baseline"} <= imported_modules("ptune.cli")
+    assert {"ptune.pipeline.stages", "ptune.model.soft_prompt", "ptune.evaluation.baseline"} <= imported_modules("ptune.cli")
 
 
 def test_the_checker_sees_a_missing_dep(tmp_path):
     """A stage that lists only ptune/data while its command reaches ptune.model is reported."""
-    for name, text in {"ptune/__init__.py": "", "ptune/cli.py": "def f():\n    from ptune.model import m\n",
+    for name, text in {"ptune/__init__.py": "", "ptune/cli/__init__.py": "def f():\n    from ptune.model import m\n",
                        "ptune/data/__init__.py": "", "ptune/model/__init__.py": "", "ptune/model/m.py": ""}.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    stage = {"cmd": "python -m ptune.cli x", "deps": ["ptune/data", "ptune/cli.py", "ptune/__init__.py"]}
+    stage = {"cmd": "python -m ptune.cli x", "deps": ["ptune/data", "ptune/cli/__init__.py", "ptune/__init__.py"]}
     assert uncovered({"s": stage}, tmp_path) == ["s: ptune/model/__init__.py", "s: ptune/model/m.py"]
 
 

@@ -24,10 +24,10 @@ from flows.common import task_run
 from flows.nightly import UNCHANGED, nightly_flow
 from flows.params import NightlyParams, TrainFlowParams
 from flows.train import train_task_flow
-from ptune import stages
 from ptune.fileio import file_lock
+from ptune.pipeline import stages
+from ptune.pipeline.repro import lock_path
 from ptune.registry import tracking
-from ptune.repro import lock_path
 from tasks.data import fetch_task_data, prepare_split
 from tasks.events import note_data_version
 from tests.flows.api import artifacts, task_states

@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from flows.params import ReferenceParams
 from flows.reference import reference_flow
-from ptune import reference, stages
 from ptune.config import project_params
+from ptune.pipeline import stages
+from ptune.studies import reference
 from tasks.reference import rereport
 from tasks.timeouts import reference_seconds, reference_timeout
 from tests.flows.api import artifacts, task_states

@@ -8,9 +8,9 @@ import yaml
 
 from flows.params import SweepParams
 from flows.sweep import sweep_flow
-from ptune import stages
 from ptune.config import project_params
-from ptune.registry import sweep_runs
+from ptune.pipeline import stages
+from ptune.studies import sweep_runs
 from tests.flows.api import artifacts
 
 

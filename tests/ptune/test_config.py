@@ -146,11 +146,11 @@ def test_a_run_task_whose_test_cap_is_under_promote_min_examples_is_named_before
     import logging
 
     from ptune.config import project_params
-    from ptune.task_run import TaskRun, scored_test_cap
+    from ptune.pipeline.task_run import TaskRun, scored_test_cap
 
     params = project_params()
     assert scored_test_cap(params.for_task("xsum")) < params.promote.min_examples <= scored_test_cap(params)
-    with caplog.at_level(logging.WARNING, logger="ptune.task_run"):
+    with caplog.at_level(logging.WARNING, logger="ptune.pipeline.task_run"):
         TaskRun.build("rotten_tomatoes", params)
         assert not caplog.records
         TaskRun.build("xsum", params)

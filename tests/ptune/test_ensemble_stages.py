@@ -10,11 +10,12 @@ import torch
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from ptune import ensemble, stages
 from ptune.cli import app
 from ptune.config import load_params
 from ptune.model.ensemble_artifact import load_ensemble
+from ptune.pipeline import stages
 from ptune.registry import model_registry
+from ptune.studies import ensemble
 
 
 def test_ensemble_is_trained_reported_and_registered_as_one_version(toy_project, tmp_path):

@@ -127,14 +127,14 @@ def test_ptune_fetch_fails_in_one_line_without_traceback(tmp_path) -> None:
 
 
 def _list_every_pin(index: Index) -> None:
-    from ptune.inventory import pinned_uses
+    from ptune.pipeline.inventory import pinned_uses
 
     for pin in pinned_uses():
         index.add(pin.project, pin.filename)
 
 
 def test_ptune_sources_lists_every_pin_and_fails_when_a_default_is_withheld(tmp_path) -> None:
-    from ptune.inventory import pinned_uses
+    from ptune.pipeline.inventory import pinned_uses
 
     (tmp_path / "project").mkdir()
     params = tmp_path / "project" / "params.yaml"
@@ -158,7 +158,7 @@ def test_the_real_index_serves_every_default_source() -> None:
     """What `ptune sources` checks in CI: the index lists the file of the default model and of every default task
     (BIG-bench 1.0.0 is listed no more, and no default may depend on it)."""
     from ptune.config import load_params
-    from ptune.inventory import source_rows
+    from ptune.pipeline.inventory import source_rows
 
     rows = source_rows(load_params())
     defaults = [r for r in rows if r.default]

@@ -11,7 +11,6 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from ptune import reference, stages
 from ptune.cli import app
 from ptune.config import load_params
 from ptune.errors import DataError, ModelError
@@ -22,6 +21,8 @@ from ptune.fileio import sha256_of
 from ptune.model.batching import collate, encode_pair
 from ptune.model.soft_prompt import prompt_inputs, target_loss
 from ptune.paths import reference_dir
+from ptune.pipeline import stages
+from ptune.studies import reference
 from tests.support import build_project, project_env
 
 

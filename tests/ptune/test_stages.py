@@ -8,11 +8,11 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ptune import stages, task_run
 from ptune.config import Params, load_params
 from ptune.data.catalog import builtin_tasks
 from ptune.errors import ConfigError
 from ptune.paths import metrics_path, runs_dir
+from ptune.pipeline import stages, task_run
 from ptune.registry import model_registry
 
 

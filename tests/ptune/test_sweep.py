@@ -15,11 +15,12 @@ import optuna
 import pytest
 import yaml
 
-from ptune import stages
-from ptune import sweep as sweep_mod
 from ptune.config import project_params
 from ptune.errors import ConfigError
-from ptune.registry import sweep_runs, tracking
+from ptune.pipeline import stages
+from ptune.registry import tracking
+from ptune.studies import sweep as sweep_mod
+from ptune.studies import sweep_runs
 from tests.support import build_project, project_env, project_env_vars
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +102,7 @@ def test_bad_include_files_are_named(project):
 
 _KILLER = """
 import os, sys
-import ptune.sweep as s
+import ptune.studies.sweep as s
 real = s._Pruning.__call__
 def die(self, info):
     real(self, info)

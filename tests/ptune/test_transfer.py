@@ -8,13 +8,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ptune import stages, transfer
 from ptune.cli import app
 from ptune.config import load_params
 from ptune.errors import ConfigError
 from ptune.model.artifacts import PromptMeta, load_prompt, save_prompt
 from ptune.model.soft_prompt import init_prompt
+from ptune.pipeline import stages
 from ptune.registry import model_registry, tracking
+from ptune.studies import transfer
 
 
 def _champion(task: str, prompt: torch.Tensor, base, tmp_path, spec, fingerprint: str | None = None) -> None:

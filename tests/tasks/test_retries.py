@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from ptune import stages
 from ptune.config import load_params
 from ptune.errors import DataError
+from ptune.pipeline import stages
 from ptune.registry import tracking
 from tasks import training
 from tasks.data import fetch_task_data

@@ -9,7 +9,7 @@ from prefect.states import Completed, Failed
 
 from ptune.config import DataConfig, Params
 from ptune.errors import ConfigError, DataError, RegistryError
-from ptune.stages import TaskRun
+from ptune.pipeline.stages import TaskRun
 from tasks.data import data_key, prepare_cache_key
 from tasks.policies import retry_on, retry_unless
 from tasks.training import artifact_key

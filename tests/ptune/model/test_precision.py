@@ -68,8 +68,8 @@ def test_bf16_stays_close_to_fp32_on_the_tiny_model(tiny_base):
 @pytest.mark.slow
 def test_bf16_stays_close_to_fp32_on_smollm2(tmp_path, monkeypatch):
     """SmolLM2-135M, 64 real rotten_tomatoes test rows, zero-shot and a class-label prompt."""
-    from ptune import stages
     from ptune.config import Params
+    from ptune.pipeline import stages
 
     monkeypatch.setenv("PTUNE_PROJECT_DIR", str(tmp_path))
     run = stages.TaskRun.build("rotten_tomatoes", Params(model_dtype="fp32"))  # fp32 passes need fp32 weights

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptune.model.batching import _pad, collate, encode_pair
+from ptune.model.batching import collate, encode_pair, pad_rows
 from ptune.model.soft_prompt import prompt_inputs, shared_prompt_inputs, target_loss
 
 PAIRS = [("the film was good", "positive"), ("bad", "negative"),
@@ -19,9 +19,9 @@ def _batch(base, left: bool) -> dict[str, torch.Tensor]:
     if not left or base.is_encoder_decoder:
         return collate(items, base.tokenizer.pad_token_id, base.is_encoder_decoder)
     seqs = [it.source_ids + it.target_ids for it in items]
-    return {"input_ids": _pad(seqs, base.tokenizer.pad_token_id, left=True),
-            "attention_mask": _pad([[1] * len(s) for s in seqs], 0, left=True),
-            "labels": _pad([[-100] * len(it.source_ids) + it.target_ids for it in items], -100, left=True)}
+    return {"input_ids": pad_rows(seqs, base.tokenizer.pad_token_id, left=True),
+            "attention_mask": pad_rows([[1] * len(s) for s in seqs], 0, left=True),
+            "labels": pad_rows([[-100] * len(it.source_ids) + it.target_ids for it in items], -100, left=True)}
 
 
 def _loss_and_grad(base, build, batch):

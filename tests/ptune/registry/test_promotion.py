@@ -11,13 +11,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from ptune import stages
 from ptune.cli import app
 from ptune.config import Params
 from ptune.data.catalog import get_task
 from ptune.errors import RegistryError
 from ptune.evaluation.scoring import evaluate
 from ptune.model import artifacts
+from ptune.pipeline import stages
 from ptune.registry import model_registry
 from ptune.registry.promotion import promote_if_better
 from tests.ptune.registry.helpers import TASK, examples, register, use_store, write_split

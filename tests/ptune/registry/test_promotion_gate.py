@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ptune import stages
 from ptune.config import load_params
-from ptune.config_sections import PromoteConfig
+from ptune.config.sections import PromoteConfig
 from ptune.evaluation.stats import Interval
+from ptune.pipeline import stages
 from ptune.registry import model_registry, tracking
 from ptune.registry.promotion import Evidence, baseline_refusal, champion_refusal, evidence, promote_if_better
 from tests.ptune.registry.helpers import TASK, make_prompt, use_store

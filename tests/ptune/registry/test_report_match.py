@@ -69,8 +69,8 @@ def test_a_prompt_recording_its_own_test_metrics_needs_no_report(tmp_path, tiny_
 
 
 def test_register_dir_uses_the_report_of_the_task_report_dir(store, tiny_causal, tmp_path, monkeypatch):
-    from ptune import stages
-    from ptune.task_run import TaskRun
+    from ptune.pipeline import stages
+    from ptune.pipeline.task_run import TaskRun
 
     run = TaskRun.build(TASK, Params())
     prompt = make_prompt(tmp_path / "D" / "prompt", tiny_causal)

@@ -258,11 +258,11 @@ def test_cli_train_writes_a_prompt_artifact(tiny_causal, tmp_path, monkeypatch):
     """`ptune train TASK --steps N --out DIR` wires params, data, base model, training and the artifact."""
     from typer.testing import CliRunner
 
-    from ptune import stages, task_run
     from ptune.cli import app
     from ptune.model.artifacts import load_prompt
+    from ptune.pipeline import stages, task_run
 
-    # the CLI calls ptune.stages: stand in for the catalog, the data and the base model there
+    # the CLI calls ptune.pipeline.stages: stand in for the catalog, the data and the base model there
     monkeypatch.setattr(task_run, "get_task", lambda name, params=None: SPEC)
     monkeypatch.setattr(task_run, "_read_split", lambda task, split, stamp: TRAIN if split == "train" else VALID)
     monkeypatch.setattr(task_run.splits, "data_version", lambda task: "v-test")

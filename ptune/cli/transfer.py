@@ -15,8 +15,9 @@ def similar_cmd(
     params: Annotated[Path, typer.Option("--params", help="params.yaml to read.")] = Path("params.yaml"),
 ) -> None:
     """Rank other tasks' @champion prompts by cosine similarity of the mean-pooled prompt with TASK's prompt."""
-    from ptune import stages, transfer
     from ptune.config import project_params
+    from ptune.pipeline import stages
+    from ptune.studies import transfer
 
     run = stages.TaskRun.build(task, project_params(params))
     base = stages.load_base(run)

@@ -1,4 +1,4 @@
-"""Validated configuration mirroring params.yaml: `Params` over the sections of ptune.config_sections.
+"""Validated configuration mirroring params.yaml: `Params` over the sections of ptune.config.sections.
 
 Every section checks itself in `__post_init__` and raises one `ConfigError` listing every bad field with
 its value and what is allowed; `load_params` gathers the problems of all sections (unknown keys
@@ -15,25 +15,20 @@ from typing import Any
 
 import yaml
 
-from ptune.checks import error, unknown
-from ptune.config_sections import (  # noqa: F401  (re-exported: the public names of the sections)
-    DEVICES,
-    INITS,
-    OPTIMIZERS,
-    PRECISIONS,
+from ptune.config.checks import error, unknown
+from ptune.config.sections import (
     SECTIONS,
     DataConfig,
     EvalConfig,
     PromoteConfig,
-    PromptInit,
+    Section,
     TimeoutConfig,
     TrainConfig,
-    _Section,
 )
 from ptune.errors import ConfigError
 from ptune.paths import project_dir
 
-_SECTION_TYPES: dict[str, type[_Section]] = {
+_SECTION_TYPES: dict[str, type[Section]] = {
     "data": DataConfig, "train": TrainConfig, "evaluate": EvalConfig, "promote": PromoteConfig,
     "timeouts": TimeoutConfig,
 }
@@ -120,7 +115,7 @@ def _override_problems(params: Params) -> list[str]:
 
 
 MODEL_DTYPES = ("auto", "fp32", "bf16")
-_TORCH_DTYPES = {"auto": "float32", "fp32": "float32", "bf16": "bfloat16"}  # auto loads fp32 (ptune.stages.load_base)
+_TORCH_DTYPES = {"auto": "float32", "fp32": "float32", "bf16": "bfloat16"}  # auto loads fp32 (ptune.pipeline.stages.load_base)
 
 
 def torch_dtype_name(model_dtype: str) -> str:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from ptune import stages
 from ptune.errors import ConfigError
 from ptune.model.artifacts import PromptMeta, load_prompt
 from ptune.model.base import BaseModel
 from ptune.model.soft_prompt import init_prompt
-from ptune.registry import similarity
+from ptune.pipeline import stages
+from ptune.studies import similarity
 
 SOURCE_DIR = "transfer_source"  # <run root>/transfer_source: the source prompt a transfer run starts from
 

@@ -1,4 +1,4 @@
-"""`ptune sweep TASK --budget-minutes N`: the Optuna search of ptune.sweep, from the command line."""
+"""`ptune sweep TASK --budget-minutes N`: the Optuna search of ptune.studies.sweep, from the command line."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def sweep_cmd(
 ) -> None:
     """Search lr, n_tokens, init, reparam and max_steps for TASK on its validation split (Optuna TPE, median
     pruning); every trial is an MLflow child run of one sweep run. Writes sweeps/TASK.yaml; resumes after a kill."""
-    from ptune import stages
-    from ptune.sweep import run_sweep
+    from ptune.pipeline import stages
+    from ptune.studies.sweep import run_sweep
 
     run = stages.TaskRun.build(task, project_params(params))
     result = run_sweep(run, budget_minutes=budget_minutes, n_trials=trials, seed=seed)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from ptune.checks import choice, error, floatify, number, unknown
+from ptune.config.checks import choice, error, floatify, number, unknown
 from ptune.errors import ConfigError
 
 
@@ -34,7 +34,7 @@ REPARAMS = ("none", "residual")  # ptune.model.reparam
 SECTIONS = ("data", "train", "evaluate", "promote", "timeouts")
 
 
-class _Section:
+class Section:
     """Shared behaviour: raise the collected problems once; build from a mapping, rejecting unknown keys."""
 
     section: ClassVar[str] = ""
@@ -69,7 +69,7 @@ class _Section:
 
 
 @dataclass(frozen=True)
-class DataConfig(_Section):
+class DataConfig(Section):
     """How prepared splits are cut from the raw data."""
 
     section: ClassVar[str] = "data"
@@ -93,7 +93,7 @@ class DataConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Soft-prompt training (Lester et al. 2021 defaults: Adafactor, constant lr 0.3, 20-100 tokens)."""
 
     section: ClassVar[str] = "train"
@@ -156,7 +156,7 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
-class EvalConfig(_Section):
+class EvalConfig(Section):
     """Evaluation of tuned prompts and hard-prompt baselines."""
 
     section: ClassVar[str] = "evaluate"
@@ -188,7 +188,7 @@ class EvalConfig(_Section):
 
 
 @dataclass(frozen=True)
-class PromoteConfig(_Section):
+class PromoteConfig(Section):
     """When the registry alias @champion moves (see ARCHITECTURE.md, promotion rule)."""
 
     section: ClassVar[str] = "promote"
@@ -207,7 +207,7 @@ class PromoteConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TimeoutConfig(_Section):
+class TimeoutConfig(Section):
     """Time budgets of the pipeline steps (Prefect `timeout_seconds`), derived from each step's work:
     train = max_steps x step_seconds x batch_size/8 + its validations; evaluation = examples x example_seconds;
     each x margin, never under min_seconds. Defaults: SmolLM2-135M on 2 CPU cores (docs/prefect.md)."""

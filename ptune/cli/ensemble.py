@@ -6,13 +6,13 @@ import json
 
 import typer
 
-from ptune import stages
+from ptune.pipeline import stages
 
 
 def train_ensemble(run: stages.TaskRun, base: object, k: int, method: str, register: bool) -> None:
     """Train the K members, evaluate them together on test beside the baselines, write the report (and
     register the ensemble as one version with `register`); prints one JSON object."""
-    from ptune import ensemble
+    from ptune.studies import ensemble
 
     trained = ensemble.train_ensemble(run, base, k, method=method)
     found = ensemble.evaluate_ensemble(run, base, trained.directory)

@@ -18,8 +18,8 @@ def sources_cmd(
     """Table of pinned files (model weights, datasets): used by, default, listed on the index now, cached,
     size, licence. Exits 1 when a file that a default task or the default model needs can be had neither
     from the cache nor from the index (CI can run it)."""
-    from ptune.inventory import render, source_rows
     from ptune.packages import remedies
+    from ptune.pipeline.inventory import render, source_rows
 
     rows = source_rows(project_params(params, must_exist=params is not None), ask_index=not no_index)
     typer.echo(render(rows))

@@ -37,9 +37,9 @@ from ptune.fileio import check_replaceable
 from ptune.model.artifacts import PROMPT_DIR, PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_held_model
 from ptune.model.precision import autocast_dtype, held_dtypes, inference_precision
+from ptune.pipeline.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
 from ptune.registry import model_card, model_registry, promotion, report_match, tracking
 from ptune.registry.loading import load_prompt_with_base
-from ptune.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
 from ptune.training.history import StepInfo, plot_curve, write_curve
 from ptune.training.train import train_prompt
 

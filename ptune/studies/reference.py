@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ptune import paths, stages
+from ptune import paths
 from ptune.data.splits import SPLITS
 from ptune.errors import ConfigError, DataError, ModelError
 from ptune.fileio import atomic_write_text
@@ -39,6 +39,7 @@ from ptune.model.base import BaseModel, load_base_model
 from ptune.model.batching import collate
 from ptune.model.precision import autocast, autocast_dtype, training_attention
 from ptune.model.soft_prompt import prompt_inputs, target_loss
+from ptune.pipeline import stages
 from ptune.registry import tracking
 from ptune.training.history import StepInfo, write_curve
 from ptune.training.train import BatchOrder, encode_examples

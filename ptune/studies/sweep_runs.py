@@ -14,16 +14,16 @@ from mlflow.entities import Metric, RunTag
 from ptune.paths import project_dir
 from ptune.registry.tracking import (
     TrainingRun,
-    _now_ms,
-    _param,
     client,
     ensure_experiment,
     guard,
+    mlflow_param,
+    now_ms,
     tracking_uri,
 )
 
 PARENT_TAG = "mlflow.parentRunId"
-SWEEP_TAG = "ptune.sweep"  # the Optuna study name, on the parent and on every child
+SWEEP_TAG = "ptune.studies.sweep"  # the Optuna study name, on the parent and on every child
 
 
 def optuna_storage_url() -> str:
@@ -38,7 +38,7 @@ def start_parent(task: str, study: str, params: Mapping[str, Any]) -> str:
     mlc, experiment_id = client(), ensure_experiment(task)
     with guard(f"sweep run creation for {task!r}"):
         run = mlc.create_run(experiment_id, run_name=f"sweep-{task}", tags={"ptune.task": task, SWEEP_TAG: study})
-        mlc.log_batch(run.info.run_id, params=[_param(k, v) for k, v in sorted(params.items())])
+        mlc.log_batch(run.info.run_id, params=[mlflow_param(k, v) for k, v in sorted(params.items())])
     return run.info.run_id
 
 
@@ -60,7 +60,7 @@ def end_run(run_id: str, status: str, metrics: Mapping[str, float] = (), tags: M
     """Log final metrics (step 0) and tags, then end the run: FINISHED, KILLED (pruned) or FAILED."""
     mlc = client()
     with guard(f"ending run {run_id}"):
-        mlc.log_batch(run_id, metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in dict(metrics).items()],
+        mlc.log_batch(run_id, metrics=[Metric(k, float(v), now_ms(), 0) for k, v in dict(metrics).items()],
                       tags=[RunTag(k, str(v)) for k, v in dict(tags).items()])
         mlc.set_terminated(run_id, status)
 

@@ -16,7 +16,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptune import stages
 from ptune.errors import ArtifactError, ConfigError
 from ptune.evaluation import ensemble as scoring
 from ptune.evaluation.baseline import BaselineResults
@@ -24,6 +23,7 @@ from ptune.fileio import atomic_write_text, check_replaceable
 from ptune.model.artifacts import PROMPT_DIR
 from ptune.model.base import BaseModel
 from ptune.model.ensemble_artifact import load_ensemble, save_ensemble
+from ptune.pipeline import stages
 from ptune.registry import model_card, model_registry, tracking
 
 ENSEMBLE_DIR = "ensemble_prompt"  # <root>/ensemble_prompt: the ensemble artifact

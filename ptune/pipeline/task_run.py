@@ -1,5 +1,5 @@
 """`TaskRun`: one task resolved once (params with its overrides, spec, paths), and the prepared splits it reads.
-The pipeline steps over it are in ptune.stages."""
+The pipeline steps over it are in ptune.pipeline.stages."""
 
 from __future__ import annotations
 

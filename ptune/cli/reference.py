@@ -25,8 +25,9 @@ def reference_cmd(
     """Train a reference model on TASK (same data, scoring, steps and batch size as prompt tuning), keep the best
     on validation, score it once on test; MLflow run tagged ptune.kind=reference (never registered) and
     outputs/TASK/reference/METHOD.json, which `ptune report TASK` shows with the gap the prompt closes."""
-    from ptune import reference, stages
     from ptune.config import project_params
+    from ptune.pipeline import stages
+    from ptune.studies import reference
 
     project = project_params(params, must_exist=params is not None)
     run = stages.TaskRun.build(task, project, source="--steps")

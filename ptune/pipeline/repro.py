@@ -20,10 +20,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ptune import dvc_inputs
 from ptune.config import load_params
 from ptune.errors import PtuneError
 from ptune.fileio import file_lock
+from ptune.pipeline import dvc_inputs
 
 
 def lock_path(project: Path) -> Path:

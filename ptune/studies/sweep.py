@@ -28,12 +28,13 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from ptune import stages
 from ptune.config import TrainConfig
 from ptune.errors import ConfigError
 from ptune.fileio import atomic_write_text, file_lock, sha256_text
 from ptune.paths import project_dir
-from ptune.registry import sweep_runs, tracking
+from ptune.pipeline import stages
+from ptune.registry import tracking
+from ptune.studies import sweep_runs
 from ptune.training.history import StepInfo
 from ptune.training.train import train_prompt
 

@@ -1,0 +1,95 @@
+"""Training and scoring commands: `ptune train`, `eval`, `report`, `predict` on one task."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptune.cli.options import BaseOpt, ForceOpt, ParamsOpt, PromptOpt, SplitOpt, TaskArg, build_run
+
+
+def train_cmd(task: TaskArg, params: ParamsOpt = None,
+              steps: Annotated[int | None, typer.Option("--steps", help="Override train.max_steps.")] = None,
+              out: Annotated[Path | None, typer.Option("--out", help="Output dir (default outputs/TASK).")] = None,
+              transfer_from: Annotated[str | None, typer.Option(
+                  "--transfer-from", help="Start from TASK2's @champion prompt (auto: the most similar).")] = None,
+              ensemble: Annotated[int, typer.Option("--ensemble", help="Train K prompts (seeds seed..seed+K-1), "
+                                                    "evaluate them together, report.")] = 0,
+              method: Annotated[str, typer.Option("--method", help="Ensemble: mean (of rank scores) | vote.")] = "mean",
+              register: Annotated[bool, typer.Option("--register", help="Ensemble: register it as one version.")] = False,
+              track: Annotated[bool, typer.Option("--track", help="Log the run to MLflow (ptune/TASK); dvc.yaml does.")] = False,
+              ) -> None:
+    """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
+    from ptune.pipeline import stages
+    from ptune.registry import tracking
+
+    run = build_run(task, params, train={"max_steps": steps} if steps is not None else {})
+    if out is not None:
+        run = dataclasses.replace(run, paths=dataclasses.replace(run.paths, root=out))
+    base = stages.load_base(run)
+    if transfer_from:
+        from ptune.studies.transfer import with_transfer
+
+        run = with_transfer(run, base, transfer_from)
+    if ensemble:
+        from ptune.cli.ensemble import train_ensemble
+
+        return train_ensemble(run, base, ensemble, method, register)
+    done = stages.train(run, base, track=track)
+    if done.run_id is not None:  # params, per-step curves, best validation metrics, prompt and curve files
+        tracking.resume(task, done.run_id).finish(done.prompt_dir, done.metrics,
+                                                  report_files=[done.curve, done.curve.with_suffix(".png")])
+    typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "mlflow_run": done.run_id,
+                           "best_step": done.best_step,
+                           "steps_run": done.steps_run, "resumed_from": done.resumed_from,
+                           "seconds": round(done.seconds, 1), **done.metrics}, indent=2))
+
+
+def eval_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
+             mode: Annotated[str | None, typer.Option(help="rank | generate (default by task kind).")] = None,
+             params: ParamsOpt = None, force: ForceOpt = False, base: BaseOpt = None) -> None:
+    """Score a tuned prompt on a split; prints one JSON object {"<split>/<metric>": .., invalid_rate, n, seconds}."""
+    from ptune.pipeline import stages
+
+    run = build_run(task, params, model=base)
+    weight, base = stages.trained_from_dir(run, prompt, force=force)
+    res = stages.evaluate(run, base, weight, split=split, mode=mode)
+    typer.echo(json.dumps({**res.metrics, f"{split}/invalid_rate": res.invalid_rate, f"{split}/n": res.n,
+                           f"{split}/seconds": round(res.seconds, 3)}, indent=2))
+
+
+def report_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test",
+               params: ParamsOpt = None, force: ForceOpt = False, base: BaseOpt = None) -> None:
+    """Tuned prompt vs zero-shot, k-shot, chat baselines: writes metrics/TASK.json and outputs/TASK/report/."""
+    from ptune.pipeline import stages
+
+    run = build_run(task, params, model=base)
+    weight, base = stages.trained_from_dir(run, prompt, force=force)
+    found = stages.baselines(run, base, split=split)
+    written = stages.report(run, stages.evaluate(run, base, weight, split=split), found, weight.numel()).files
+    stages.report_match.record(run.paths.report_dir, prompt or run.paths.prompt_dir, written.metrics)  # for register
+    for name in ("markdown", "metrics", "chart", "predictions"):
+        typer.echo(f"{name}: {getattr(written, name)}")
+    typer.echo(written.markdown.read_text(encoding="utf-8"))
+
+
+def predict_cmd(task: TaskArg,
+                text: Annotated[str, typer.Argument(help="Input: the task's first column, or the source with --raw.")],
+                prompt: PromptOpt = None,
+                raw: Annotated[bool, typer.Option("--raw", help="TEXT is already formatted (ends with the cue).")] = False,
+                params: ParamsOpt = None, force: ForceOpt = False, base: BaseOpt = None) -> None:
+    """Print the label (classification) or generated text for one input."""
+    from ptune.data.spec import format_input
+    from ptune.evaluation.scoring import predict
+    from ptune.pipeline import stages
+
+    run = build_run(task, params, model=base)
+    weight, base = stages.trained_from_dir(run, prompt, force=force)
+    typer.echo(predict(base, run.spec, [text if raw else format_input(run.spec, text)], weight)[0][0])
+
+
+COMMANDS = {"train": train_cmd, "eval": eval_cmd, "report": report_cmd, "predict": predict_cmd}
