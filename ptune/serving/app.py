@@ -10,6 +10,7 @@ this module does not use postponed annotations.
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,16 +18,20 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ptune.errors import DataError
+from ptune.errors import DataError, PtuneError
 from ptune.serving.batcher import DynamicBatcher
+from ptune.serving.inputs import field_problems
 from ptune.serving.limits import BodyLimit
 from ptune.serving.metrics import ServeMetrics
-from ptune.serving.multi_prompt import MultiPromptModel, Prediction, Row
-from ptune.serving.registry_source import RegistryWatcher
+from ptune.serving.multi_prompt import LoadedTask, MultiPromptModel, Prediction, Row
+from ptune.serving.registry_source import RegistryWatcher, VersionScore, version_score
 from ptune.serving.schemas import (
+    FIELDS_TAG,
+    TEXT_TAG,
     Health,
     PredictionOut,
     PredictResponse,
+    Score,
     TaskInfo,
     TaskVersions,
     request_models,
@@ -37,30 +42,45 @@ log = logging.getLogger(__name__)
 PLAYGROUND = Path(__file__).with_name("playground.html")
 
 
+def in_inputs(i: int) -> list:
+    """Where input `i` of a /v1/predict body lies (a 422's `loc`)."""
+    return ["body", "inputs", i]
+
+
+def in_batch(i: int) -> list:
+    """Where the input of item `i` of a /v1/batch body lies."""
+    return ["body", "inputs", i, "text"]
+
+
 class Service:
     """What the routes share: the model, its batcher, the registry watcher (None: no hot swap), metrics."""
 
     def __init__(self, model: MultiPromptModel, settings: ServeSettings, watcher: RegistryWatcher | None = None):
         self.model, self.settings, self.watcher, self.metrics = model, settings, watcher, ServeMetrics()
+        self.scores: dict[tuple[str, str], VersionScore | None] = {}  # (task, version) -> recorded score
         if watcher is not None:
             watcher.on_event = lambda task, outcome: self.metrics.swaps.labels(task, outcome).inc()
         self.batcher = DynamicBatcher(lambda rows: model.predict(rows, batch_size=settings.max_batch_size),
                                       settings.max_batch_size, settings.max_wait_ms, settings.batching,
                                       on_batch=self.metrics.observe_batch)
 
-    def check(self, rows: list[Row]) -> None:
-        """404 for unknown tasks (listing the served ones), 422 for inputs that tokenise to nothing."""
-        served = self.model.tasks
-        unknown = sorted({r.task for r in rows} - set(served))
+    def check(self, rows: list[Row], at: Callable[[int], list] = in_inputs) -> None:
+        """404 for unknown tasks (listing the served ones); 422 for an object input lacking a field of its task
+        or naming one it lacks (at its place in the body: `at(row index)`), or an input that tokenises to nothing."""
+        tasks = self.model.snapshot()
+        unknown = sorted({r.task for r in rows} - set(tasks))
         if unknown:
-            raise HTTPException(404, f"unknown task(s) {unknown}; served tasks: {served}")
+            raise HTTPException(404, f"unknown task(s) {unknown}; served tasks: {sorted(tasks)}")
+        problems = [p for i, r in enumerate(rows) for p in field_problems(tasks[r.task].spec, r.text, r.raw, at(i))]
+        if problems:
+            raise HTTPException(422, problems)
         try:
             self.model.check_rows(rows)
         except DataError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    async def predict(self, rows: list[Row]) -> tuple[list[Prediction], float]:
-        self.check(rows)
+    async def predict(self, rows: list[Row], at: Callable[[int], list] = in_inputs) -> tuple[list[Prediction], float]:
+        self.check(rows, at)
         start = time.perf_counter()
         preds = await asyncio.wrap_future(self.batcher.submit(rows))
         return preds, (time.perf_counter() - start) * 1000
@@ -73,6 +93,18 @@ class Service:
                                         else (task.version, "ok", None))
             out[name] = TaskVersions(served=task.version, aliased=aliased, status=status, problem=problem)
         return out
+
+    def score(self, task: LoadedTask) -> VersionScore | None:
+        """The registry's test score of the served version vs the best baseline (once per version; None when
+        the registry has no record of it, e.g. a prompt loaded from disk)."""
+        key = (task.name, task.version)
+        if key not in self.scores:
+            try:
+                self.scores[key] = version_score(task.spec, task.version)
+            except PtuneError as exc:
+                log.warning("no recorded score for %s version %s: %s", task.name, task.version, exc)
+                self.scores[key] = None
+        return self.scores[key]
 
     def close(self) -> None:
         if self.watcher is not None:
@@ -109,7 +141,9 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
 
 
 def _problem(error: dict) -> dict:
-    loc = [str(part) for part in error.get("loc", ())]
+    parts = list(error.get("loc", ()))  # without the tag of the form an input took (string / fields)
+    loc = [str(p) for i, p in enumerate(parts) if not (p in (TEXT_TAG, FIELDS_TAG) and i and
+                                                      (isinstance(parts[i - 1], int) or parts[i - 1] == "text"))]
     field = ".".join(part for part in loc if part != "body") or "body"
     limits = {k: v for k, v in (error.get("ctx") or {}).items() if isinstance(v, (int, float))}
     return {"loc": loc, "field": field, "msg": f"{field}: {error.get('msg', 'invalid')}", "type": error.get("type", ""),
@@ -127,12 +161,17 @@ def _add_timing(app: FastAPI, service: Service) -> None:
 
 def _task_infos(service: Service) -> list[TaskInfo]:
     model, versions = service.model, service.versions()
-    return [TaskInfo(task=t.name, kind=t.spec.kind, version=t.version, labels=list(t.spec.label_words),
-                     prompt_tokens=int(t.prompt.shape[0]), ensemble=len(t.prompts), method=t.method,
-                     metrics=dict(t.meta.metrics), base_model=model.base.spec,
+    return [TaskInfo(task=t.name, alias=service.settings.alias, kind=t.spec.kind, version=t.version,
+                     inputs=list(t.spec.input_columns), score=_score(service.score(t)),
+                     labels=list(t.spec.label_words), prompt_tokens=int(t.prompt.shape[0]), ensemble=len(t.prompts),
+                     method=t.method, metrics=dict(t.meta.metrics), base_model=model.base.spec,
                      base_fingerprint=model.base.fingerprint, alias_version=versions[t.name].aliased,
                      status=versions[t.name].status, problem=versions[t.name].problem)
             for t in sorted(model.snapshot().values(), key=lambda t: t.name)]
+
+
+def _score(found: VersionScore | None) -> Score | None:
+    return None if found is None else Score(metric=found.metric, value=found.value, baseline=found.baseline)
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
@@ -148,12 +187,14 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/batch", response_model=PredictResponse, responses={404: {}, 413: {}, 422: {}})
     async def batch(body: BatchRequest) -> PredictResponse:
         """Inputs of several tasks in one call, answered in one mixed-task batch."""
-        preds, ms = await service.predict([Row(item.task, item.text, item.raw) for item in body.inputs])
+        preds, ms = await service.predict([Row(item.task, item.text, item.raw) for item in body.inputs],
+                                          in_batch)
         return PredictResponse(predictions=_out(preds), latency_ms=ms)
 
     @app.get("/v1/tasks", response_model=list[TaskInfo])
-    async def tasks() -> list[TaskInfo]:
-        """Served tasks: kind, prompt version (and the one the alias points at), labels, metrics, base model."""
+    def tasks() -> list[TaskInfo]:  # not async: a new version's score is read from the registry once
+        """Served tasks: alias, prompt version (and the one the alias points at), input fields, test score vs
+        the best baseline, kind, labels, metrics, base model."""
         return _task_infos(service)
 
     @app.get("/health", response_model=Health)

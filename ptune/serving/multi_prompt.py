@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ptune.data.spec import TaskSpec, format_input
+from ptune.data.spec import TaskSpec
 from ptune.errors import ArtifactError, DataError
 from ptune.evaluation.ensemble import combine
 from ptune.model import artifacts
@@ -40,6 +40,7 @@ from ptune.model.ensemble_artifact import load_ensemble
 from ptune.model.layout import warn_if_layout_differs
 from ptune.model.precision import hold_for_inference, inference_precision
 from ptune.model.prefix import build_prefix
+from ptune.serving.inputs import Fields, source_text
 from ptune.serving.mixed import MixedRow, generate_mixed, score_mixed
 
 
@@ -72,10 +73,11 @@ class LoadedTask:
 
 @dataclass(frozen=True)
 class Row:
-    """One input of a predict call: the task it is for and its text (formatted by the task unless raw)."""
+    """One input of a predict call: the task it is for and its text, or its input fields (formatted by the
+    task unless raw; `ptune.serving.inputs`)."""
 
     task: str
-    text: str
+    text: str | Fields
     raw: bool = False
 
 
@@ -184,15 +186,16 @@ class MultiPromptModel:
             if row.task not in tasks:
                 problems.append(f"row {i}: task {row.task!r} is not served")
             elif not self._mixed_rows(tasks[row.task], row)[0].source_ids:
-                problems.append(f"row {i}: input {row.text[:40]!r} tokenises to no tokens")
+                shown = repr(row.text[:40]) if isinstance(row.text, str) else f"with fields {sorted(row.text)}"
+                problems.append(f"row {i}: input {shown} tokenises to no tokens")
         if problems:
             raise DataError("; ".join(problems) + f" (served tasks: {sorted(tasks)})")
 
     def _mixed_rows(self, task: LoadedTask, row: Row) -> list[MixedRow]:
         """The row once per prompt of its task (one, or K for an ensemble)."""
         spec = task.spec
-        text = row.text if row.raw else format_input(spec, row.text)
-        ids = encode_source(self.base.tokenizer, text, spec.max_source_tokens, self.base.is_encoder_decoder)
+        source = source_text(spec, row.text, row.raw)
+        ids = encode_source(self.base.tokenizer, source, spec.max_source_tokens, self.base.is_encoder_decoder)
         labels = [list(x) for x in task.label_ids]
         return [MixedRow(ids, prompt, prefix, labels, spec.max_target_tokens, spec.stop_strings)
                 for prompt, prefix in task.prompts]

@@ -16,11 +16,12 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ptune.data.spec import TaskSpec
 from ptune.errors import ArtifactError, ConfigError, PtuneError
-from ptune.registry import model_registry
+from ptune.registry import model_registry, promotion
 from ptune.serving.multi_prompt import LoadedTask, MultiPromptModel
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,25 @@ def load_aliased(model: MultiPromptModel, specs: Sequence[TaskSpec], alias: str 
         raise ConfigError(f"no registry version has alias @{alias} for task(s) {missing}: train and promote "
                           f"them first (`ptune train`, `ptune promote`), or leave them out with --tasks")
     return [load_version(model, spec, str(versions[spec.name])) for spec in specs]
+
+
+@dataclass(frozen=True)
+class VersionScore:
+    """A version's recorded test score on its primary metric, beside the best baseline's (None: not recorded)."""
+
+    metric: str  # "test/accuracy"
+    value: float | None
+    baseline: float | None  # the best hand-written prompt (chosen on validation), on test
+
+
+def version_score(spec: TaskSpec, version: str) -> VersionScore:
+    """What the registry recorded for `version` of `ptune-<task>`: its tags and LoggedModel metrics
+    (PtuneError when the registry cannot be read)."""
+    tags = model_registry.version_tags(spec.name, version)
+    metric = tags.get("primary_metric") or f"test/{spec.metrics[0]}"
+    recorded = promotion.recorded_metrics(spec.name, version, tags)
+    value = float(recorded[metric]) if metric in recorded else None
+    return VersionScore(metric, value, promotion.evidence({k: str(v) for k, v in recorded.items()}, metric).baseline)
 
 
 class RegistryWatcher:

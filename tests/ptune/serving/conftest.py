@@ -1,7 +1,9 @@
-"""The serving tests' server: champions of four tasks in a real MLflow SQLite registry, served on
-127.0.0.1 in-process (one per test module)."""
+"""The serving tests' servers: champions of four tasks in a real MLflow SQLite registry, served on
+127.0.0.1 in-process (one per test module); and @challenger of a two-field task beside a one-field one."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -30,3 +32,24 @@ def served(tmp_path_factory, tiny_causal_dir):
         service = build_service(Params(model=str(tiny_causal_dir)), list(TASKS), SETTINGS)
         with running(create_app(service)) as url:
             yield service, url, tmp, base
+
+
+FIELD_TASKS = {"boolq_offline": 3, "rotten_tomatoes": 2}  # question + passage; text
+BASELINE = {"baseline/best/test/accuracy": 0.77}  # the best hand-written prompt's test accuracy, as a report records it
+
+
+@pytest.fixture(scope="module")
+def served_fields(tmp_path_factory, tiny_causal_dir):
+    """(service, base URL) of a server on @challenger of a two-field task (boolq_offline) and rotten_tomatoes,
+    each registered with its test accuracy (helpers.save_prompt) and the best baseline's."""
+    tmp = tmp_path_factory.mktemp("serve-fields")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in store_env(tmp).items():
+            mp.setenv(key, value)
+        base = load_base_model(str(tiny_causal_dir))
+        for seed, (task, n) in enumerate(FIELD_TASKS.items(), start=32):
+            publish(tmp, base, task, n, seed, alias="challenger", report=BASELINE)
+        settings = dataclasses.replace(SETTINGS, alias="challenger", poll_seconds=0)
+        service = build_service(Params(model=str(tiny_causal_dir)), list(FIELD_TASKS), settings)
+        with running(create_app(service)) as url:
+            yield service, url

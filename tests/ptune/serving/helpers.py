@@ -42,10 +42,11 @@ def save_prompt(tmp: Path, base: BaseModel, task: str, n_tokens: int, seed: int,
 
 
 def publish(tmp: Path, base: BaseModel, task: str, n_tokens: int, seed: int, alias: str = "champion",
-            fingerprint: str | None = None) -> str:
-    """Register a prompt for `task` (ptune.registry) and point `alias` at it; returns the version."""
+            fingerprint: str | None = None, report: dict[str, float] | None = None) -> str:
+    """Register a prompt for `task` (ptune.registry; `report`: its report's test and baseline metrics) and
+    point `alias` at it; returns the version."""
     prompt_dir = save_prompt(tmp, base, task, n_tokens, seed, fingerprint)
-    version = model_registry.register_dir(prompt_dir, get_task(task)).version
+    version = model_registry.register_dir(prompt_dir, get_task(task), report=report).version
     model_registry.set_alias(task, alias, version)
     return version
 
