@@ -90,15 +90,51 @@ def placeholders(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
 
 
+def target_stand_ins(spec: TaskSpec) -> tuple[str, ...]:
+    """Target values tried in turn when formatting an input without its target: empty, the label words, a
+    label index, a boolean (some formatters parse the target, which the source text never depends on)."""
+    return ("", *spec.label_words, "0", "true")
+
+
+def format_fields(spec: TaskSpec, fields: Mapping[str, Any]) -> str:
+    """The source text the task's formatter makes from a row with these input fields (the others empty),
+    as `prepare` formats a training row. DataError, suggesting raw input, when the formatter accepts none
+    of the stand-in targets."""
+    target = spec.columns[-1] if len(spec.columns) > 1 else None
+    failure: Exception | None = None
+    for stand_in in target_stand_ins(spec) if target else ("",):
+        row = {col: "" for col in spec.columns} | ({target: stand_in} if target else {}) | dict(fields)
+        try:
+            return spec.formatter(row)[0]
+        except Exception as exc:  # noqa: BLE001 - task code: a refused stand-in means "try the next one"
+            failure = exc
+    raise DataError(f"task {spec.name!r} needs the fields {list(spec.input_columns)} to format an input "
+                    f"({type(failure).__name__}: {failure}); pass the formatted source as raw input") from None
+
+
 def format_input(spec: TaskSpec, text: str) -> str:
-    """The source text the task's formatter makes when `text` fills its first column (other columns
-    empty). DataError, suggesting `--raw`, when the formatter needs more than that."""
-    row = {col: "" for col in spec.columns} | {spec.columns[0]: text}
-    try:
-        return spec.formatter(row)[0]
-    except Exception as exc:  # noqa: BLE001 - any formatter failure means the same thing to the user
-        raise DataError(f"task {spec.name!r} needs columns {list(spec.columns)} to format an input "
-                        f"({type(exc).__name__}: {exc}); pass the formatted source with --raw") from None
+    """The source text the task's formatter makes when `text` fills its first column (other columns empty)."""
+    return format_fields(spec, {spec.columns[0]: text})
+
+
+def input_template(spec: TaskSpec) -> str:
+    """The source text a task's formatter makes, with `{column}` where each input column's value goes
+    ("Review: {text}\nSentiment:"): a template formatter's own template; for a function formatter, its
+    output on a row of placeholders (the target column, and then one more, may need a real value: a label
+    index, "true", a label word). "" when no such row formats."""
+    template = getattr(spec.formatter, "template", None)
+    if isinstance(template, str):
+        return template
+    row: dict[str, Any] = {col: "{" + col + "}" for col in spec.columns}
+    target, others = spec.columns[-1], spec.columns[:-1]
+    rows = [row, *({**row, target: value} for value in (0, "true", "1", *spec.label_words)),
+            *({**row, target: 0, col: 0} for col in others)]
+    for candidate in rows:
+        try:
+            return spec.formatter(candidate)[0]
+        except Exception:  # noqa: BLE001, S112 - a formatter that needs a real value here: try the next row
+            continue
+    return ""
 
 
 def spec_identity(spec: TaskSpec) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from ptune.data.spec import TaskSpec
+from ptune.data.spec import TaskSpec, format_fields
 
 SOURCE_COLUMNS = ("source", "text")  # pre-formatted source text, used as-is when the task's columns are absent
 
@@ -101,7 +101,7 @@ def _sources(spec: TaskSpec, frame: pd.DataFrame) -> list[str]:
     present = [c for c in spec.columns if c in frame.columns]
     if present and not any(c in frame.columns and c not in spec.columns for c in SOURCE_COLUMNS):
         try:
-            return [spec.formatter(_with_blanks(spec, row))[0] for row in rows]
+            return [format_fields(spec, {c: v for c, v in row.items() if c in spec.input_columns}) for row in rows]
         except Exception as exc:  # the formatter is task code (user tasks too): report what it needs
             if not any(c in frame.columns for c in SOURCE_COLUMNS):
                 raise ValueError(f"task {spec.name!r}: cannot format input rows with columns {list(frame.columns)} "
@@ -111,12 +111,6 @@ def _sources(spec: TaskSpec, frame: pd.DataFrame) -> list[str]:
             return [str(value) for value in frame[column]]
     raise ValueError(f"task {spec.name!r}: input needs the columns {list(spec.columns)} or a 'source'/'text' column; "
                      f"got {list(frame.columns)}")
-
-
-def _with_blanks(spec: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
-    """The row with task columns it lacks (the target, at prediction time) set to a harmless value."""
-    filler = spec.label_words[0] if spec.label_words else ""
-    return {**{c: filler for c in spec.columns}, **row}
 
 
 mlflow.models.set_model(PtunePromptModel())
