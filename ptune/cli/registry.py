@@ -35,6 +35,8 @@ def promote_cmd(
     champion re-evaluated on the current test split; otherwise tag it @challenger. Always tags the reason."""
     from ptune.pipeline import stages
 
+    typer.echo(f"re-scoring ptune-{task} version {version}, and the champion if it is another version, on the "
+               "current test split before deciding (one pass each)", err=True)
     decision = stages.promote(build_run(task, params), version, dry_run=dry_run, reevaluate_candidate=True)
     prefix = "[dry run] would set" if dry_run else "set"
     typer.echo(f"{prefix} ptune-{task}@{decision.alias} -> version {decision.version}: {decision.reason}")

@@ -70,7 +70,8 @@ def report_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test"
     run = build_run(task, params, model=base)
     weight, base = stages.trained_from_dir(run, prompt, force=force)
     found = stages.baselines(run, base, split=split)
-    written = stages.report(run, stages.evaluate(run, base, weight, split=split), found, weight.numel()).files
+    tuned = stages.evaluate(run, base, weight, split=split, label="soft prompt")
+    written = stages.report(run, tuned, found, weight.numel()).files
     stages.report_match.record(run.paths.report_dir, prompt or run.paths.prompt_dir, written.metrics)  # for register
     for name in ("markdown", "metrics", "chart", "predictions"):
         typer.echo(f"{name}: {getattr(written, name)}")

@@ -113,17 +113,19 @@ def draw_name(draw: int) -> str:
 def run_baselines(base: BaseModel, spec: TaskSpec, train: Sequence[Example], test: Sequence[Example], *, k: int | None = None,
                   seed: int = 0, batch_size: int = 16, mode: str | None = None, split: str = "test",
                   max_examples: int | None = None, progress: bool = True, draws: int = 1, calibrate: bool = False,
-                  majority: bool = False, fit: Sequence[Example] = ()) -> BaselineResults:
+                  majority: bool = False, fit: Sequence[Example] = (), passes: tuple[int, int] = (0, 0)) -> BaselineResults:
     """zero_shot, k_shot (one row per demonstration draw, seeds seed..seed+draws-1) and, where the tokenizer
     has one, chat_zero_shot on `test`. `calibrate` adds "<row>_calibrated" twins (rank mode, `calibration`),
     `majority` a "majority" row (classification). `fit`: examples of another split that will be scored with
-    the same prompts, so demonstrations are chosen to fit beside them too (same prompt on every split)."""
+    the same prompts, so demonstrations are chosen to fit beside them too (same prompt on every split).
+    `passes` = (passes run before, passes in all) numbers each model pass in its progress label (`pass_labels`)."""
     test = list(test)[:max_examples]
+    calibrate = calibrate and spec.kind == "classification"
+    labels = pass_labels(base, draws, calibrate, *passes)
     common = dict(batch_size=batch_size, mode=mode, split=split, progress=progress)
     out = BaselineResults()
     k = spec.k_shot if k is None else k
     spec = dataclasses.replace(spec, max_source_tokens=prompt_window(base, spec, k))
-    calibrate = calibrate and spec.kind == "classification"
     if majority and spec.kind == "classification":
         out["majority"] = majority_result(spec, train, test, split)
     prefixes = {"zero_shot": spec.instruction}
@@ -134,23 +136,47 @@ def run_baselines(base: BaseModel, spec: TaskSpec, train: Sequence[Example], tes
             out.notes[draw_name(draw)] = f"{k_used} of {k} demonstrations fit in the {spec.max_source_tokens}-token window"
         out.k_used[draw_name(draw)] = (k_used, seed + draw)
     for name, prefix in prefixes.items():
-        out[name] = evaluate(base, spec, test, prefix=prefix, **common)
+        out[name] = evaluate(base, spec, test, prefix=prefix, label=labels[name], **common)
         if name in out.k_used:
             out[name].details.update(k_requested=k, k_used=out.k_used[name][0], seed=out.k_used[name][1])
         if calibrate:
             _add_calibrated(out, name, base, spec, test, split, batch_size,
                             lambda text, prefix=prefix: join_prefix(prefix, text))
-    _chat_baseline(out, base, spec, test, common, calibrate)
+    _chat_baseline(out, base, spec, test, {**common, "label": labels.get("chat_zero_shot", "")}, calibrate)
     return out
+
+
+def pass_names(base: BaseModel, draws: int) -> list[str]:
+    """The baselines that each take one pass of the model over a split, in the order they run."""
+    chat = ["chat_zero_shot"] if getattr(base.tokenizer, "chat_template", None) else []
+    return ["zero_shot", *(draw_name(d) for d in range(max(1, draws))), *chat]
+
+
+def pass_labels(base: BaseModel, draws: int, calibrate: bool, before: int = 0, total: int = 0) -> dict[str, str]:
+    """Progress label of each pass: "baseline 3/10: k-shot draw 2 (+ calibrated)", numbered after `before`
+    earlier passes out of `total` (0: this split's passes alone); the calibrated twin reuses the pass's scores."""
+    names = pass_names(base, draws)
+    total, twin = total or len(names), " (+ calibrated)" if calibrate else ""
+    return {name: f"baseline {before + i}/{total}: {approach_words(name)}{twin}" for i, name in enumerate(names, 1)}
+
+
+def approach_words(name: str) -> str:
+    """"zero_shot" -> "zero-shot", "k_shot" -> "k-shot draw 1", "k_shot_2" -> "k-shot draw 2", ..."""
+    if name.startswith("k_shot"):
+        return f"k-shot draw {name.removeprefix('k_shot').lstrip('_') or 1}"
+    return {"zero_shot": "zero-shot", "chat_zero_shot": "chat zero-shot"}.get(name, name.replace("_", " "))
 
 
 def baselines_on_two_splits(base: BaseModel, spec: TaskSpec, train: Sequence[Example], test: Sequence[Example],
                             validation: Sequence[Example], *, split: str = "test", **options) -> BaselineResults:
     """`run_baselines` on `test` and on `validation` with the same prompts (`.validation`, where the best
     baseline is chosen: model selection never looks at the test split)."""
-    found = run_baselines(base, spec, train, test, split=split, fit=validation, **options)
+    n = len(pass_names(base, options.get("draws", 1)))
+    total = 2 * n if validation else n
+    found = run_baselines(base, spec, train, test, split=split, fit=validation, passes=(0, total), **options)
     if validation:
-        found.validation = run_baselines(base, spec, train, validation, split="validation", fit=test, **options)
+        found.validation = run_baselines(base, spec, train, validation, split="validation", fit=test,
+                                         passes=(n, total), **options)
     return found
 
 
@@ -173,7 +199,8 @@ def _add_calibrated(out: BaselineResults, name: str, base: BaseModel, spec: Task
     """Add "<name>_calibrated" (contextual calibration of row `name`), or a note saying why not."""
     def score_sources(sources: list[str]) -> list[list[float]]:
         scores: list[list[float]] = []
-        predict(base, spec, sources, mode="rank", batch_size=batch_size, scores_out=scores)
+        predict(base, spec, sources, mode="rank", batch_size=batch_size, scores_out=scores,
+                desc=f"{spec.name}/{split} [{approach_words(name)}: content-free inputs for calibration]")
         return scores
 
     twin = calibrated_twin(out[name], spec, test, split, score_sources, wrap)

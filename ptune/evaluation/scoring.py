@@ -178,8 +178,9 @@ def _question_id(fields: dict[str, Any]) -> Any:
 def evaluate(base: BaseModel, spec: TaskSpec, examples: Sequence[Example], prompt: torch.Tensor | None = None, *,
              prefix: str = "", batch_size: int = 16, mode: str | None = None, split: str = "test",
              max_examples: int | None = None, length_normalize: bool = False, num_beams: int = 1,
-             progress: bool = True) -> EvalResult:
-    """Score `examples` of `spec` with (optional) soft prompt (P, d) and hard `prefix`.
+             progress: bool = True, label: str = "") -> EvalResult:
+    """Score `examples` of `spec` with (optional) soft prompt (P, d) and hard `prefix`; `label` names the pass
+    in its progress bar and log lines ("<task>/<split> [<label>]").
 
     mode: "rank" (classification default) or "generate" (generation default; for classification it
     is generation + exact match against the label words, invalid outputs counted wrong)."""
@@ -191,7 +192,8 @@ def evaluate(base: BaseModel, spec: TaskSpec, examples: Sequence[Example], promp
     scores: list[list[float]] = []
     predictions, invalid = predict(base, spec, [join_prefix(prefix, ex.source) for ex in examples], prompt,
                                    mode=mode, batch_size=batch_size, length_normalize=length_normalize,
-                                   num_beams=num_beams, progress=progress, desc=f"{spec.name}/{split}",
+                                   num_beams=num_beams, progress=progress,
+                                   desc=f"{spec.name}/{split}" + (f" [{label}]" if label else ""),
                                    scores_out=scores)
     scores = scores if mode == "rank" else None
     metrics = compute_metrics(spec.metrics, predictions, [ex.target for ex in examples], split,

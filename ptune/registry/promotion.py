@@ -18,6 +18,7 @@ promotions racing end with the better version as champion. MLflow is reached thr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from ptune.registry.tracking import tracking_uri
 Evaluator = Callable[[str, str], dict[str, float]]  # (version, split) -> {"<split>/<metric>": value}
 Comparer = Callable[[str, str, str], Interval]  # (candidate, champion, split) -> paired interval of candidate - champion
 EPS = 1e-9  # float noise allowed in "at least as good"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -181,12 +183,15 @@ def decide(task: str, version: str, min_gain: float, evaluator: Evaluator, reeva
     split = metric.split("/", 1)[0]
     what = f"{registry.model_name(task)} version {version}"
     recorded = recorded_metrics(task, version, tags)
+    if reevaluate_candidate:
+        log.info("promotion: re-scoring %s on the current %s split", what, split)
     candidate = evaluator(version, split)[metric] if reevaluate_candidate else _score(recorded, metric, what)
     ev = evidence(recorded, metric)
     champ = registry.alias_version(task, "champion")
     champ_version = None if champ is None else str(champ.version)
     champ_score, interval = None, None
     if champ_version is not None and champ_version != str(version):
+        log.info("promotion: re-scoring the champion, version %s, on the current %s split", champ_version, split)
         interval = compare(str(version), champ_version, split) if compare is not None else None
         champ_score = interval.b if interval is not None else evaluator(champ_version, split)[metric]
     decision = dict(task=task, version=str(version), metric=metric, candidate=candidate, best_baseline=ev.baseline,

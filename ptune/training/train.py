@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ptune.config import TrainConfig
 from ptune.data.spec import TaskSpec
@@ -31,6 +30,7 @@ from ptune.model.precision import autocast, autocast_dtype, inference_precision,
 from ptune.model.soft_prompt import SoftPrompt, cap_token_rms, shared_prompt_inputs, target_loss, vocab_rms
 from ptune.training import checkpoint as ckpt
 from ptune.training.history import StepInfo, TrainResult
+from ptune.training.progress import TrainProgress
 from ptune.training.state import TrainState, new_state, resume, save
 
 log = logging.getLogger(__name__)
@@ -56,18 +56,17 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
     resumed_from = resume(Path(out_dir) / "checkpoint", state, meta)
     cap = cfg.max_token_rms * vocab_rms(base) if cfg.max_token_rms else 0.0  # absolute per-token RMS cap
     order = BatchOrder([len(it.source_ids) + len(it.target_ids) for it in items], cfg.batch_size, cfg.seed)
-    bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {spec.name}", disable=None, leave=False)
+    progress = TrainProgress(spec.name, cfg.max_steps, state.step)  # a bar on a terminal, log lines every ~10 %
     while not state.stopped_early and state.step < cfg.max_steps:
         batch = collate([items[i] for i in order(state.step)], base.tokenizer.pad_token_id, base.is_encoder_decoder)
         info = _step(base, spec, state, {k: v.to(device) for k, v in batch.items()}, validation, cfg, amp, cap)
         last = state.stopped_early or state.step >= cfg.max_steps
         if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or last):
             save(Path(out_dir) / "checkpoint", state, meta)
-        bar.update(1)
-        bar.set_postfix(loss=f"{info.loss:.4f}", **({"best": f"{state.best_value:.4f}"} if state.best_value is not None else {}))
+        progress.update(info, state.best_value)
         if callback is not None:
             callback(info)
-    bar.close()
+    progress.close()
     log.info("trained %s: %d steps (%d skipped by the spike guard), %.1f s in steps, %.1f s in validation",
              spec.name, state.step, state.skipped_steps, sum(h.step_seconds for h in state.history),
              sum(h.validation_seconds or 0.0 for h in state.history))
