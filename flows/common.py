@@ -13,6 +13,8 @@ from prefect.states import Failed, State
 
 from flows.params import TrainFlowParams
 from ptune.config import project_params
+from ptune.data.splits import offline_refusal
+from ptune.evaluation.interpret import INTERPRETATION_DIR
 from ptune.paths import runs_dir
 from ptune.pipeline.stages import TaskRun
 from tasks.data import fetch_task_data, prepare_split, validate_split, validation_report
@@ -43,7 +45,11 @@ def task_run(form: Any, task_name: str) -> TaskRun:
 
 def check_data(run: TaskRun, refresh: bool = False, emit: bool = False) -> State | None:
     """Fetch, prepare and validate; on a failed validation publish the report and return the Failed state.
-    Valid data's version is noted in Prefect; with `emit`, a changed version emits `ptune.data.changed`."""
+    Valid data's version is noted in Prefect; with `emit`, a changed version emits `ptune.data.changed`.
+    A hub task that must be fetched while offline is refused first, Failed with the one-line reason."""
+    refusal = offline_refusal(run.spec, refresh)
+    if refusal is not None:
+        return Failed(message=refusal)
     options = {"refresh_cache": True} if refresh else {}
     timed(fetch_task_data, run, "fetch")(run)
     timed(prepare_split, run, "prepare", **options)(run)
@@ -66,7 +72,8 @@ def run_dir(task_name: str) -> Path:
 def train_form(nightly: Any, task_name: str) -> TrainFlowParams:
     """The train_task_flow form for one task of a nightly run (same file, model and overrides)."""
     return TrainFlowParams(task=task_name, params_file=nightly.params_file, model=nightly.model,
-                           train=nightly.train, max_eval_examples=nightly.max_eval_examples, promote=nightly.promote)
+                           train=nightly.train, max_eval_examples=nightly.max_eval_examples, promote=nightly.promote,
+                           keep_unchanged_champion=not nightly.retrain_unchanged)
 
 
 def mlflow_ui() -> str:
@@ -83,6 +90,7 @@ def train_summary_markdown(summary: Mapping[str, Any], table: str) -> str:
     run_url = f"{ui}/#/experiments/{summary['experiment_id']}/runs/{summary['run_id']}"
     version_url = f"{ui}/#/models/{summary['model']}/versions/{summary['version']}"
     resumed = summary.get("resumed_from")
+    table = mlflow_links(table, run_url)
     return "\n".join([
         f"# `{task}`: {summary['decision']}", "", table.replace(f"## {task}", "### Test results", 1), "",
         f"**Promotion**: {summary['decision']} — {summary['reason']}", "",
@@ -92,6 +100,13 @@ def train_summary_markdown(summary: Mapping[str, Any], table: str) -> str:
         f"Training: {summary['steps']} steps in {summary['train_seconds']:.0f} s, best step {summary['best_step']}"
         + (f", resumed from step {resumed}" if resumed else "") + f"; base model `{summary['base_model']}`.",
     ])
+
+
+def mlflow_links(report_md: str, run_url: str) -> str:
+    """The report's relative link to the interpretation (a file path, which leads nowhere in the Prefect UI),
+    made the MLflow page of the run's artifact `interpretation/interpretation.md` (logged with the model card)."""
+    relative = f"(../{INTERPRETATION_DIR}/interpretation.md)"
+    return report_md.replace(relative, f"({run_url}/artifactPath/{INTERPRETATION_DIR}/interpretation.md)")
 
 
 def fmt_interval(found: Any) -> str:

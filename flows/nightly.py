@@ -10,14 +10,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
 from prefect.states import Failed, State
 
-from flows.common import check_data, nightly_markdown, task_run, train_form
+from flows.common import nightly_markdown, train_form
 from flows.failure import HOOKS
-from flows.params import NightlyParams, TrainFlowParams
+from flows.params import NightlyParams
 from flows.train import train_task_flow
 from ptune.config import project_params
-from tasks.registry import champion_data_version
-
-UNCHANGED = "data unchanged, champion kept"
 
 
 @flow(name="nightly", result_serializer="json", **HOOKS)
@@ -26,7 +23,8 @@ def nightly_flow(params: NightlyParams = NightlyParams()) -> list[dict[str, Any]
 
     1. Take the task list: the form's subset, else params.yaml `run_tasks`.
     2. For each task in order: check its data; if the champion was trained on this very data version, keep it
-       ("data unchanged, champion kept") unless `retrain_unchanged`; else run train_task_flow as a subflow.
+       ("data unchanged, champion kept") unless `retrain_unchanged`; else train it. Both happen in one
+       train_task_flow subflow (its `keep_unchanged_champion`), so each task's data is checked once.
        Training holds the GPU slot (concurrency limit `ptune-gpu`), so tasks never share a GPU slot.
        With `fan_out`, each task is its own `train-task/train` deployment run instead (any worker takes it).
     3. Publish one summary artifact; end Failed when any task failed (after all were attempted).
@@ -41,19 +39,6 @@ def nightly_flow(params: NightlyParams = NightlyParams()) -> list[dict[str, Any]
     return rows
 
 
-def kept_champion(form: TrainFlowParams) -> dict[str, Any] | None:
-    """The "data unchanged, champion kept" row when @champion was trained on the current data version."""
-    run = task_run(form, form.task)
-    if check_data(run) is not None:
-        return None  # bad data: train_task_flow stops at validation and reports it
-    champion = champion_data_version(run)
-    if champion is None or champion[1] != run.data_version:
-        return None
-    get_run_logger().info("%s: %s (v%s, data version %s)", form.task, UNCHANGED, champion[0], champion[1])
-    return {"task": form.task, "state": "Completed", "decision": UNCHANGED, "version": champion[0],
-            "data_version": champion[1], "seconds": 0.0}
-
-
 def run_one(params: NightlyParams, name: str) -> dict[str, Any]:
     """One task as a subflow (or kept as it is); its outcome as a summary row, never an exception."""
     try:
@@ -61,13 +46,7 @@ def run_one(params: NightlyParams, name: str) -> dict[str, Any]:
     except ValueError as exc:  # e.g. a task name the form rejects
         return {"task": name, "state": "Failed", "message": str(exc)}
     start = time.perf_counter()
-    try:
-        kept = None if params.retrain_unchanged else kept_champion(form)
-    except Exception:  # noqa: BLE001 - the subflow below fails the same way and reports it with its own steps
-        kept = None
-    if kept is not None:
-        return kept
-    state = train_task_flow(form, return_state=True)
+    state = train_task_flow(form, return_state=True)  # checks the data once, and may keep the champion
     seconds = time.perf_counter() - start  # the whole task: data checks, training, evaluation, registry
     if not state.is_completed():
         get_run_logger().error("task %s ended %s: %s", name, state.name, state.message)
@@ -83,12 +62,8 @@ def fan_out(params: NightlyParams, names: list[str]) -> list[dict[str, Any]]:
     for name in names:
         try:
             form = train_form(params, name)
-            kept = None if params.retrain_unchanged else kept_champion(form)
-        except Exception as exc:  # noqa: BLE001 - recorded as the task's row
+        except ValueError as exc:  # e.g. a task name the form rejects: recorded as the task's row
             rows[name] = {"task": name, "state": "Failed", "message": str(exc)}
-            continue
-        if kept is not None:
-            rows[name] = kept
             continue
         runs[name] = run_deployment(TRAIN_DEPLOYMENT, parameters={"params": form.model_dump(mode="json")},
                                     timeout=0, flow_run_name=f"train-{name}")

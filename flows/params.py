@@ -43,13 +43,20 @@ def from_params(section: str | None, name: str) -> Any:
 
 def task_choices(schema: dict[str, Any]) -> None:
     """json_schema_extra of `task`: a dropdown of the catalog's tasks plus params.yaml's user tasks (as known
-    when the schema is made). Python callers may pass any well-formed name; the server enforces the list."""
+    when the schema is made); the description names those that need internet (Hugging Face hub data, refused
+    by the flow while HF_HUB_OFFLINE is set). Python callers may pass any well-formed name; the server
+    enforces the list."""
     try:
         from ptune.data.catalog import all_tasks
 
-        schema["enum"] = sorted(all_tasks(project_params()))
+        tasks = all_tasks(project_params())
     except Exception:  # noqa: BLE001 - unreadable params.yaml: a free-text field with its pattern
         return
+    schema["enum"] = sorted(tasks)
+    hub = sorted(name for name, spec in tasks.items() if not spec.source.offline)
+    if hub:
+        schema["description"] = (f"{schema.get('description', '')} NEEDS INTERNET (Hugging Face hub data, "
+                                 f"refused while HF_HUB_OFFLINE is set): {', '.join(hub)}.").strip()
 
 
 class _Form(BaseModel):
@@ -116,6 +123,9 @@ class TrainFlowParams(_Form):
         json_schema_extra=from_params("evaluate", "max_examples"))
     promote: bool = Field(True, description="Run the promotion step (alias @champion moves only if the candidate wins).")
     refresh_data: bool = Field(False, description="Re-run fetch and prepare even if a cached result matches.")
+    keep_unchanged_champion: bool = Field(
+        False, description="Stop after the data check when @champion was trained on this very data version "
+                           "(\"data unchanged, champion kept\"). The nightly sets it unless retrain_unchanged.")
 
 
 class NightlyParams(_Form):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import State
@@ -19,7 +19,7 @@ from ptune.pipeline.stages import Reported, TaskRun, Trained
 from ptune.registry.model_registry import RegisteredPrompt
 from ptune.registry.promotion import Decision
 from ptune.registry.tracking import ensure_experiment
-from tasks.registry import promote_if_better, register_prompt
+from tasks.registry import champion_data_version, promote_if_better, register_prompt
 from tasks.training import (
     artifact_key,
     evaluate_prompt,
@@ -42,6 +42,7 @@ def train_task_flow(params: TrainFlowParams) -> dict[str, Any] | State:
 
     1. Read params.yaml and apply the form's overrides.
     2. Fetch, prepare and validate the data; a failed validation publishes its report and ends Failed.
+       With `keep_unchanged_champion`, stop here when @champion was trained on this data version.
        Every step has a time budget (params.yaml `timeouts:`); a failure or crash writes `failure-*`.
     3. Take the GPU slot (concurrency limit `ptune-gpu`) and load the frozen base model.
     4. Train the soft prompt (progress artifact; MLflow run; checkpoints let a retry resume).
@@ -55,6 +56,8 @@ def train_task_flow(params: TrainFlowParams) -> dict[str, Any] | State:
     failed = check_data(run, refresh=params.refresh_data)                            # 2
     if failed is not None:
         return failed
+    if params.keep_unchanged_champion and (kept := unchanged_champion(run)) is not None:
+        return kept
     with gpu_slot():
         base = timed(load_model, run, "load")(run)                                   # 3
         trained = timed(train_prompt, run, "train")(run, base)                       # 4
@@ -65,6 +68,19 @@ def train_task_flow(params: TrainFlowParams) -> dict[str, Any] | State:
         decision = (timed(promote_if_better, run, "promote")(run, registered.version, base)  # 8
                     if params.promote else None)
     return publish_summary(run, trained, reported, registered, decision, base.spec)  # 9
+
+
+UNCHANGED = "data unchanged, champion kept"
+
+
+def unchanged_champion(run: TaskRun) -> dict[str, Any] | None:
+    """The "data unchanged, champion kept" row when @champion was trained on the data just checked."""
+    champion = champion_data_version(run)
+    if champion is None or champion[1] != run.data_version:
+        return None
+    get_run_logger().info("%s: %s (v%s, data version %s)", run.name, UNCHANGED, champion[0], champion[1])
+    return {"task": run.name, "state": "Completed", "decision": UNCHANGED, "version": champion[0],
+            "data_version": champion[1], "seconds": 0.0}
 
 
 def publish_summary(run: TaskRun, trained: Trained, reported: Reported, registered: RegisteredPrompt,

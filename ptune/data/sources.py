@@ -157,6 +157,11 @@ def _extract_bigbench(pin: PinnedFile, tasks: set[str]) -> None:
 
 
 
+def offline_switches() -> list[str]:
+    """The Hugging Face offline variables that are set (with any of them, no hub dataset is downloaded)."""
+    return [k for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(k, "") not in ("", "0")]
+
+
 @dataclass(frozen=True)
 class HubSource:
     """A Hugging Face dataset, loaded with `datasets.load_dataset` only when fetched (needs internet)."""
@@ -171,7 +176,7 @@ class HubSource:
         return f"hub:{self.dataset}" + (f"/{self.config}" if self.config else "")
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        offline = [k for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(k, "") not in ("", "0")]
+        offline = offline_switches()
         if offline:
             raise DataError(f"needs internet: {self.describe()} is a hub dataset and {', '.join(offline)} is set; "
                             "unset it on a machine with internet, or use an offline task (`ptune tasks`)")

@@ -17,7 +17,7 @@ from typing import Any
 
 from ptune.config import DataConfig
 from ptune.data import row_checks
-from ptune.data.sources import SPLIT_KEY, LocalSource, read_table
+from ptune.data.sources import SPLIT_KEY, LocalSource, offline_switches, read_table
 from ptune.data.spec import TaskSpec
 from ptune.errors import DataError
 from ptune.fileio import atomic_write_bytes, sha256_of, sha256_text
@@ -53,6 +53,17 @@ def fetch(spec: TaskSpec) -> Path:
     path = raw_path(spec.name)
     write_jsonl(path, rows)
     return path
+
+
+def offline_refusal(spec: TaskSpec, refresh: bool = False) -> str | None:
+    """Why `spec` cannot run on this machine, in one line: its data comes from the Hugging Face hub, it is not
+    fetched yet (or `refresh` asks to fetch it again) and an offline switch is set. None when it can run."""
+    switches = offline_switches()
+    if spec.source.offline or not switches or (raw_path(spec.name).is_file() and not refresh):
+        return None
+    return (f"task {spec.name!r} needs internet ({spec.source.describe()} on the Hugging Face hub) but "
+            f"{' and '.join(switches)} is set: run it where the hub can be reached with the variable unset, "
+            "or pick an offline task (`ptune tasks`)")
 
 
 def _check_local_columns(spec: TaskSpec, rows: list[dict[str, Any]]) -> None:

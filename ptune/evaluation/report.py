@@ -25,6 +25,7 @@ from ptune.data.splits import Example
 from ptune.evaluation import references as refs
 from ptune.evaluation.analysis import TUNED, Analysis
 from ptune.evaluation.chart import CHART_NAME, report_chart
+from ptune.evaluation.headline import write_headline
 from ptune.evaluation.scoring import EvalResult
 from ptune.fileio import atomic_path, atomic_write_text
 
@@ -227,7 +228,8 @@ def write_report(task: str, results: Mapping[str, EvalResult], out_dir: str | Pa
                  metrics_file: str | Path | None = None, analysis: Analysis | None = None,
                  curve: str | Path | None = None,
                  references: Mapping[str, refs.ReferenceRow] | None = None) -> ReportPaths:
-    """Write report.md, the metrics JSON, the chart and predictions.jsonl for one task.
+    """Write report.md, the metrics JSON and its headline (`ptune.evaluation.headline`), the chart and
+    predictions.jsonl for one task.
 
     results: {"zero_shot" | "k_shot" | "chat_zero_shot" | "tuned" | other: EvalResult}, all on the same
     examples in the same order; trainable: parameters trained per approach (0 for baselines); analysis:
@@ -247,6 +249,7 @@ def write_report(task: str, results: Mapping[str, EvalResult], out_dir: str | Pa
     atomic_write_text(paths.markdown, table.rstrip("\n") + "\n")
     flat = {**flat_metrics(results, trainable, analysis), **refs.flat(references, tuned, best)}
     atomic_write_text(paths.metrics, json.dumps(flat, indent=2) + "\n")
+    write_headline(paths.metrics, task, flat, best_baseline(results, analysis))  # <stem>_headline.json beside it
     titles = {name: _title(name, res) for name, res in results.items()}
     ceiling = {row.title: next(iter(row.metrics.values())) for row in references.values()}
     with atomic_path(paths.chart) as tmp:

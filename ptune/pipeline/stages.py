@@ -26,6 +26,7 @@ import torch
 
 from ptune import paths
 from ptune.data import splits, validation
+from ptune.data.spec import input_template
 from ptune.errors import ArtifactError
 from ptune.evaluation import interpret, references
 from ptune.evaluation import report as report_format
@@ -38,7 +39,7 @@ from ptune.model.artifacts import PROMPT_DIR, PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_held_model
 from ptune.model.precision import autocast_dtype, held_dtypes, inference_precision
 from ptune.pipeline.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
-from ptune.registry import model_card, model_registry, promotion, report_match, tracking
+from ptune.registry import model_card, model_registry, promotion, report_match, run_status, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.training.history import StepInfo, plot_curve, write_curve
 from ptune.training.train import train_prompt
@@ -112,7 +113,7 @@ def load_base(run: TaskRun) -> BaseModel:
 def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, track: bool = False,
           run_name: str | None = None, tags: dict[str, str] | None = None) -> Trained:
     """Train the prompt (resuming from <root>/checkpoint); write the artifact and the curve. With `track`, steps go
-    to a new MLflow run (`run_name`, `tags`: tracking.TrainingRun), left open for `register` (FAILED on failure)."""
+    to a new MLflow run (`run_name`, `tags`: tracking.TrainingRun), left open for `register` (run_status: FAILED or KILLED)."""
     check_replaceable(run.paths.prompt_dir, PROMPT_DIR)  # refuse a folder holding other files before, not after
     mlflow_run = _training_run(run, base, run_name, tags) if track else None
     steps = _chain(mlflow_run, callback)
@@ -121,9 +122,8 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
                               run.paths.root, callback=steps)
         if mlflow_run is not None:
             mlflow_run.flush()
-    except BaseException:
-        if mlflow_run is not None:
-            mlflow_run.fail()
+    except BaseException as exc:  # KILLED on SIGTERM / Ctrl-C, else FAILED
+        run_status.end_failed(mlflow_run.run_id if mlflow_run is not None else None, exc)
         raise
     weight, meta = result.prompt.weight.detach().cpu(), _prompt_meta(run, base, result.best_metrics)
     prompt_dir = save_prompt(run.paths.prompt_dir, weight, meta, base_hidden=base.hidden_size)
@@ -135,9 +135,10 @@ def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, tr
 
 
 def _training_run(run: TaskRun, base: BaseModel, name: str | None, tags: dict | None) -> tracking.TrainingRun:
+    run_status.end_stale_runs(run.name)  # runs of this task left RUNNING by a process that is gone: KILLED
     mlflow_run = tracking.TrainingRun(run.name, tracking.training_params(run.name, base.spec, base.fingerprint,
                                       {**run.params.train.to_dict(), "base_weights": held_dtypes(base.model)},
-                                      run.data_version), run_name=name, tags=tags)
+                                      run.data_version), run_name=name, tags={**run_status.process_tags(), **(tags or {})})
     tracking.log_training_data(mlflow_run.start(), run.name, run.data_version,
                                {s: run.examples(s) for s in splits.SPLITS}, paths.prepared_dir(run.name))
     return mlflow_run
@@ -153,7 +154,7 @@ def _chain(*callbacks: Callback | None) -> Callback:
 
 def _prompt_meta(run: TaskRun, base: BaseModel, metrics: dict[str, float]) -> PromptMeta:
     """What prompt.json records about a prompt trained for `run` on `base`."""
-    template = getattr(run.spec.formatter, "template", "") or run.spec.description
+    template = input_template(run.spec)
     return PromptMeta(run.name, base.spec, base.fingerprint, init=str(run.params.train.init),
                       label_words=run.spec.label_words, template=template, train_config=run.params.train.to_dict(),
                       data_version=run.data_version, metrics=dict(metrics), prompt_layout=base.prompt_layout)
@@ -163,11 +164,11 @@ def _prompt_meta(run: TaskRun, base: BaseModel, metrics: dict[str, float]) -> Pr
 
 
 def evaluate(run: TaskRun, base: BaseModel, prompt: torch.Tensor | None, *, split: str = "test",
-             mode: str | None = None, progress: bool = True) -> EvalResult:
-    """A prompt (P, d) on a split, capped at `evaluate.max_examples`, in `evaluate.precision`."""
+             mode: str | None = None, progress: bool = True, label: str = "") -> EvalResult:
+    """A prompt (P, d) on a split, capped at `evaluate.max_examples`, in `evaluate.precision`; `label` names the pass."""
     with eval_precision(run, base):
         return score(base, run.spec, run.examples(split), prompt, batch_size=run.params.evaluate.batch_size,
-                     mode=mode, split=split, progress=progress)
+                     mode=mode, split=split, progress=progress, label=label)
 
 
 def baselines(run: TaskRun, base: BaseModel, *, split: str = "test", progress: bool = True) -> BaselineResults:
@@ -281,7 +282,7 @@ def _version_scorer(run: TaskRun, base: BaseModel | None) -> Scorer:
     @functools.cache
     def score(version: str, split: str) -> EvalResult:
         loaded = load_prompt_with_base(f"models:/{model_registry.model_name(run.name)}/{version}", base=base)
-        return evaluate(run, loaded.base, loaded.prompt, split=split, progress=False)
+        return evaluate(run, loaded.base, loaded.prompt, split=split, progress=False, label=f"version {version}")
     return lambda version, split: score(str(version), split)
 
 

@@ -13,7 +13,9 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from ptune.errors import RegistryError
+from ptune.data.catalog import get_task
+from ptune.data.spec import input_template as spec_template
+from ptune.errors import ConfigError, RegistryError
 from ptune.model import artifacts
 from ptune.model.artifacts import PromptMeta
 from ptune.registry.tracking import client, guard
@@ -75,9 +77,26 @@ def _limits(meta: PromptMeta, report: Mapping[str, float]) -> list[str]:
     return out
 
 
+def _template_lines(template: str) -> list[str]:
+    """The input template as a text block ({field} marks where a field goes); nothing when unknown."""
+    if not template:
+        return [""]
+    return ["Input template (`{field}` marks where a field's value goes):", "", "```text", template, "```", ""]
+
+
+def input_template(task: str, meta: PromptMeta) -> str:
+    """The task's input template (`ptune.data.spec.input_template`) when ptune knows the task, else what
+    prompt.json recorded (a user task's template; older prompts recorded the task's description there)."""
+    try:
+        return spec_template(get_task(task)) or meta.template
+    except ConfigError:
+        return meta.template
+
+
 def card_markdown(meta: PromptMeta, *, name: str, version: str, split_counts: Mapping[str, int] | None = None,
-                  report: Mapping[str, float] | None = None, interpretation_dir: Path | None = None) -> str:
-    """The card, as markdown."""
+                  report: Mapping[str, float] | None = None, interpretation_dir: Path | None = None,
+                  template: str | None = None) -> str:
+    """The card, as markdown (`template`: the input template; default prompt.json's)."""
     report, cfg = dict(report or {}), meta.train_config
     sizes = ", ".join(f"{k} {v}" for k, v in (split_counts or {}).items()) or "unknown"
     what = (f"classifies into {list(meta.label_words)}" if meta.label_words else "generates text")
@@ -87,7 +106,7 @@ def card_markdown(meta: PromptMeta, *, name: str, version: str, split_counts: Ma
              *([f"This version is an **ensemble of {int(meta.metrics['ensemble/k'])} prompts** (different seeds) "
                 "scored together; its files hold every member and ensemble.json.", ""]
                if meta.metrics.get("ensemble/k") else []),
-             f"Input template: `{meta.template}`" if meta.template else "", "",
+             *_template_lines(template if template is not None else meta.template),
              f"Use: `mlflow.pyfunc.load_model('models:/{name}/{version}')` or `ptune pull {meta.task} --out DIR`.",
              "", "## Base model", f"- spec: `{meta.base_spec}`", f"- fingerprint: `{meta.base_fingerprint}`", "",
              "## Data", f"- data version: `{meta.data_version or 'unknown'}`", f"- prepared split sizes: {sizes}",
@@ -109,7 +128,7 @@ def publish(task: str, version: str, run_id: str, prompt_dir: str | Path, *, spl
     report = json.loads(Path(metrics_file).read_text(encoding="utf-8")) if metrics_file and Path(metrics_file).is_file() else {}
     name = f"ptune-{task}"
     card = card_markdown(meta, name=name, version=version, split_counts=split_counts, report=report,
-                         interpretation_dir=interp if interp.is_dir() else None)
+                         interpretation_dir=interp if interp.is_dir() else None, template=input_template(task, meta))
     description = card if len(card) <= DESCRIPTION_LIMIT else (
         card[:DESCRIPTION_LIMIT] + f"\n\n... (cut; full card: run {run_id} artifact model_card/{CARD_FILE})\n")
     mlc = client()

@@ -60,7 +60,7 @@ def register_prompt(task: str, prompt_dir: str | Path, run_id: str, primary_metr
                     spec: TaskSpec | None = None, example: Mapping[str, str] | None = None) -> RegisteredPrompt:
     """Log the pyfunc (from code; artifact = the prompt dir; signature, input example, frozen code) in
     `run_id`, link the run's final metrics to it as LoggedModel metrics, and register a version of
-    `ptune-<task>` with its tags (data version, commit, fingerprint, hashes, metric values) set in the
+    `ptune-<task>` with its tags (data version, commit, fingerprint, hashes, the headline results) set in the
     same call. Idempotent per run: a retry after a partial failure returns the version already made from
     `run_id` instead of creating a second one."""
     _, meta = artifacts.load_prompt(prompt_dir)  # refuse to register a broken artifact
@@ -78,7 +78,7 @@ def register_prompt(task: str, prompt_dir: str | Path, run_id: str, primary_metr
         tags = {"task": task, "data_version": meta.data_version, "base_model": meta.base_spec,
                 "base_fingerprint": meta.base_fingerprint, "git_commit": params.get("git_commit", git_commit()),
                 "primary_metric": primary_metric, "run_id": run_id, **hashes,
-                **{k: repr(v) for k, v in results.items()}}
+                **{k: repr(v) for k, v in headline_results(results, primary_metric).items()}}
         version = _create_version(task, run_id, model_id, tags)
     return RegisteredPrompt(model_name(task), version, run_id, f"models:/{model_name(task)}/{version}")
 
@@ -146,8 +146,22 @@ def _add_missing_results(task: str, version: str, run_id: str, recorded: Mapping
             log_model_metrics(run_id, model_id, missing)
         else:
             log_final_metrics(run_id, missing)
-        set_version_tags(task, version, {k: repr(v) for k, v in missing.items()})
+        shown = headline_results(missing, have.get("primary_metric", "test/accuracy")) if model_id else missing
+        set_version_tags(task, version, {k: repr(v) for k, v in shown.items()})
     return sorted(missing)
+
+
+def headline_results(results: Mapping[str, float], metric: str) -> dict[str, float]:
+    """The results a version shows as tags; all of them are its LoggedModel metrics (what promotion reads).
+    The primary `metric`, the split's n and degenerate flag, the best baseline, the gain and its interval; a
+    record without "baseline/best/<metric>" (an older report) keeps each baseline's `metric` instead."""
+    split = metric.split("/", 1)[0]
+    keys = {metric, f"{split}/n", f"{split}/degenerate", f"baseline/best/{metric}", f"gain/{metric}",
+            f"gain/{metric}/ci_low", f"gain/{metric}/ci_high"}
+    if f"baseline/best/{metric}" not in results:
+        keys |= {k for k in results if k.startswith("baseline/") and k.endswith("/" + metric)
+                 and k.count("/") == metric.count("/") + 2}
+    return {k: v for k, v in results.items() if k in keys}
 
 
 def version_metrics(task: str, version: str) -> dict[str, float]:
@@ -233,7 +247,8 @@ def _prompt_path(model_dir: Path) -> Path | None:
 
 
 def _is_result(metric: str) -> bool:
-    """Final results become version tags; training curves and timings (train/*, */seconds) stay on the run."""
+    """Final results become LoggedModel metrics (the headline ones version tags too); training curves and
+    timings (train/*, */seconds) stay on the run."""
     return not metric.startswith("train/") and not metric.endswith("/seconds")
 
 

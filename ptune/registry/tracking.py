@@ -33,6 +33,11 @@ _ENV_DEFAULTS = {  # telemetry off; HTTP retries bounded (~1+2+4 s back-off, 30 
 }
 
 
+# MLflow 3's UI opens an experiment in its GenAI view (traces) unless this tag says it is model training
+EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
+RUN_KIND_TAG = "ptune.run_kind"  # train | reference | sweep | trial | register: also the run name's first word
+
+
 def experiment_name(task: str) -> str:
     return f"ptune/{task}"
 
@@ -80,15 +85,20 @@ def guard(action: str, hint: str = "") -> Iterator[None]:
 
 
 def ensure_experiment(task: str) -> str:
-    """Id of experiment `ptune/<task>`, created (with the local artifact root) when missing."""
+    """Id of experiment `ptune/<task>`, created (with the local artifact root) when missing, and marked as a
+    training experiment (EXPERIMENT_KIND_TAG) so MLflow's UI opens it on its runs; an existing one that lacks
+    the mark gets it (a kind someone chose in the UI is left alone)."""
     mlc = client()
     with guard(f"experiment lookup for {task!r}"):
         found = mlc.get_experiment_by_name(experiment_name(task))
         if found is not None:
+            if EXPERIMENT_KIND_TAG not in found.tags:
+                mlc.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT)
             return found.experiment_id
         root = artifact_root()
         location = (root / task).as_uri() if root is not None else None
-        return mlc.create_experiment(experiment_name(task), artifact_location=location)
+        return mlc.create_experiment(experiment_name(task), artifact_location=location,
+                                     tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT})
 
 
 def git_commit(where: Path | None = None) -> str:
@@ -101,12 +111,13 @@ def git_commit(where: Path | None = None) -> str:
         return "unknown"
 
 
-def default_run_name(task: str, base_spec: str) -> str:
-    """`<task>-<model>-<UTC date and time>`, the model as its last path or hub-id component."""
+def default_run_name(task: str, base_spec: str, kind: str = "train") -> str:
+    """`<kind>-<task>-<model>-<UTC date and time>`, the model as its last path or hub-id component; the kind
+    first (train, reference-lora, register, ...) so the runs table tells trainings from the other runs."""
     import datetime
 
     model = Path(str(base_spec).rstrip("/")).name or str(base_spec)
-    return f"{task}-{model}-{datetime.datetime.now(datetime.UTC):%Y%m%d-%H%M%S}"
+    return f"{kind}-{task}-{model}-{datetime.datetime.now(datetime.UTC):%Y%m%d-%H%M%S}"
 
 
 def standard_tags(task: str) -> dict[str, str]:
@@ -134,7 +145,7 @@ def run_for_prompt(meta: PromptMeta, **extra: Any) -> TrainingRun:
     params come from prompt.json, plus `extra` (e.g. registered_from)."""
     params = training_params(meta.task, meta.base_spec, meta.base_fingerprint, meta.train_config, meta.data_version)
     return TrainingRun(meta.task, {**params, "init": meta.init, "n_tokens": meta.n_tokens, **extra},
-                       run_name=default_run_name(meta.task, meta.base_spec))
+                       run_name=default_run_name(meta.task, meta.base_spec, "register"), kind="register")
 
 
 class TrainingRun:
@@ -146,12 +157,13 @@ class TrainingRun:
     prompt stays on disk; `ptune register DIR --task T` registers it later)."""
 
     def __init__(self, task: str, params: Mapping[str, Any], flush_every: int = 20, *, run_name: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> None:
+                 tags: Mapping[str, str] | None = None, kind: str = "train") -> None:
         self.task, self.params, self.flush_every = task, dict(params), flush_every
         tags = dict(tags or {})  # over standard_tags at start(); e.g. mlflow.parentRunId, the Prefect flow-run link
         self.run_name = (run_name or tags.pop("mlflow.runName", None)
-                         or default_run_name(task, str(self.params.get("base_model", "model"))))
-        self.tags = {k: str(v) for k, v in tags.items() if v is not None and k != "mlflow.runName"}
+                         or default_run_name(task, str(self.params.get("base_model", "model")), kind))
+        self.tags = {RUN_KIND_TAG: kind,
+                     **{k: str(v) for k, v in tags.items() if v is not None and k != "mlflow.runName"}}
         self.run_id: str | None = None
         self._pending: list[Metric] = []
         self._offline = False

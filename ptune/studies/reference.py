@@ -276,8 +276,9 @@ def _mlflow_run(run: stages.TaskRun, base: BaseModel, cfg: ReferenceConfig, mixt
     settings = {**dataclasses.asdict(cfg), "reference_method": cfg.method, "trainable_params": trainable,
                 "mixture": json.dumps(mixture_rows), **({"lora": json.dumps(LORA)} if cfg.method == "lora" else {})}
     params = tracking.training_params(run.name, base.spec, base.fingerprint, settings, run.data_version)
-    name = f"reference-{cfg.method}-" + tracking.default_run_name(run.name, base.spec)
-    mlflow_run = tracking.TrainingRun(run.name, params, run_name=name, tags={KIND_TAG: "reference", METHOD_TAG: cfg.method})
+    name = tracking.default_run_name(run.name, base.spec, f"reference-{cfg.method}")
+    mlflow_run = tracking.TrainingRun(run.name, params, run_name=name, kind="reference",
+                                      tags={KIND_TAG: "reference", METHOD_TAG: cfg.method})
     mlflow_run.start()
     return mlflow_run
 

@@ -13,6 +13,7 @@ from mlflow.entities import Metric, RunTag
 
 from ptune.paths import project_dir
 from ptune.registry.tracking import (
+    RUN_KIND_TAG,
     TrainingRun,
     client,
     ensure_experiment,
@@ -34,10 +35,11 @@ def optuna_storage_url() -> str:
 
 
 def start_parent(task: str, study: str, params: Mapping[str, Any]) -> str:
-    """A new parent run `sweep-<task>` in experiment ptune/<task>; returns its id."""
+    """A new parent run `sweep-<task>` (run kind "sweep") in experiment ptune/<task>; returns its id."""
     mlc, experiment_id = client(), ensure_experiment(task)
+    tags = {"ptune.task": task, SWEEP_TAG: study, RUN_KIND_TAG: "sweep"}
     with guard(f"sweep run creation for {task!r}"):
-        run = mlc.create_run(experiment_id, run_name=f"sweep-{task}", tags={"ptune.task": task, SWEEP_TAG: study})
+        run = mlc.create_run(experiment_id, run_name=f"sweep-{task}", tags=tags)
         mlc.log_batch(run.info.run_id, params=[mlflow_param(k, v) for k, v in sorted(params.items())])
     return run.info.run_id
 
@@ -49,9 +51,10 @@ def reopen_parent(run_id: str) -> None:
 
 
 def child_run(task: str, parent_id: str, study: str, trial: int, params: Mapping[str, Any]) -> TrainingRun:
-    """The training run of trial `trial`, nested under `parent_id`; started, so it shows at once."""
-    tags = {PARENT_TAG: parent_id, SWEEP_TAG: study, "ptune.trial": str(trial), "mlflow.runName": f"trial-{trial}"}
-    run = TrainingRun(task, params, tags=tags)
+    """The training run `trial-<n>` (run kind "trial") of trial `trial`, nested under `parent_id`; started, so
+    it shows at once."""
+    tags = {PARENT_TAG: parent_id, SWEEP_TAG: study, "ptune.trial": str(trial)}
+    run = TrainingRun(task, params, tags=tags, run_name=f"trial-{trial}", kind="trial")
     run.start()
     return run
 

@@ -16,14 +16,21 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect import Task, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
 from prefect.serializers import JSONSerializer
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
 from flows.common import task_run
-from flows.nightly import UNCHANGED, nightly_flow
+from flows.nightly import nightly_flow
 from flows.params import NightlyParams, TrainFlowParams
-from flows.train import train_task_flow
+from flows.train import UNCHANGED, train_task_flow
 from ptune.fileio import file_lock
 from ptune.pipeline import stages
 from ptune.pipeline.repro import lock_path
@@ -105,9 +112,19 @@ def test_nightly_keeps_the_champion_when_data_is_unchanged(trained, toy_project)
 
     data = toy_project / "data" / "toy.jsonl"
     data.write_text(data.read_text() + '{"text": "a brand new review good", "label": "good"}\n')
+    before = data_step_runs()
     state = nightly_flow(NightlyParams(tasks=["toy"]), return_state=True)
     (row,) = state.result()
     assert row["decision"] != UNCHANGED and row["version"] == str(versions + 1)  # new data: trained
+    after = data_step_runs()
+    assert {step: after[step] - before[step] for step in after} == {"fetch_task_data": 1, "validate_split": 1}
+
+
+def data_step_runs() -> dict[str, int]:
+    """How many fetch and validate task runs the Prefect API holds (the nightly checks each task's data once)."""
+    with get_client(sync_client=True) as client:
+        return {step: len(client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=step))))
+                for step in ("fetch_task_data", "validate_split")}
 
 
 def test_data_version_is_noted_once(toy_project):

@@ -2,8 +2,9 @@
 needs the server's event services: the `ptune.data.changed` trigger and the nightly-failure notification.
 
 Order matters (one stack for the module, started once): up, up again (no-op), a run through the API that emits
-the data event and triggers exactly one training (an unchanged version: none), a failing nightly that reaches a
-loopback webhook, then down, after which no process of the stack is left.
+the data event and triggers exactly one training (an unchanged version: none, fenced by a second task's
+event), a failing nightly that reaches a loopback webhook, then down, after which no process of the stack is
+left.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ def _train_runs(client) -> list:
     return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[train.id])))
 
 
+def _trained_tasks(client) -> list[str]:
+    return sorted(r.parameters["params"]["task"] for r in _train_runs(client))
+
+
 def test_up_started_server_and_two_workers_and_a_second_up_is_a_no_op(up):
     pids = json.loads(up["UP_PIDS"])
     assert set(pids) == {"server", "worker-1", "worker-2"}
@@ -118,8 +123,16 @@ def test_new_data_triggers_exactly_one_training_and_unchanged_data_none(up):
         assert len(runs) == 1 and runs[0].parameters["params"]["task"] == "toy"
         second = _wait(client, client.create_flow_run_from_deployment(validate.id, parameters=params).id)
         assert second.state.is_completed(), second.state.message
-        time.sleep(10)  # the trigger fires within a second or two of an event
-        assert len(_train_runs(client)) == 1
+        # A fence instead of a pause: toy2's data is new, so its validate emits an event after any the second toy
+        # run could have emitted, and the server's trigger service handles events in the order it receives
+        # them. Once toy2's training exists, a training for toy's unchanged data would exist too.
+        fence = _wait(client, client.create_flow_run_from_deployment(
+            validate.id, parameters={"params": {"task": "toy2"}}).id)
+        assert fence.state.is_completed(), fence.state.message
+        deadline = time.monotonic() + 90
+        while "toy2" not in (tasks := _trained_tasks(client)) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert tasks == ["toy", "toy2"]
 
 
 def test_a_failed_nightly_notifies_the_webhook(up):

@@ -43,7 +43,7 @@ def test_runs_are_named_and_carry_the_standard_tags(store, tiny_causal):
                                  tags={"prefect.flow_run_url": "http://127.0.0.1:4200/flow-runs/flow-run/abc"})
     named.start()
     first, second = (MlflowClient().get_run(r.run_id) for r in (default, named))
-    assert first.info.run_name.startswith(f"{TASK}-tiny-model-20")  # <task>-<model>-<date>
+    assert first.info.run_name.startswith(f"train-{TASK}-tiny-model-20")  # train-<task>-<model>-<date>
     assert second.info.run_name == "train-rotten_tomatoes-flowy-otter"
     assert second.data.tags["prefect.flow_run_url"].endswith("/flow-run/abc")
     package_root = Path(tracking.__file__).resolve().parents[2]
