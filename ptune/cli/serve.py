@@ -24,6 +24,10 @@ def serve_cmd(
     max_input_chars: Annotated[int, typer.Option(help="Characters per input (more: 422).")] = 4000,
     max_body_bytes: Annotated[int, typer.Option(help="Request body bytes (more: 413).")] = 1_000_000,
     poll_seconds: Annotated[float, typer.Option(help="Registry poll for alias moves (hot swap); 0 = off.")] = 10.0,
+    max_queue: Annotated[int, typer.Option(help="Rows waiting for the model beyond which requests get 503.")] = 1024,
+    api_key: Annotated[str | None, typer.Option(envvar="PTUNE_API_KEY", show_default=False,
+                                                help="Require `Authorization: Bearer <key>` on every /v1 route "
+                                                     "(prefer the PTUNE_API_KEY environment variable).")] = None,
     params: Annotated[Path, typer.Option("--params", help="params.yaml (base model, run_tasks, user tasks).")]
     = Path("params.yaml"),
 ) -> None:
@@ -35,5 +39,5 @@ def serve_cmd(
     settings = ServeSettings(host=host, port=port, alias=alias, max_batch_size=max_batch_size,
                              max_wait_ms=max_wait_ms, batching=batching, max_inputs=max_inputs,
                              max_input_chars=max_input_chars, max_body_bytes=max_body_bytes,
-                             poll_seconds=poll_seconds)
+                             poll_seconds=poll_seconds, max_queue=max_queue, api_key=api_key)
     serve(project_params(params), [t.strip() for t in tasks.split(",") if t.strip()], settings)

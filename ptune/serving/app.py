@@ -1,9 +1,10 @@
 """The `ptune serve` HTTP app (FastAPI): one MultiPromptModel behind a dynamic batcher and a registry watcher.
 
 POST /v1/predict (one task), POST /v1/batch (mixed tasks), GET /v1/tasks, GET /health, GET /metrics
-(Prometheus text), GET / (playground page), GET /docs and /openapi.json (FastAPI). Limits: body size
-413 (`limits.BodyLimit`), inputs per request and characters per input 422 (in the request schema),
-unknown task 404 listing the served ones. Route annotations name classes made by `request_models`, so
+(Prometheus text), GET / (playground page), GET /docs and /openapi.json (FastAPI), and the OpenAI-compatible
+/v1/models, /v1/completions, /v1/chat/completions (`openai_api`). Limits: body size 413 (`limits.BodyLimit`),
+inputs per request and characters per input 422 (in the request schema), unknown task 404 listing the served
+ones, more than --max-queue rows waiting 503 with Retry-After; with --api-key, 401 on /v1 without it (`auth`). Route annotations name classes made by `request_models`, so
 this module does not use postponed annotations.
 """
 
@@ -11,19 +12,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ptune.errors import DataError, PtuneError
-from ptune.serving.batcher import DynamicBatcher
+from ptune.serving.auth import BearerAuth
+from ptune.serving.batcher import DynamicBatcher, Overloaded
 from ptune.serving.inputs import field_problems
 from ptune.serving.limits import BodyLimit
 from ptune.serving.metrics import ServeMetrics
 from ptune.serving.multi_prompt import LoadedTask, MultiPromptModel, Prediction, Row
+from ptune.serving.openai_api import add_openai_routes
+from ptune.serving.openai_errors import OpenAIError, from_http, from_validation, is_openai, openai_reply
 from ptune.serving.registry_source import RegistryWatcher, VersionScore, version_score
 from ptune.serving.schemas import (
     FIELDS_TAG,
@@ -62,7 +69,7 @@ class Service:
             watcher.on_event = lambda task, outcome: self.metrics.swaps.labels(task, outcome).inc()
         self.batcher = DynamicBatcher(lambda rows: model.predict(rows, batch_size=settings.max_batch_size),
                                       settings.max_batch_size, settings.max_wait_ms, settings.batching,
-                                      on_batch=self.metrics.observe_batch)
+                                      on_batch=self.metrics.observe_batch, max_queue=settings.max_queue)
 
     def check(self, rows: list[Row], at: Callable[[int], list] = in_inputs) -> None:
         """404 for unknown tasks (listing the served ones); 422 for an object input lacking a field of its task
@@ -79,10 +86,17 @@ class Service:
         except DataError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    async def predict(self, rows: list[Row], at: Callable[[int], list] = in_inputs) -> tuple[list[Prediction], float]:
+    def submit(self, rows: list[Row], at: Callable[[int], list] = in_inputs) -> Future:
+        """Check `rows` and queue them: Future[list[Prediction]]; 503 with Retry-After while the queue is full."""
         self.check(rows, at)
+        try:
+            return self.batcher.submit(rows)
+        except Overloaded as exc:
+            raise HTTPException(503, f"overloaded: {exc}; retry later", headers={"Retry-After": "1"}) from None
+
+    async def predict(self, rows: list[Row], at: Callable[[int], list] = in_inputs) -> tuple[list[Prediction], float]:
         start = time.perf_counter()
-        preds = await asyncio.wrap_future(self.batcher.submit(rows))
+        preds = await asyncio.wrap_future(self.submit(rows, at))
         return preds, (time.perf_counter() - start) * 1000
 
     def versions(self) -> dict[str, TaskVersions]:
@@ -128,16 +142,30 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="ptune serve", version="1", lifespan=lifespan,
                   description="One frozen base model; the champion soft prompt of every task; mixed-task batches.")
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
+    if service.settings.api_key:
+        app.add_middleware(BearerAuth, api_key=service.settings.api_key)  # added last: runs first
     _add_timing(app, service)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OpenAIError, lambda request, exc: openai_reply(exc))
     _add_routes(app, service)
+    add_openai_routes(app, service)
     return app
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """422 naming each rejected field and the limit it broke, never echoing the input back (FastAPI's default
-    handler returns the rejected value whole: a 100,000-character input came back in the reply)."""
+    handler returns the rejected value whole: a 100,000-character input came back in the reply); on the
+    OpenAI routes, a 400 OpenAI error object naming the first field."""
+    if is_openai(request.url.path):
+        return openai_reply(from_validation(exc.errors()))
     return JSONResponse({"detail": [_problem(error) for error in exc.errors()]}, status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if is_openai(request.url.path):
+        return openai_reply(from_http(exc))
+    return await http_exception_handler(request, exc)
 
 
 def _problem(error: dict) -> dict:

@@ -6,6 +6,8 @@ or `max_wait_ms` has passed since the first one, runs `predict` once on all thei
 snapshot, so every row of a call is answered by the same version of its task) and hands each request
 its slice. With batching off, each request is one call. A request larger than `max_batch_size` is never
 split across calls (its rows stay on one version); `predict` cuts it into model batches itself.
+Back-pressure: once `max_queue` rows wait (queued or running), `submit` raises `Overloaded` at once rather
+than letting latency grow without bound; the server answers 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from dataclasses import dataclass, field
 from ptune.serving.multi_prompt import Prediction, Row
 
 
+class Overloaded(Exception):
+    """`max_queue` rows are already waiting for the model."""
+
+
 @dataclass
 class _Pending:
     rows: Sequence[Row]
@@ -31,8 +37,9 @@ class DynamicBatcher:
 
     def __init__(self, predict: Callable[[list[Row]], list[Prediction]], max_batch_size: int = 32,
                  max_wait_ms: float = 5.0, enabled: bool = True,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:
+                 on_batch: Callable[[int, int], None] | None = None, max_queue: int | None = None) -> None:
         self.predict, self.max_batch_size, self.max_wait = predict, max_batch_size, max_wait_ms / 1000
+        self.max_queue, self.pending, self._count = max_queue, 0, threading.Lock()  # pending: rows not answered yet
         self.enabled, self.on_batch = enabled, on_batch or (lambda rows, requests: None)
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._carry: _Pending | None = None  # a request that did not fit: first of the next batch
@@ -40,9 +47,19 @@ class DynamicBatcher:
         self._thread.start()
 
     def submit(self, rows: Sequence[Row]) -> Future:
+        """Queue `rows`; Overloaded when `max_queue` rows are waiting already (a request is never split)."""
         item = _Pending(list(rows))
+        with self._count:
+            if self.max_queue is not None and self.pending >= self.max_queue:
+                raise Overloaded(f"{self.pending} rows are waiting for the model (--max-queue {self.max_queue})")
+            self.pending += len(item.rows)
+        item.future.add_done_callback(lambda _: self._done(len(item.rows)))
         self._queue.put(item)
         return item.future
+
+    def _done(self, n_rows: int) -> None:
+        with self._count:
+            self.pending -= n_rows
 
     def close(self) -> None:
         self._queue.put(None)

@@ -9,14 +9,17 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ptune.serving.openai_errors import json_error
+
 
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
-    def _reply(self) -> JSONResponse:
-        return JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes (--max-body-bytes)"},
-                            status_code=413)
+    def _reply(self, scope: Scope) -> JSONResponse:
+        """413, as an OpenAI error object on the OpenAI routes (`openai_errors.json_error`)."""
+        return json_error(scope.get("path", ""), 413,
+                          f"request body larger than {self.max_bytes} bytes (--max-body-bytes)", "request_too_large")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -24,7 +27,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reply()(scope, receive, send)
+            await self._reply(scope)(scope, receive, send)
             return
         body, more = b"", True
         while more:  # read it all here (at most max_bytes): FastAPI turns errors raised mid-read into 400
@@ -34,7 +37,7 @@ class BodyLimit:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
-                await self._reply()(scope, receive, send)
+                await self._reply(scope)(scope, receive, send)
                 return
         replayed = False
 

@@ -29,6 +29,7 @@ from ptune.model.batching import left_pad, pad_rows
 from ptune.model.generate import cut_at_stop, stopping
 from ptune.model.layout import lead_prompt, strip_lead
 from ptune.model.prefix import PrefixCache
+from ptune.serving.sampling import Sampling
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class MixedRow:
     label_ids: list[list[int]]  # L_i label words as target ids; [] for generation rows
     max_new_tokens: int = 16  # generation rows: the task's limit
     stop_strings: tuple[str, ...] = ()  # generation rows: the task's stop strings (`ptune.model.generate`)
+    sampling: Sampling | None = None  # generation rows decoded step by step (`ptune.serving.decode`); None: greedy
 
 
 def _cached_inputs(base: BaseModel, rows: Sequence[MixedRow]) -> dict:

@@ -22,6 +22,7 @@ weight held in bf16, here for good (a server never trains), so no pass casts a w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +41,12 @@ from ptune.model.ensemble_artifact import load_ensemble
 from ptune.model.layout import warn_if_layout_differs
 from ptune.model.precision import hold_for_inference, inference_precision
 from ptune.model.prefix import build_prefix
+from ptune.serving.decode import sample_mixed
 from ptune.serving.inputs import Fields, source_text
 from ptune.serving.mixed import MixedRow, generate_mixed, score_mixed
+from ptune.serving.sampling import Sampled, Sampling
+
+RUNS = {"classification": score_mixed, "generation": generate_mixed, "sampled": sample_mixed}  # group -> its pass
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class Row:
     task: str
     text: str | Fields
     raw: bool = False
+    sampling: Sampling | None = None  # generation rows: decoded under these options (OpenAI API); None: greedy
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,8 @@ class Prediction:
     label: str  # the best label word (classification) or the generated text (generation)
     scores: dict[str, float] = field(default_factory=dict)  # label word -> summed log-likelihood
     version: str = ""
+    finish: str = "stop"  # rows with `sampling`: "stop" (EOS or a stop string) or "length"
+    tokens: tuple[int, int] = (0, 0)  # (source tokens, new tokens); new tokens are counted for rows with `sampling`
 
 
 class MultiPromptModel:
@@ -161,7 +169,8 @@ class MultiPromptModel:
     def predict(self, rows: Sequence[Row], *, batch_size: int = 32) -> list[Prediction]:
         """One Prediction per row, in order. Rows of any tasks share batches (one left-padded batch per
         `batch_size` rows, per-row prompts); classification rows get rank classification over their task's
-        label words, generation rows greedy generation. DataError naming the row for an unknown task."""
+        label words, generation rows greedy generation, or step-by-step decoding under their `sampling`
+        (`ptune.serving.decode`). DataError naming the row for an unknown task."""
         tasks = self.snapshot()
         unknown = [f"row {i}: task {r.task!r}" for i, r in enumerate(rows) if r.task not in tasks]
         if unknown:
@@ -169,15 +178,16 @@ class MultiPromptModel:
         units = [(i, m) for i, r in enumerate(rows) for m in self._mixed_rows(tasks[r.task], r)]  # K per row
         found: list[list] = [[] for _ in rows]  # row -> its members' outputs, in member order
         with self._pass():
-            for kind in ("classification", "generation"):
-                part_of = [u for u in units if tasks[rows[u[0]].task].spec.kind == kind]
+            for group, run in RUNS.items():
+                part_of = [u for u in units if _group(tasks[rows[u[0]].task], u[1]) == group]
                 part_of.sort(key=lambda u: len(u[1].source_ids))  # less padding (a stable sort keeps member order)
                 for start in range(0, len(part_of), batch_size):
                     part = part_of[start:start + batch_size]
-                    run = score_mixed if kind == "classification" else generate_mixed
                     for (i, _), value in zip(part, run(self.base, [m for _, m in part]), strict=True):
                         found[i].append(value)
-        return [self._prediction(tasks[r.task], found[i]) for i, r in enumerate(rows)]
+        sources = {i: len(m.source_ids) for i, m in units}
+        preds = [self._prediction(tasks[r.task], found[i]) for i, r in enumerate(rows)]
+        return [dataclasses.replace(p, tokens=(sources[i], p.tokens[1])) for i, p in enumerate(preds)]
 
     def check_rows(self, rows: Sequence[Row]) -> None:
         """DataError naming every row whose task is not served or whose input tokenises to nothing."""
@@ -197,12 +207,14 @@ class MultiPromptModel:
         source = source_text(spec, row.text, row.raw)
         ids = encode_source(self.base.tokenizer, source, spec.max_source_tokens, self.base.is_encoder_decoder)
         labels = [list(x) for x in task.label_ids]
-        return [MixedRow(ids, prompt, prefix, labels, spec.max_target_tokens, spec.stop_strings)
+        return [MixedRow(ids, prompt, prefix, labels, spec.max_target_tokens, spec.stop_strings, row.sampling)
                 for prompt, prefix in task.prompts]
 
     @staticmethod
     def _prediction(task: LoadedTask, outputs: list) -> Prediction:
         """One row's Prediction from its members' outputs (generated text, or label scores (L,) each)."""
+        if isinstance(outputs[0], Sampled):
+            return Prediction(task.name, outputs[0].text, {}, task.version, outputs[0].finish, (0, outputs[0].tokens))
         if task.spec.kind == "generation":
             return Prediction(task.name, outputs[0], {}, task.version)
         if task.method == "single":
@@ -212,3 +224,10 @@ class MultiPromptModel:
         best = int(combine(scores.unsqueeze(0), task.method)[0])
         values = dict(zip(task.spec.label_words, scores.mean(0).tolist(), strict=True))
         return Prediction(task.name, task.spec.label_words[best], values, task.version)
+
+
+def _group(task: LoadedTask, row: MixedRow) -> str:
+    """Which pass answers a row: rank classification, greedy `generate()`, or step-by-step decoding."""
+    if task.spec.kind == "generation" and row.sampling is not None:
+        return "sampled"
+    return task.spec.kind

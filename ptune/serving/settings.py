@@ -8,7 +8,7 @@ one ConfigError listing every bad value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ptune.config.checks import error, number
 
@@ -25,6 +25,8 @@ class ServeSettings:
     max_input_chars: int = 4000    # characters per input (more: 422); the task's token limit still cuts
     max_body_bytes: int = 1_000_000  # request body (more: 413)
     poll_seconds: float = 10.0     # registry poll for alias moves; 0 = never (no hot swap)
+    max_queue: int = 1024          # rows waiting for the model beyond which a request is refused (503 + Retry-After)
+    api_key: str | None = field(default=None, repr=False)  # None: no auth; else `Authorization: Bearer` on /v1
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -35,6 +37,9 @@ class ServeSettings:
         number(problems, "--max-input-chars", self.max_input_chars, 1, integer=True)
         number(problems, "--max-body-bytes", self.max_body_bytes, 64, integer=True)
         number(problems, "--poll-seconds", self.poll_seconds, 0)
+        number(problems, "--max-queue", self.max_queue, 1, integer=True)
+        if self.api_key is not None and (not self.api_key.strip() or any(c.isspace() for c in self.api_key)):
+            problems.append("--api-key / PTUNE_API_KEY: must be non-empty and hold no whitespace")
         if not self.alias.strip() or not self.host.strip():
             problems.append(f"--alias {self.alias!r} / --host {self.host!r}: must not be empty")
         if problems:
