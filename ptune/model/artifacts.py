@@ -30,10 +30,11 @@ META_FILE = "prompt.json"
 TENSOR_KEY = "prompt_embeddings"
 ENSEMBLE_FILE = "ensemble.json"  # an ensemble's manifest (ptune.model.ensemble_artifact)
 MEMBERS_DIR = "members"  # an ensemble's members/<i>/prompt.* (ptune.model.ensemble_artifact)
+TASK_SPEC_FILE = "task_spec.json"  # a registered version's task spec (ptune.registry.stored_spec; `ptune pull` writes it)
 # Every entry ptune writes into a prompt directory, single prompt or ensemble (one may replace the other):
 # `save_prompt`, `save_ensemble` and `ptune pull` replace a directory only when it holds nothing else.
 PROMPT_DIR = DirKind("prompt artifact", files=(
-    TENSOR_FILE, META_FILE, ENSEMBLE_FILE, f"{MEMBERS_DIR}/[0-9]*/{TENSOR_FILE}", f"{MEMBERS_DIR}/[0-9]*/{META_FILE}"),
+    TENSOR_FILE, META_FILE, ENSEMBLE_FILE, TASK_SPEC_FILE, f"{MEMBERS_DIR}/[0-9]*/{TENSOR_FILE}", f"{MEMBERS_DIR}/[0-9]*/{META_FILE}"),
     dirs=(MEMBERS_DIR, f"{MEMBERS_DIR}/[0-9]*"))
 
 

@@ -8,6 +8,7 @@ Which base model is allowed is never read from prompt.json (the artifact store):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ from pathlib import Path
 import torch
 
 from ptune.config import project_params
+from ptune.data.spec import TaskSpec
 from ptune.errors import ArtifactError, RegistryError
 from ptune.model import artifacts
 from ptune.model.artifacts import PromptMeta
 from ptune.model.base import BaseModel, load_base_model
 from ptune.model.layout import warn_if_layout_differs
-from ptune.registry import model_registry
+from ptune.registry import model_registry, stored_spec
 
 BASE_TAG = "base_model"  # the version tag naming the base model it was registered with
 MODEL_URI = re.compile(r"^models:/ptune-(?P<task>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
@@ -32,6 +34,8 @@ class LoadedPrompt:
     prompt: torch.Tensor  # (P, d) fp32 on CPU
     meta: PromptMeta
     base: BaseModel  # the frozen base model the prompt was trained on (fingerprint checked)
+    spec: TaskSpec | None = None  # a registry version's stored task spec (hash checked); None: a directory,
+    # or a version registered before specs were stored
 
 
 def load_prompt_with_base(source: str | Path, *, base: BaseModel | None = None,
@@ -41,7 +45,8 @@ def load_prompt_with_base(source: str | Path, *, base: BaseModel | None = None,
     `base` is reused when its fingerprint is the prompt's. Otherwise the one base model allowed is loaded:
     `base_spec` (the user's `--base`), else for a registry URI the version's `base_model` tag, else the
     configured one (params.yaml `model`). prompt.json must name that model, checked before anything is
-    loaded (a prompt never chooses which model gets loaded); a fingerprint that differs is refused too."""
+    loaded (a prompt never chooses which model gets loaded); a fingerprint that differs is refused too.
+    For a registry URI, `.spec` is the task spec stored with the version (checked against its tag)."""
     match = MODEL_URI.match(str(source))
     if match is None and str(source).startswith("models:/"):
         raise RegistryError(f"{source}: expected models:/ptune-<task>@<alias> or models:/ptune-<task>/<version>")
@@ -51,7 +56,9 @@ def load_prompt_with_base(source: str | Path, *, base: BaseModel | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         prompt_dir = model_registry.download_prompt(match["task"], Path(tmp) / "prompt",
                                                     alias=match["alias"], version=version)
-        return _load(prompt_dir, base, base_spec or tags.get(BASE_TAG) or configured_base())
+        spec = stored_spec.recorded_spec(prompt_dir, tags, f"{source} (version {version})")
+        loaded = _load(prompt_dir, base, base_spec or tags.get(BASE_TAG) or configured_base())
+        return dataclasses.replace(loaded, spec=spec)
 
 
 def pull_prompt(task: str, out: str | Path, *, alias: str = "champion", verify_base: bool = False,

@@ -1,8 +1,9 @@
 """The MLflow pyfunc behind every `ptune-<task>` version, logged from code (no pickled class).
 
 MLflow copies this file into the model and runs it on load; `set_model` at the bottom names the model.
-Its one artifact, "prompt", is a ptune prompt directory. `load_context` finds the model's registry version
-and checks the prompt and code against the hashes recorded there (`ptune.registry.provenance`: never the
+Its one artifact, "prompt", is a ptune prompt directory with the task spec it was registered with
+(task_spec.json). `load_context` finds the model's registry version and checks the prompt, code and task
+spec against the hashes recorded there (`ptune.registry.provenance`: never the
 MLmodel's own `model_config`, which lies in the same store), then loads the prompt with the base model that
 version's tags name (`ptune.registry.loading`), refusing an unregistered model (unless
 PTUNE_ALLOW_UNREGISTERED=1), a prompt made for a different base model (fingerprint) or a damaged one
@@ -32,22 +33,21 @@ class PtunePromptModel(PythonModel):
     """DataFrame of task input columns (or a "source"/"text" column) -> list of labels or generated texts."""
 
     def load_context(self, context: Any) -> None:
-        """Load and check the prompt artifact, its base model and its task spec (user tasks: from the
-        project's params.yaml, `$PTUNE_PROJECT_DIR`)."""
+        """Load and check the prompt artifact, its base model and its task spec (the one stored with the
+        registry version, checked against its tag: never the local params.yaml)."""
         from ptune.config import project_params
-        from ptune.data.catalog import get_task
         from ptune.model.ensemble_artifact import load_ensemble
         from ptune.model.precision import autocast_dtype, hold_for_inference
         from ptune.registry.loading import load_prompt_with_base
-        from ptune.registry.provenance import checked_base
+        from ptune.registry.provenance import checked_model, checked_spec
 
         prompt_dir = Path(context.artifacts["prompt"])  # <model dir>/artifacts/<prompt dir name>
-        base_spec = checked_base(prompt_dir.parents[1], prompt_dir)  # against the registry, not model_config
-        loaded = load_prompt_with_base(prompt_dir, base_spec=base_spec)
+        checked = checked_model(prompt_dir.parents[1], prompt_dir)  # against the registry, not model_config
+        loaded = load_prompt_with_base(prompt_dir, base_spec=checked.base)
         self.base, self.prompt, self.meta = loaded.base, loaded.prompt, loaded.meta
         self.ensemble = load_ensemble(context.artifacts["prompt"], loaded.base.fingerprint)  # None: one prompt
+        self.spec = checked_spec(checked, prompt_dir, loaded.meta.task)
         params = project_params()
-        self.spec = get_task(loaded.meta.task, params)
         self.precision = autocast_dtype(params.evaluate.precision, self.base.device, self.base.n_params,
                                         "evaluate.precision")
         hold_for_inference(self.base.model, self.base.device, self.precision)  # no per-call weight casts

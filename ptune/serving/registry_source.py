@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptune.config import project_params
+from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.errors import ArtifactError, ConfigError, PtuneError
-from ptune.registry import model_registry, promotion
+from ptune.registry import model_registry, promotion, stored_spec
 from ptune.serving.multi_prompt import LoadedTask, MultiPromptModel
 
 log = logging.getLogger(__name__)
@@ -32,21 +34,34 @@ def alias_version(task: str, alias: str) -> str | None:
     return None if found is None else str(found.version)
 
 
-def load_version(model: MultiPromptModel, spec: TaskSpec, version: str) -> LoadedTask:
-    """Download version `version` of `ptune-<task>` and serve it (ArtifactError on a fingerprint mismatch)."""
+def load_version(model: MultiPromptModel, task: TaskSpec | str, version: str) -> LoadedTask:
+    """Download version `version` of `ptune-<task>` and serve it with the task spec stored with it (its
+    task_spec.json, checked against the registry's tag; never the local params.yaml). A version registered
+    before specs were stored is served with `task` when it is a spec, else the catalog's / params.yaml's
+    (with a warning). ArtifactError on a fingerprint or hash mismatch."""
+    name = task if isinstance(task, str) else task.name
+    where = f"models:/{model_registry.model_name(name)}/{version}"
     with tempfile.TemporaryDirectory() as tmp:
-        prompt_dir = model_registry.download_prompt(spec.name, Path(tmp) / "prompt", version=version)
+        prompt_dir = model_registry.download_prompt(name, Path(tmp) / "prompt", version=version)
+        spec = stored_spec.registered_spec(prompt_dir, model_registry.version_tags(name, version), where,
+                                           lambda: get_task(task, project_params()))
         return model.load(spec, prompt_dir, version=version)
 
 
-def load_aliased(model: MultiPromptModel, specs: Sequence[TaskSpec], alias: str = "champion") -> list[LoadedTask]:
-    """Serve `<alias>` of every task; ConfigError naming every task without that alias."""
-    versions = {spec.name: alias_version(spec.name, alias) for spec in specs}
+def load_aliased(model: MultiPromptModel, tasks: Sequence[TaskSpec | str],
+                 alias: str = "champion") -> list[LoadedTask]:
+    """Serve `<alias>` of every task (a name, or a spec used only for versions that stored none); ConfigError
+    naming every task without that alias."""
+    versions = {task_name(task): alias_version(task_name(task), alias) for task in tasks}
     missing = [name for name, version in versions.items() if version is None]
     if missing:
         raise ConfigError(f"no registry version has alias @{alias} for task(s) {missing}: train and promote "
                           f"them first (`ptune train`, `ptune promote`), or leave them out with --tasks")
-    return [load_version(model, spec, str(versions[spec.name])) for spec in specs]
+    return [load_version(model, task, str(versions[task_name(task)])) for task in tasks]
+
+
+def task_name(task: TaskSpec | str) -> str:
+    return task if isinstance(task, str) else task.name
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,7 @@ def version_score(spec: TaskSpec, version: str) -> VersionScore:
 class RegistryWatcher:
     """Polls `<alias>` of every served task every `seconds`; loads a version when the alias moves."""
 
-    def __init__(self, model: MultiPromptModel, specs: Sequence[TaskSpec], alias: str, seconds: float,
+    def __init__(self, model: MultiPromptModel, specs: Sequence[TaskSpec | str], alias: str, seconds: float,
                  on_event: Callable[[str, str], None] | None = None) -> None:
         self.model, self.specs, self.alias, self.seconds = model, list(specs), alias, seconds
         self.on_event = on_event or (lambda task, outcome: None)  # (task, "swapped" | "failed")
@@ -97,10 +112,11 @@ class RegistryWatcher:
 
     def poll(self) -> list[str]:
         """One pass over the tasks; returns the tasks swapped to a new version."""
-        return [spec.name for spec in self.specs if self._poll_task(spec)]
+        return [task_name(spec) for spec in self.specs if self._poll_task(spec)]
 
-    def _poll_task(self, spec: TaskSpec) -> bool:
-        name, served = spec.name, self.model.snapshot().get(spec.name)
+    def _poll_task(self, spec: TaskSpec | str) -> bool:
+        name = task_name(spec)
+        served = self.model.snapshot().get(name)
         try:
             version = alias_version(name, self.alias)
         except PtuneError as exc:  # registry down: retried at the next poll

@@ -12,13 +12,13 @@ import logging
 from collections.abc import Sequence
 
 from ptune.config import Params
-from ptune.data.catalog import get_task
+from ptune.data.catalog import all_tasks, get_task
 from ptune.errors import ConfigError
 from ptune.model.base import load_held_model
 from ptune.model.precision import autocast_dtype
 from ptune.serving.app import Service, create_app
 from ptune.serving.multi_prompt import MultiPromptModel
-from ptune.serving.registry_source import RegistryWatcher, load_aliased
+from ptune.serving.registry_source import RegistryWatcher, alias_version, load_aliased
 from ptune.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,11 @@ def build_service(params: Params, tasks: Sequence[str], settings: ServeSettings)
     names = list(tasks) or list(params.run_tasks)
     if not names:
         raise ConfigError("nothing to serve: give --tasks or list run_tasks in params.yaml")
-    specs = [get_task(name, params) for name in names]  # ConfigError for unknown names, before the slow load
+    known = all_tasks(params)  # a registered version carries its spec: the registry alone may know a task
+    specs = [get_task(name, params) if name in known else name for name in names]
+    unknown = [name for name in names if name not in known and alias_version(name, settings.alias) is None]
+    if unknown:  # before the slow load
+        get_task(unknown[0], params)  # ConfigError: unknown task, with the known ones
     model = served_model(params)
     for task in load_aliased(model, specs, settings.alias):
         log.info("serving %s version %s (%d prompt tokens)", task.name, task.version, task.prompt.shape[0])
@@ -49,8 +53,12 @@ def serve(params: Params, tasks: Sequence[str], settings: ServeSettings) -> None
     """Run the server until interrupted (uvicorn)."""
     import uvicorn
 
-    if not settings.loopback:
-        log.warning("ptune serve listens on %s: reachable from other machines. It has no authentication; "
-                    "put it behind a reverse proxy that adds TLS and access control (README).", settings.host)
+    if not settings.loopback and not settings.api_key:
+        log.warning("ptune serve listens on %s: reachable from other machines. It has no authentication "
+                    "(--api-key or PTUNE_API_KEY); put it behind a reverse proxy that adds TLS and access control "
+                    "(docs/serving.md).", settings.host)
+    elif not settings.loopback:
+        log.info("ptune serve listens on %s with an API key on /v1; it sends the key in the clear without TLS "
+                 "(put a reverse proxy with TLS in front, docs/serving.md).", settings.host)
     app = create_app(build_service(params, tasks, settings))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
