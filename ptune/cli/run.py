@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ptune.cli.options import BaseOpt, ForceOpt, ParamsOpt, PromptOpt, SplitOpt, TaskArg, build_run
+
+if TYPE_CHECKING:
+    from ptune.evaluation.report import ReportPaths
 
 
 def train_cmd(task: TaskArg, params: ParamsOpt = None,
@@ -21,11 +24,12 @@ def train_cmd(task: TaskArg, params: ParamsOpt = None,
                                                     "evaluate them together, report.")] = 0,
               method: Annotated[str, typer.Option("--method", help="Ensemble: mean (of rank scores) | vote.")] = "mean",
               register: Annotated[bool, typer.Option("--register", help="Ensemble: register it as one version.")] = False,
-              track: Annotated[bool, typer.Option("--track", help="Log the run to MLflow (ptune/TASK); dvc.yaml does.")] = False,
+              track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow (ptune/TASK); "
+                                                  "`report` and `register` add to that run.")] = True,
               ) -> None:
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
     from ptune.pipeline import stages
-    from ptune.registry import tracking
+    from ptune.registry import run_link, tracking
 
     run = build_run(task, params, train={"max_steps": steps} if steps is not None else {})
     if out is not None:
@@ -43,6 +47,7 @@ def train_cmd(task: TaskArg, params: ParamsOpt = None,
     if done.run_id is not None:  # params, per-step curves, best validation metrics, prompt and curve files
         tracking.resume(task, done.run_id).finish(done.prompt_dir, done.metrics,
                                                   report_files=[done.curve, done.curve.with_suffix(".png")])
+    run_link.record(done.prompt_dir, done.run_id)  # OUT/mlflow_run.json: report and register find the run
     typer.echo(json.dumps({"prompt": str(done.prompt_dir), "curve": str(done.curve), "mlflow_run": done.run_id,
                            "best_step": done.best_step,
                            "steps_run": done.steps_run, "resumed_from": done.resumed_from,
@@ -75,7 +80,25 @@ def report_cmd(task: TaskArg, prompt: PromptOpt = None, split: SplitOpt = "test"
     stages.report_match.record(run.paths.report_dir, prompt or run.paths.prompt_dir, written.metrics)  # for register
     for name in ("markdown", "metrics", "chart", "predictions"):
         typer.echo(f"{name}: {getattr(written, name)}")
+    if split == "test":  # the run's validation/* are the training curve's; a test report joins them
+        log_report_to_run(task, prompt or run.paths.prompt_dir, written)
     typer.echo(written.markdown.read_text(encoding="utf-8"))
+
+
+def log_report_to_run(task: str, prompt_dir: Path, written: ReportPaths) -> None:
+    """The report's numbers and files on the MLflow run that trained the prompt (none: nothing to do). The
+    report is already on disk, so an unreachable store is a warning: `ptune register` logs the numbers later."""
+    from ptune.errors import RegistryError
+    from ptune.registry import run_link
+
+    try:
+        run_id = run_link.log_report(task, prompt_dir, written.metrics, [written.markdown, written.metrics,
+                                     written.chart], predictions=written.predictions)
+    except RegistryError as exc:
+        typer.echo(f"warning: the report was not logged to the prompt's MLflow run: {exc}", err=True)
+        return
+    if run_id is not None:
+        typer.echo(f"mlflow_run: {run_id}")
 
 
 def predict_cmd(task: TaskArg,

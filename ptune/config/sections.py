@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -168,6 +168,9 @@ class EvalConfig(Section):
     calibrate: bool = True         # add contextually calibrated twins of the rank-mode baselines (Zhao et al. 2021)
     degenerate_share: float | None = 0.95  # most frequent answer on >= this share of rows: degenerate (None: no check)
     bootstrap_resamples: int = 1000  # paired bootstrap resamples for the 95% intervals, >= 100
+    # task -> the baselines' hand-written instruction, replacing the task's own (TaskSpec.instruction); here, not
+    # under `tasks`, because it is an evaluation setting: dvc.yaml's train stage does not depend on `evaluate`
+    instructions: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.degenerate_share is not None:
@@ -184,6 +187,11 @@ class EvalConfig(Section):
             problems.append(f"evaluate.calibrate = {self.calibrate!r}: allowed values: true, false")
         if self.k_shot is not None:
             number(problems, "evaluate.k_shot", self.k_shot, 0, integer=True)
+        if not isinstance(self.instructions, Mapping):
+            problems.append(f"evaluate.instructions = {self.instructions!r}: must map task names to instructions")
+        else:
+            problems += [f"evaluate.instructions.{task} = {text!r}: must be a string" for task, text in
+                         self.instructions.items() if not isinstance(text, str)]
         self._raise_if(problems)
 
 

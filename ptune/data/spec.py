@@ -31,7 +31,7 @@ class TaskSpec:
     formatter: Formatter             # raw row -> (source_text ending in its cue, target_text without leading space)
     label_words: tuple[str, ...] = ()  # classification targets, in label order; () for generation
     metrics: tuple[str, ...] = ("accuracy",)  # first one is the primary metric (promotion, early stop)
-    instruction: str = ""            # hard-prompt baseline instruction
+    instruction: str = ""            # hard-prompt baseline instruction (params.yaml evaluate.instructions replaces it)
     k_shot: int = 4
     max_source_tokens: int = 256
     max_target_tokens: int = 16      # generation: max new tokens

@@ -21,8 +21,12 @@ from ptune.errors import ConfigError
 from ptune.paths import project_dir
 
 REQUIRED = ("path", "template", "target_field")
-OPTIONAL = ("label_words", "label_map", "metric", "metrics", "instruction", "k_shot", "max_source_tokens",
+OPTIONAL = ("label_words", "label_map", "metric", "metrics", "k_shot", "max_source_tokens",
             "max_target_tokens", "description", "split_field", "stop_strings")
+# fields that left a task entry: where each went (`tasks` is a dependency of dvc.yaml's train stage, so an
+# evaluation setting kept here would retrain every task when it changes)
+MOVED = {"instruction": "params.yaml `evaluate: {{instructions: {{{name}: ...}}}}` (the hand-written baselines' "
+                        "instruction is an evaluation setting: changing it there reruns only evaluation)"}
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -62,8 +66,9 @@ def _check_entry(name: str, entry: Any, reserved: Mapping[str, Any]) -> list[str
     if not isinstance(entry, Mapping):
         return [f"{where}: expected a mapping, got {entry!r}"]
     problems = [f"{where}: missing required field {key!r}" for key in REQUIRED if key not in entry]
+    problems += [f"{where}: {key!r} moved to " + MOVED[key].format(name=name) for key in entry if key in MOVED]
     problems += [f"{where}: unknown field {key!r} (allowed: {', '.join(REQUIRED + OPTIONAL)})"
-                 for key in entry if key not in REQUIRED + OPTIONAL]
+                 for key in entry if key not in REQUIRED + OPTIONAL + tuple(MOVED)]
     if not NAME_RE.match(name):
         problems.append(f"{where}: name must match {NAME_RE.pattern}")
     if name in reserved:
@@ -142,7 +147,7 @@ def _build_spec(name: str, entry: Mapping[str, Any], base: Path) -> TaskSpec:
     return TaskSpec(
         name, "classification" if words else "generation", source, columns,
         TemplateFormatter(entry["template"], target, label_map), words, _metrics(entry),
-        instruction=str(entry.get("instruction", "")), k_shot=entry.get("k_shot", 4),
+        k_shot=entry.get("k_shot", 4),
         max_source_tokens=entry.get("max_source_tokens", 256), max_target_tokens=entry.get("max_target_tokens", 16),
         description=str(entry.get("description", f"user task on {path.name}")),
         stop_strings=tuple(entry.get("stop_strings") or ()),

@@ -39,7 +39,7 @@ from ptune.model.artifacts import PROMPT_DIR, PromptMeta, save_prompt
 from ptune.model.base import BaseModel, load_held_model
 from ptune.model.precision import autocast_dtype, held_dtypes, inference_precision
 from ptune.pipeline.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
-from ptune.registry import model_card, model_registry, promotion, report_match, run_status, tracking
+from ptune.registry import model_card, model_registry, promotion, report_match, run_link, run_status, tracking
 from ptune.registry.loading import load_prompt_with_base
 from ptune.training.history import StepInfo, plot_curve, write_curve
 from ptune.training.train import train_prompt
@@ -238,11 +238,12 @@ def register(run: TaskRun, trained: Trained, reported: Reported) -> model_regist
 
 
 def register_dir(run: TaskRun, prompt_dir: Path, require_report: bool = True) -> model_registry.RegisteredPrompt:
-    """Register a prompt left on disk with the test and baseline metrics of the report that scored it (matched
-    by the prompt's sha256 in <prompt dir>/../report/ or `run`'s report dir; see ptune.registry.report_match)."""
+    """Register a prompt left on disk, in the MLflow run that trained it if any (registry.run_link), with the metrics
+    of the report that scored it (by sha256, in <prompt dir>/../report/ or `run`'s report dir: report_match)."""
     found = report_match.find_report(run.name, prompt_dir, [Path(prompt_dir).parent / "report", run.paths.report_dir],
                                      required=require_report)
-    return model_registry.register_dir(prompt_dir, run.spec, found.metrics, example=example_row(run), note=found.source)
+    return model_registry.register_dir(prompt_dir, run.spec, found.metrics, example=example_row(run), note=found.source,
+                                       run_id=run_link.training_run(prompt_dir))
 
 
 def example_row(run: TaskRun) -> dict[str, str] | None:  # the first prepared test row: the input example

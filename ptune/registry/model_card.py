@@ -1,8 +1,11 @@
 """Model cards: one markdown page per registered version of `ptune-<task>`, logged as the run's artifact
 `model_card/model_card.md` and set as the registry version's description (what the MLflow UI shows on
 the version page). Built from prompt.json (base model, data version, train config, metrics) plus what the
-pipeline knows at registration: split sizes, the report's metrics JSON (intervals when it has them) and the
-nearest-token interpretation written beside the prompt (`ptune.evaluation.interpret`).
+registration knows: the report's metrics (its JSON, or the numbers matched to the prompt by
+`ptune.registry.report_match`; intervals when it has them), the split sizes (given, else the prepared data's
+`data_version.json` when it is the data version the prompt was trained on) and the nearest-token
+interpretation written beside the prompt (`ptune.evaluation.interpret`). So the card shows the numbers the
+version's tags hold, never "no test metrics" beside a tag that has them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ptune.data.spec import input_template as spec_template
 from ptune.errors import ConfigError, RegistryError
 from ptune.model import artifacts
 from ptune.model.artifacts import PromptMeta
+from ptune.paths import prepared_dir
 from ptune.registry.tracking import client, guard
 
 log = logging.getLogger(__name__)
@@ -25,13 +29,14 @@ log = logging.getLogger(__name__)
 CARD_FILE = "model_card.md"
 DESCRIPTION_LIMIT = 4900  # the SQLite registry keeps at most 5,000 characters of a version description
 _INTERVAL_HINTS = ("ci", "low", "high", "interval", "stderr", "std")
+_NOT_METRICS = ("/seconds", "/n", "/invalid_rate", "/majority_share", "/degenerate")  # report bookkeeping, no column
 
 
 def _results(meta: PromptMeta, report: Mapping[str, float]) -> list[str]:
     """Table rows: tuned prompt and each baseline on the test split, with interval keys when present."""
     values = {**meta.metrics, **report}
     names = sorted({k.split("/")[1] for k in values if k.startswith("baseline/") and k.count("/") >= 3} - {"best"})
-    tests = [k for k in meta.metrics if k.startswith("test/") and not k.endswith(("/seconds", "/n"))]
+    tests = [k for k in values if k.startswith("test/") and k.count("/") == 1 and not k.endswith(_NOT_METRICS)]
     if not tests:
         return ["No test metrics were recorded for this version."]
     rows = ["| approach | " + " | ".join(tests) + " |", "|---|" + "---|" * len(tests)]
@@ -119,14 +124,27 @@ def card_markdown(meta: PromptMeta, *, name: str, version: str, split_counts: Ma
     return "\n".join(lines) + "\n"
 
 
+def prepared_counts(task: str, data_version: str) -> dict[str, int] | None:
+    """Rows per split of the prepared data (its data_version.json) when that is `data_version`, else None."""
+    try:
+        info = json.loads((prepared_dir(task) / "data_version.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = isinstance(info, dict) and data_version and info.get("version") == data_version
+    return {str(k): int(v) for k, v in info.get("counts", {}).items()} if same else None
+
+
 def publish(task: str, version: str, run_id: str, prompt_dir: str | Path, *, split_counts: Mapping[str, int] | None = None,
-            metrics_file: str | Path | None = None, interpretation_dir: str | Path | None = None) -> str:
+            metrics_file: str | Path | None = None, interpretation_dir: str | Path | None = None,
+            report: Mapping[str, float] | None = None) -> str:
     """Write the card for `ptune-<task>` `version`, log it (and the interpretation dir) on `run_id`, and set
-    it as the version's description (cut to DESCRIPTION_LIMIT, pointing at the full artifact). Returns it."""
+    it as the version's description (cut to DESCRIPTION_LIMIT, pointing at the full artifact). Returns it.
+    `report`: the results registered with the version, under the numbers of `metrics_file`."""
     _, meta = artifacts.load_prompt(prompt_dir)
     interp = Path(interpretation_dir) if interpretation_dir else Path(prompt_dir).parent / "interpretation"
-    report = json.loads(Path(metrics_file).read_text(encoding="utf-8")) if metrics_file and Path(metrics_file).is_file() else {}
-    name = f"ptune-{task}"
+    found = json.loads(Path(metrics_file).read_text(encoding="utf-8")) if metrics_file and Path(metrics_file).is_file() else {}
+    report, name = {**(report or {}), **found}, f"ptune-{task}"
+    split_counts = split_counts or prepared_counts(task, meta.data_version)
     card = card_markdown(meta, name=name, version=version, split_counts=split_counts, report=report,
                          interpretation_dir=interp if interp.is_dir() else None, template=input_template(task, meta))
     description = card if len(card) <= DESCRIPTION_LIMIT else (

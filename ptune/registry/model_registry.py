@@ -26,7 +26,7 @@ from ptune.errors import ConfigError, RegistryError
 from ptune.fileio import atomic_dir, check_replaceable
 from ptune.model import artifacts
 from ptune.model.ensemble_artifact import load_ensemble
-from ptune.registry import model_card, pyfunc_logging
+from ptune.registry import model_card, pyfunc_logging, stored_spec
 from ptune.registry.integrity import CODE_TAG, PROMPT_TAG, check, code_sha256, prompt_sha256
 from ptune.registry.pyfunc_logging import PTUNE_PACKAGE, PYFUNC_MODEL_FILE
 from ptune.registry.tracking import (
@@ -61,8 +61,9 @@ def register_prompt(task: str, prompt_dir: str | Path, run_id: str, primary_metr
     """Log the pyfunc (from code; artifact = the prompt dir; signature, input example, frozen code) in
     `run_id`, link the run's final metrics to it as LoggedModel metrics, and register a version of
     `ptune-<task>` with its tags (data version, commit, fingerprint, hashes, the headline results) set in the
-    same call. Idempotent per run: a retry after a partial failure returns the version already made from
-    `run_id` instead of creating a second one."""
+    same call. The artifact is the prompt dir plus the resolved `spec` as task_spec.json, its sha256 a tag
+    (`ptune.registry.stored_spec`). Idempotent per run: a retry after a partial failure returns the version
+    already made from `run_id` instead of creating a second one."""
     _, meta = artifacts.load_prompt(prompt_dir)  # refuse to register a broken artifact
     hint = f"The prompt is kept at {prompt_dir}; retry with `ptune register {prompt_dir} --task {task}`."
     with guard(f"registration of {model_name(task)}", hint):
@@ -72,7 +73,10 @@ def register_prompt(task: str, prompt_dir: str | Path, run_id: str, primary_metr
         params, metrics = run_record(run_id)
         results = {k: v for k, v in metrics.items() if _is_result(k)}
         hashes = {PROMPT_TAG: prompt_sha256(prompt_dir), CODE_TAG: code_sha256(PYFUNC_MODEL_FILE, PTUNE_PACKAGE)}
-        model_id = pyfunc_logging.log_pyfunc(run_id, prompt_dir, spec or get_task(task), example, hashes)
+        spec = spec or get_task(task)
+        with tempfile.TemporaryDirectory() as tmp:  # the logged artifact: the prompt dir + task_spec.json
+            staged, hashes[stored_spec.SPEC_TAG] = stored_spec.stage_prompt(prompt_dir, spec, Path(tmp))
+            model_id = pyfunc_logging.log_pyfunc(run_id, staged, spec, example, hashes)
         linked = {m.key for m in client().get_logged_model(model_id).metrics or []}  # log_model links step-0 ones
         log_model_metrics(run_id, model_id, {k: v for k, v in results.items() if k not in linked})
         tags = {"task": task, "data_version": meta.data_version, "base_model": meta.base_spec,
@@ -106,18 +110,18 @@ def version_of_run(task: str, run_id: str) -> str | None:
 
 
 def register_dir(prompt_dir: str | Path, spec: TaskSpec, report: Mapping[str, float] | None = None,
-                 example: Mapping[str, str] | None = None, note: str = "") -> RegisteredPrompt:
-    """Register a prompt left on disk (e.g. when the tracking server was down): a new run is made from
-    prompt.json (params, metrics) and `report` (the test and baseline metrics of the report that scored it,
-    if any), the prompt dir logged as its artifact, and a version registered. The same prompt registered
-    again (a retry) reuses its run, and so its version, adding the results that version lacks."""
+                 example: Mapping[str, str] | None = None, note: str = "", run_id: str | None = None) -> RegisteredPrompt:
+    """Register a prompt left on disk: in `run_id`, the run that trained it (`ptune.registry.run_link`), else in a
+    new run made from prompt.json (params, metrics). The run gets `report` (the test and baseline metrics of
+    the report that scored it, if any) and the prompt dir as its artifact, and a version is registered. The same
+    prompt registered again (a retry) reuses its run, and so its version, adding the results that version lacks."""
     _, meta = artifacts.load_prompt(prompt_dir)
     if spec.name != meta.task:
         raise RegistryError(f"{prompt_dir} holds a prompt for task {meta.task!r}, not {spec.name!r}")
     recorded = {**meta.metrics, **(report or {})}
     digest = prompt_sha256(prompt_dir)
     run = run_for_prompt(meta, registered_from=str(prompt_dir), prompt_sha256=digest)
-    run.run_id = find_run(meta.task, {"prompt_sha256": digest})
+    run.run_id = run_id or find_run(meta.task, {"prompt_sha256": digest})
     done = version_of_run(meta.task, run.run_id) if run.run_id else None
     if done is not None:  # registered before (a retry): the same version, only what it lacks is added
         added = _add_missing_results(meta.task, done, run.run_id, recorded)
@@ -130,7 +134,7 @@ def register_dir(prompt_dir: str | Path, spec: TaskSpec, report: Mapping[str, fl
     run.finish(prompt_dir, metrics)
     registered = register_prompt(meta.task, prompt_dir, run.run_id, primary_metric=f"test/{spec.metrics[0]}",
                                  spec=spec, example=example)
-    model_card.publish_after_registration(meta.task, registered.version, run.run_id, prompt_dir)
+    model_card.publish_after_registration(meta.task, registered.version, run.run_id, prompt_dir, report=recorded)
     return dataclasses.replace(registered, note=note)
 
 
@@ -223,13 +227,14 @@ def download_prompt(task: str, out: str | Path, alias: str | None = "champion", 
 
 
 def verify_model_dir(model_dir: Path, prompt_dir: Path, recorded: Mapping[str, str], where: str) -> None:
-    """Refuse a downloaded model whose prompt is damaged (checksum in prompt.json), or whose prompt or code
-    hash differs from the one `recorded` at registration (both files edited together in the store)."""
+    """Refuse a downloaded model whose prompt is damaged (checksum in prompt.json), or whose prompt, code or
+    task spec hash differs from the one `recorded` at registration (both files edited together in the store)."""
     artifacts.load_prompt(prompt_dir)
     code = model_dir / "code" / PTUNE_PACKAGE.name
     check("the prompt artifact", where, recorded.get(PROMPT_TAG), prompt_sha256(prompt_dir))
     check("the pyfunc code", where, recorded.get(CODE_TAG),
           code_sha256(model_dir / PYFUNC_MODEL_FILE.name, code if code.is_dir() else None))
+    stored_spec.check_spec_file(prompt_dir, recorded, where)
 
 
 def load_registered_prompt(task: str, alias: str = "champion") -> tuple[torch.Tensor, artifacts.PromptMeta]:
