@@ -39,11 +39,12 @@ def build_project(root: Path, model_dir: Path, n_rows: int = 60) -> Path:
         rows = toy_rows(n_rows, seed=1, bad_every=bad_every)
         (root / "data" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     entry = {"template": "Review: {text}\nSentiment:", "target_field": "label", "label_words": ["good", "bad"],
-             "instruction": "Is the review good or bad?", "k_shot": 2, "max_source_tokens": 64}
+             "k_shot": 2, "max_source_tokens": 64}
     params = {
         "model": str(model_dir), "run_tasks": ["toy"],
         "data": {"seed": 0, "max_train": 0, "max_validation": 0, "max_test": 0, "min_class_share": 0.05},
-        "train": TRAIN, "evaluate": {"batch_size": 16, "max_examples": 0, "k_shot": 2, "degenerate_share": None},
+        "train": TRAIN, "evaluate": {"batch_size": 16, "max_examples": 0, "k_shot": 2, "degenerate_share": None,
+                                     "instructions": {"toy": "Is the review good or bad?"}},
         # any candidate passes (a tiny random model answers one class; 6 test rows): the first version becomes champion
         "promote": {"min_gain": -1.0, "require_significant": False, "min_examples": 0},
         "tasks": {"toy": {**entry, "path": "data/toy.jsonl"}, "toy_bad": {**entry, "path": "data/toy_bad.jsonl"}},

@@ -130,6 +130,31 @@ def test_invalid_user_tasks_are_listed_in_one_error() -> None:
         assert expected in message
 
 
+def test_evaluate_instructions_replace_a_tasks_own_and_name_known_tasks(tmp_path) -> None:
+    """The baselines' instruction is an evaluation setting (params.yaml evaluate.instructions), for built-in
+    and user tasks alike; a typo in a task name is refused with close matches."""
+    params = params_from_dict({"tasks": {"reviews": GOOD},
+                               "evaluate": {"instructions": {"reviews": "Good or bad?", "rotten_tomatoes": "Fresh?"}}})
+    assert get_task("reviews", params).instruction == "Good or bad?"
+    assert get_task("rotten_tomatoes", params).instruction == "Fresh?"
+    assert get_task("boolq_offline", params) == get_task("boolq_offline")  # a task not named keeps its own
+    assert get_task("rotten_tomatoes", params.for_task("rotten_tomatoes")).instruction == "Fresh?"
+    with pytest.raises(ConfigError, match="evaluate.instructions.roten_tomatoes: unknown task .did you mean rotten"):
+        get_task("boolq_offline", params_from_dict({"evaluate": {"instructions": {"roten_tomatoes": "x"}}}))
+    with pytest.raises(ConfigError, match=r"evaluate.instructions.reviews = 3: must be a string"):
+        params_from_dict({"evaluate": {"instructions": {"reviews": 3}}})
+
+
+def test_an_instruction_in_a_task_entry_is_refused_naming_its_new_home(tmp_path) -> None:
+    """`tasks` (or the file it names) is a dependency of dvc.yaml's train stage: the instruction left it."""
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump({"reviews": {**GOOD, "instruction": "Good or bad?"}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tasks": {"file": "tasks.yaml"}}))
+    with pytest.raises(ConfigError) as info:
+        get_task("reviews", load_params(tmp_path / "params.yaml"))
+    assert "task 'reviews': 'instruction' moved to params.yaml `evaluate: {instructions: {reviews: ...}}`" in str(info.value)
+    assert "unknown field" not in str(info.value)
+
+
 def test_cli_tasks_lists_catalog(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PTUNE_PROJECT_DIR", str(tmp_path))  # no params.yaml: the built-ins only
     missing = CliRunner().invoke(app, ["tasks", "--params", "/nonexistent/params.yaml"])

@@ -40,9 +40,9 @@ def write_params(project: Path, model_dir: str, entry: dict) -> None:
     """params.yaml declaring user task `opinions` with `entry`'s template and label words."""
     (project / "data").mkdir(parents=True, exist_ok=True)
     (project / "data" / "opinions.jsonl").write_text(json.dumps({"text": "ok", "label": "good"}) + "\n")
-    task = {"path": "data/opinions.jsonl", "target_field": "label", "stop_strings": ["\n"], "k_shot": 2,
-            "instruction": "Is the opinion good or bad?", **entry}
-    (project / "params.yaml").write_text(yaml.safe_dump({"model": model_dir, "tasks": {TASK: task}}))
+    task = {"path": "data/opinions.jsonl", "target_field": "label", "stop_strings": ["\n"], "k_shot": 2, **entry}
+    (project / "params.yaml").write_text(yaml.safe_dump({"model": model_dir, "tasks": {TASK: task},
+                                                         "evaluate": {"instructions": {TASK: "Is the opinion good or bad?"}}}))
 
 
 @pytest.fixture
