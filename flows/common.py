@@ -17,6 +17,7 @@ from ptune.data.splits import offline_refusal
 from ptune.evaluation.interpret import INTERPRETATION_DIR
 from ptune.paths import runs_dir
 from ptune.pipeline.stages import TaskRun
+from ptune.registry.tracking import experiment_runs_url
 from tasks.data import fetch_task_data, prepare_split, validate_split, validation_report
 from tasks.events import note_data_version
 from tasks.logs import attach_ptune_logs
@@ -95,7 +96,8 @@ def train_summary_markdown(summary: Mapping[str, Any], table: str) -> str:
         f"# `{task}`: {summary['decision']}", "", table.replace(f"## {task}", "### Test results", 1), "",
         f"**Promotion**: {summary['decision']} — {summary['reason']}", "",
         f"**MLflow**: [run {summary['run_id'][:8]}]({run_url}) · [model {summary['model']} v{summary['version']}]"
-        f"({version_url}) · `{summary['model_uri']}`", "",
+        f"({version_url}) · [all runs of `{task}`]({experiment_runs_url(ui, summary['experiment_id'])}) · "
+        f"`{summary['model_uri']}`", "",
         f"![every approach with its 95% interval, and the validation curve]({summary.get('chart_url', '')})", "",
         f"Training: {summary['steps']} steps in {summary['train_seconds']:.0f} s, best step {summary['best_step']}"
         + (f", resumed from step {resumed}" if resumed else "") + f"; base model `{summary['base_model']}`.",

@@ -33,8 +33,15 @@ _ENV_DEFAULTS = {  # telemetry off; HTTP retries bounded (~1+2+4 s back-off, 30 
 }
 
 
-# MLflow 3's UI opens an experiment in its GenAI view (traces) unless this tag says it is model training
+# The experiment's kind in MLflow 3's UI (its header shows it as model training). Where a bare experiment link
+# lands is decided by the UI's GenAI / model-training switch (GenAI in a fresh browser, MLflow 3.17), so ptune's
+# links name the runs view: experiment_runs_url.
 EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
+def experiment_runs_url(ui: str, experiment_id: str) -> str:
+    """The MLflow UI address of an experiment's runs table, whatever the browser's workflow switch says."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 RUN_KIND_TAG = "ptune.run_kind"  # train | reference | sweep | trial | register: also the run name's first word
 
 

@@ -23,3 +23,11 @@ def test_the_interpretation_link_opens_the_mlflow_artifact(tmp_path, monkeypatch
     assert ("http://127.0.0.1:5300/#/experiments/3/runs/abcdef0123456789/artifactPath/interpretation/interpretation.md"
             in links)
     assert all(link.startswith(("http://", "https://")) for link in links if link), links
+
+
+def test_the_experiment_link_opens_the_runs_table_not_the_genai_view(monkeypatch):
+    monkeypatch.setenv("PTUNE_MLFLOW_UI", "http://127.0.0.1:5300/")
+    md = train_summary_markdown(SUMMARY, "## toy\n")
+    # MLflow 3.17's UI sends a bare experiment link to its GenAI overview in a fresh browser (its workflow
+    # switch defaults to GenAI); the URL's workflowType wins over the switch (checked in bench/screenshots.py)
+    assert "(http://127.0.0.1:5300/#/experiments/3/runs?workflowType=machine_learning)" in md
