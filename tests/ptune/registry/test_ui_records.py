@@ -25,7 +25,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_experiments_are_marked_as_training_so_the_ui_opens_on_runs(store):
-    mlc = MlflowClient()
+    mlc = tracking.client()  # this test's store (a bare MlflowClient() keeps the URI an earlier test set)
     created = mlc.get_experiment(tracking.ensure_experiment(TASK))
     assert created.tags["mlflow.experimentKind"] == "custom_model_development"
     old = mlc.create_experiment(tracking.experiment_name("toy"))  # made before ptune set the mark
@@ -45,7 +45,7 @@ def test_run_names_and_kinds_tell_the_runs_apart(store, tiny_causal, tmp_path):
     registration.start()
     parent = sweep_runs.start_parent(TASK, "study-1", {"trials": 2})
     trial = sweep_runs.child_run(TASK, parent, "study-1", 0, params)
-    mlc = MlflowClient()
+    mlc = tracking.client()  # this test's store (a bare MlflowClient() keeps the URI an earlier test set)
     found = {kind: mlc.get_run(run_id) for kind, run_id in
              {"train": train.run_id, "register": registration.run_id, "sweep": parent, "trial": trial.run_id}.items()}
     assert found["train"].info.run_name.startswith(f"train-{TASK}-tiny-model-20")
