@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import threading
 import time
 
@@ -184,15 +185,13 @@ def test_a_full_queue_is_503_with_retry_after(live):
     assert raised.value.body["code"] == "overloaded"
 
 
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian package `chromium` missing: `make setup` installs it (apt-get)")
 def test_the_playground_asks_for_the_key_once(live):
     """With --api-key the page's first /v1 call gets 401; it asks for the key, then lists the tasks."""
-    import shutil
+    from playwright.sync_api import sync_playwright
 
     from tests.ptune.serving.test_playground import ARGS, CHROMIUM
-
-    if shutil.which("chromium") is None:
-        pytest.skip("Debian package `chromium` missing: `make setup` installs it (apt-get)")
-    from playwright.sync_api import sync_playwright
 
     _, url = live
     asked = []
