@@ -73,6 +73,25 @@ def project_env(root: Path) -> Iterator[Path]:
                 os.environ[key] = value
 
 
+def use_project(root: Path, monkeypatch) -> Path:
+    """Point ptune (project dir, MLflow store, caches) at `root` for one test; artifacts next to the store."""
+    for key, value in project_env_vars(root).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("PTUNE_MLFLOW_ARTIFACTS", raising=False)
+    return root
+
+
+def run_cli(root: Path, *args: str) -> str:
+    """`ptune ARGS --params ROOT/params.yaml` in-process; its stdout, asserting exit code 0."""
+    from typer.testing import CliRunner
+
+    from ptune.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--params", str(root / "params.yaml")])
+    assert result.exit_code == 0, f"ptune {' '.join(args)}: {result.output}\n{result.exception!r}"
+    return result.stdout
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
     with socket.socket() as sock:

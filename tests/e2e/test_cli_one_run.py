@@ -9,26 +9,18 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ptune.cli import app
 from ptune.registry import run_link, tracking
-from tests.support import TRAIN, build_project, project_env_vars
+from tests.support import TRAIN, build_project, run_cli, use_project
 
 
 @pytest.fixture
 def project(tmp_path: Path, tiny_causal_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = build_project(tmp_path / "project", tiny_causal_dir, n_rows=40)
-    for key, value in project_env_vars(root).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("PTUNE_MLFLOW_ARTIFACTS", raising=False)
-    return root
+    return use_project(root, monkeypatch)
 
 
-def ptune(root: Path, *args: str) -> str:
-    result = CliRunner().invoke(app, [*args, "--params", str(root / "params.yaml")])
-    assert result.exit_code == 0, f"ptune {' '.join(args)}: {result.output}\n{result.exception!r}"
-    return result.stdout
+ptune = run_cli  # the tests read as the commands a user types
 
 
 def runs_of(task: str) -> list:

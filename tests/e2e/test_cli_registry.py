@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from ptune.cli import app
 from ptune.errors import RegistryError
 from ptune.registry import model_registry
-from tests.support import build_project, project_env_vars
+from tests.support import build_project, run_cli, use_project
 
 CAP = 5  # evaluate.max_examples: candidate and champion are scored on the same first 5 test rows
 
@@ -28,16 +28,10 @@ def project(tmp_path: Path, tiny_causal_dir: Path, monkeypatch: pytest.MonkeyPat
     params["evaluate"]["max_examples"] = CAP
     params["promote"]["min_gain"] = -1.0
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for key, value in project_env_vars(root).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("PTUNE_MLFLOW_ARTIFACTS", raising=False)
-    return root
+    return use_project(root, monkeypatch)
 
 
-def ptune(root: Path, *args: str) -> str:
-    result = CliRunner().invoke(app, [*args, "--params", str(root / "params.yaml")])
-    assert result.exit_code == 0, f"ptune {' '.join(args)}: {result.output}\n{result.exception!r}"
-    return result.stdout
+ptune = run_cli  # the tests read as the commands a user types
 
 
 def test_train_report_register_promote_by_hand(project):

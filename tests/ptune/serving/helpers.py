@@ -9,15 +9,20 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 import uvicorn
 
+from ptune.config import Params
 from ptune.data.catalog import get_task
 from ptune.model import artifacts
 from ptune.model.artifacts import PromptMeta
-from ptune.model.base import BaseModel
+from ptune.model.base import BaseModel, load_base_model
 from ptune.registry import model_registry
+from ptune.serving.app import create_app
+from ptune.serving.server import build_service
 from tests.support import free_port
 
 # Scores of one row computed in different batches (mixed tasks, sizes, HTTP vs in-process) are equal up to fp32
@@ -73,3 +78,20 @@ def running(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def serving(tmp: Path, model_dir: Path, tasks: dict[str, int], settings, seed: int = 0,
+            **publish_options: Any) -> Iterator[tuple[Any, str, BaseModel]]:
+    """A live server on 127.0.0.1 over a fresh registry in `tmp`: each task of `tasks` (name -> prompt tokens)
+    published (seeds from `seed`; `publish_options` such as alias and report) -> (service, URL, base model).
+    The registry's environment stays set while the server runs."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in store_env(tmp).items():
+            mp.setenv(key, value)
+        base = load_base_model(str(model_dir))
+        for offset, (task, n) in enumerate(tasks.items()):
+            publish(tmp, base, task, n, seed + offset, **publish_options)
+        service = build_service(Params(model=str(model_dir)), list(tasks), settings)
+        with running(create_app(service)) as url:
+            yield service, url, base

@@ -16,12 +16,10 @@ import pytest
 
 from ptune.config import Params
 from ptune.data.catalog import get_task
-from ptune.model.base import load_base_model
 from ptune.model.generate import cut_at_stop
 from ptune.serving.app import Service, create_app
-from ptune.serving.server import build_service
 from tests.ptune.serving.conftest import SETTINGS
-from tests.ptune.serving.helpers import publish, running, store_env
+from tests.ptune.serving.helpers import running, serving
 
 KEY = "sk-test-0123456789"
 TASKS = {"rotten_tomatoes": 3, "xsum": 2, "boolq_offline": 4}  # classification, generation, two input fields
@@ -31,17 +29,9 @@ SAMPLED = {"temperature": 0.9, "top_p": 0.9, "seed": 3, "max_tokens": 12}
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, tiny_causal_dir):
     """(service, base URL) of a server with an API key on the champions of TASKS."""
-    tmp = tmp_path_factory.mktemp("serve-openai")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in store_env(tmp).items():
-            mp.setenv(key, value)
-        base = load_base_model(str(tiny_causal_dir))
-        for seed, (task, n) in enumerate(TASKS.items(), start=50):
-            publish(tmp, base, task, n, seed)
-        settings = dataclasses.replace(SETTINGS, api_key=KEY, poll_seconds=0)
-        service = build_service(Params(model=str(tiny_causal_dir)), list(TASKS), settings)
-        with running(create_app(service)) as url:
-            yield service, url
+    settings = dataclasses.replace(SETTINGS, api_key=KEY, poll_seconds=0)
+    with serving(tmp_path_factory.mktemp("serve-openai"), tiny_causal_dir, TASKS, settings, seed=50) as (service, url, _):
+        yield service, url
 
 
 def client(url: str, key: str = KEY) -> openai.OpenAI:
