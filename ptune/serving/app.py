@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ptune.errors import DataError, PtuneError
 from ptune.serving.auth import BearerAuth
 from ptune.serving.batcher import DynamicBatcher, Overloaded
+from ptune.serving.engine import ContinuousBatcher
 from ptune.serving.inputs import field_problems
 from ptune.serving.limits import BodyLimit
 from ptune.serving.metrics import ServeMetrics
@@ -59,6 +60,17 @@ def in_batch(i: int) -> list:
     return ["body", "inputs", i, "text"]
 
 
+def make_batcher(model: MultiPromptModel, settings: ServeSettings,
+                 on_batch: Callable[[int, int], None]) -> DynamicBatcher | ContinuousBatcher:
+    """The scheduler `settings` ask for: continuous batching, static batching of whole requests, or (with
+    batching off) one request at a time."""
+    if settings.batching and settings.scheduler == "continuous":
+        return ContinuousBatcher(model, settings.max_batch_size, settings.max_queue, on_batch)
+    return DynamicBatcher(lambda rows: model.predict(rows, batch_size=settings.max_batch_size),
+                          settings.max_batch_size, settings.max_wait_ms, settings.batching,
+                          on_batch=on_batch, max_queue=settings.max_queue)
+
+
 class Service:
     """What the routes share: the model, its batcher, the registry watcher (None: no hot swap), metrics."""
 
@@ -67,9 +79,7 @@ class Service:
         self.scores: dict[tuple[str, str], VersionScore | None] = {}  # (task, version) -> recorded score
         if watcher is not None:
             watcher.on_event = lambda task, outcome: self.metrics.swaps.labels(task, outcome).inc()
-        self.batcher = DynamicBatcher(lambda rows: model.predict(rows, batch_size=settings.max_batch_size),
-                                      settings.max_batch_size, settings.max_wait_ms, settings.batching,
-                                      on_batch=self.metrics.observe_batch, max_queue=settings.max_queue)
+        self.batcher = make_batcher(model, settings, self.metrics.observe_batch)
 
     def check(self, rows: list[Row], at: Callable[[int], list] = in_inputs) -> None:
         """404 for unknown tasks (listing the served ones); 422 for an object input lacking a field of its task

@@ -26,6 +26,25 @@ class Overloaded(Exception):
     """`max_queue` rows are already waiting for the model."""
 
 
+class QueueLimit:
+    """Rows taken and not answered yet, refused past `max_queue` (both schedulers' back-pressure)."""
+
+    def __init__(self, max_queue: int | None) -> None:
+        self.max_queue, self.pending, self._count = max_queue, 0, threading.Lock()
+
+    def take(self, future: Future, n_rows: int) -> None:
+        """Count `n_rows` until `future` is done; Overloaded when `max_queue` rows are waiting already."""
+        with self._count:
+            if self.max_queue is not None and self.pending >= self.max_queue:
+                raise Overloaded(f"{self.pending} rows are waiting for the model (--max-queue {self.max_queue})")
+            self.pending += n_rows
+        future.add_done_callback(lambda _: self._release(n_rows))
+
+    def _release(self, n_rows: int) -> None:
+        with self._count:
+            self.pending -= n_rows
+
+
 @dataclass
 class _Pending:
     rows: Sequence[Row]
@@ -39,7 +58,7 @@ class DynamicBatcher:
                  max_wait_ms: float = 5.0, enabled: bool = True,
                  on_batch: Callable[[int, int], None] | None = None, max_queue: int | None = None) -> None:
         self.predict, self.max_batch_size, self.max_wait = predict, max_batch_size, max_wait_ms / 1000
-        self.max_queue, self.pending, self._count = max_queue, 0, threading.Lock()  # pending: rows not answered yet
+        self.limit = QueueLimit(max_queue)
         self.enabled, self.on_batch = enabled, on_batch or (lambda rows, requests: None)
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._carry: _Pending | None = None  # a request that did not fit: first of the next batch
@@ -49,17 +68,14 @@ class DynamicBatcher:
     def submit(self, rows: Sequence[Row]) -> Future:
         """Queue `rows`; Overloaded when `max_queue` rows are waiting already (a request is never split)."""
         item = _Pending(list(rows))
-        with self._count:
-            if self.max_queue is not None and self.pending >= self.max_queue:
-                raise Overloaded(f"{self.pending} rows are waiting for the model (--max-queue {self.max_queue})")
-            self.pending += len(item.rows)
-        item.future.add_done_callback(lambda _: self._done(len(item.rows)))
+        self.limit.take(item.future, len(item.rows))
         self._queue.put(item)
         return item.future
 
-    def _done(self, n_rows: int) -> None:
-        with self._count:
-            self.pending -= n_rows
+    @property
+    def pending(self) -> int:
+        """Rows queued or running, not answered yet."""
+        return self.limit.pending
 
     def close(self) -> None:
         self._queue.put(None)

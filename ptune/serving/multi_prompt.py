@@ -22,7 +22,6 @@ weight held in bf16, here for good (a server never trains), so no pass casts a w
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,7 +106,7 @@ class MultiPromptModel:
         self._tasks: dict[str, LoadedTask] = {}
         self._lock = threading.Lock()  # serialises swaps; reads take a snapshot without it
         self._compute = threading.RLock()  # one forward pass at a time on the shared base model
-        hold_for_inference(base.model, base.device, precision)  # so `_pass` has nothing to cast
+        hold_for_inference(base.model, base.device, precision)  # so `compute` has nothing to cast
 
     @property
     def precision_name(self) -> str:
@@ -115,7 +114,7 @@ class MultiPromptModel:
         return "fp32" if self.precision is None else {torch.bfloat16: "bf16"}.get(self.precision, str(self.precision))
 
     @contextlib.contextmanager
-    def _pass(self):
+    def compute(self):
         """One pass on the shared base model: no autograd, one at a time, in the model's precision."""
         with torch.inference_mode(), self._compute, inference_precision(self.base.model, self.base.device,
                                                                          self.precision):
@@ -149,7 +148,7 @@ class MultiPromptModel:
         of `spec.name` (replacing the old one)."""
         stacked = weight.to(self.base.device, torch.float32)
         stacked = stacked if stacked.dim() == 3 else stacked.unsqueeze(0)
-        with self._pass():  # a swap's prefix pass waits for the running batch
+        with self.compute():  # a swap's prefix pass waits for the running batch
             members = tuple((p, build_prefix(self.base, p, []) if self.cache_prefix else None) for p in stacked)
         tok, enc_dec = self.base.tokenizer, self.base.is_encoder_decoder
         labels = tuple(tuple(encode_target(tok, w, enc_dec, add_eos=False)) for w in spec.label_words)
@@ -175,9 +174,9 @@ class MultiPromptModel:
         unknown = [f"row {i}: task {r.task!r}" for i, r in enumerate(rows) if r.task not in tasks]
         if unknown:
             raise DataError(f"unknown task(s): {'; '.join(unknown)}; served tasks: {sorted(tasks)}")
-        units = [(i, m) for i, r in enumerate(rows) for m in self._mixed_rows(tasks[r.task], r)]  # K per row
+        units = [(i, m) for i, r in enumerate(rows) for m in self.mixed_rows(tasks[r.task], r)]  # K per row
         found: list[list] = [[] for _ in rows]  # row -> its members' outputs, in member order
-        with self._pass():
+        with self.compute():
             for group, run in RUNS.items():
                 part_of = [u for u in units if _group(tasks[rows[u[0]].task], u[1]) == group]
                 part_of.sort(key=lambda u: len(u[1].source_ids))  # less padding (a stable sort keeps member order)
@@ -186,8 +185,7 @@ class MultiPromptModel:
                     for (i, _), value in zip(part, run(self.base, [m for _, m in part]), strict=True):
                         found[i].append(value)
         sources = {i: len(m.source_ids) for i, m in units}
-        preds = [self._prediction(tasks[r.task], found[i]) for i, r in enumerate(rows)]
-        return [dataclasses.replace(p, tokens=(sources[i], p.tokens[1])) for i, p in enumerate(preds)]
+        return [self.prediction(tasks[r.task], found[i], sources[i]) for i, r in enumerate(rows)]
 
     def check_rows(self, rows: Sequence[Row]) -> None:
         """DataError naming every row whose task is not served or whose input tokenises to nothing."""
@@ -195,13 +193,13 @@ class MultiPromptModel:
         for i, row in enumerate(rows):
             if row.task not in tasks:
                 problems.append(f"row {i}: task {row.task!r} is not served")
-            elif not self._mixed_rows(tasks[row.task], row)[0].source_ids:
+            elif not self.mixed_rows(tasks[row.task], row)[0].source_ids:
                 shown = repr(row.text[:40]) if isinstance(row.text, str) else f"with fields {sorted(row.text)}"
                 problems.append(f"row {i}: input {shown} tokenises to no tokens")
         if problems:
             raise DataError("; ".join(problems) + f" (served tasks: {sorted(tasks)})")
 
-    def _mixed_rows(self, task: LoadedTask, row: Row) -> list[MixedRow]:
+    def mixed_rows(self, task: LoadedTask, row: Row) -> list[MixedRow]:
         """The row once per prompt of its task (one, or K for an ensemble)."""
         spec = task.spec
         source = source_text(spec, row.text, row.raw)
@@ -211,19 +209,21 @@ class MultiPromptModel:
                 for prompt, prefix in task.prompts]
 
     @staticmethod
-    def _prediction(task: LoadedTask, outputs: list) -> Prediction:
-        """One row's Prediction from its members' outputs (generated text, or label scores (L,) each)."""
+    def prediction(task: LoadedTask, outputs: list, source_tokens: int = 0) -> Prediction:
+        """One row's Prediction from its members' outputs (generated text, `Sampled`, or label scores (L,) each)."""
         if isinstance(outputs[0], Sampled):
-            return Prediction(task.name, outputs[0].text, {}, task.version, outputs[0].finish, (0, outputs[0].tokens))
+            return Prediction(task.name, outputs[0].text, {}, task.version, outputs[0].finish,
+                              (source_tokens, outputs[0].tokens))
         if task.spec.kind == "generation":
-            return Prediction(task.name, outputs[0], {}, task.version)
+            return Prediction(task.name, outputs[0], {}, task.version, tokens=(source_tokens, 0))
         if task.method == "single":
             values = dict(zip(task.spec.label_words, outputs[0].tolist(), strict=True))
-            return Prediction(task.name, max(values, key=values.__getitem__), values, task.version)
+            return Prediction(task.name, max(values, key=values.__getitem__), values, task.version,
+                              tokens=(source_tokens, 0))
         scores = torch.log_softmax(torch.stack(outputs).float(), dim=-1)  # (K, L), as ptune.evaluation.ensemble
         best = int(combine(scores.unsqueeze(0), task.method)[0])
         values = dict(zip(task.spec.label_words, scores.mean(0).tolist(), strict=True))
-        return Prediction(task.name, task.spec.label_words[best], values, task.version)
+        return Prediction(task.name, task.spec.label_words[best], values, task.version, tokens=(source_tokens, 0))
 
 
 def _group(task: LoadedTask, row: MixedRow) -> str:

@@ -38,6 +38,7 @@ class Sampled:
     text: str
     finish: str
     tokens: int
+    ids: tuple[int, ...] = ()  # the new token ids (not EOS)
 
 
 def pick(logits: torch.Tensor, option: Sampling, generator: torch.Generator | None) -> int:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from ptune.config.checks import error, number
 
+SCHEDULERS = ("continuous", "static")
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -21,6 +23,8 @@ class ServeSettings:
     max_batch_size: int = 32       # rows per model batch (dynamic batching gathers requests up to this)
     max_wait_ms: float = 5.0       # how long the first request of a batch waits for company
     batching: bool = True          # False: every request runs alone (the bench's reference)
+    scheduler: str = "continuous"  # "continuous": rows join and leave the running decode batch at every step
+    # (`ptune.serving.engine`); "static": whole requests batched until the longest row ends (`batcher`)
     max_inputs: int = 64           # inputs per request (more: 422)
     max_input_chars: int = 4000    # characters per input (more: 422); the task's token limit still cuts
     max_body_bytes: int = 1_000_000  # request body (more: 413)
@@ -38,6 +42,8 @@ class ServeSettings:
         number(problems, "--max-body-bytes", self.max_body_bytes, 64, integer=True)
         number(problems, "--poll-seconds", self.poll_seconds, 0)
         number(problems, "--max-queue", self.max_queue, 1, integer=True)
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"--scheduler {self.scheduler!r}: expected one of {list(SCHEDULERS)}")
         if self.api_key is not None and (not self.api_key.strip() or any(c.isspace() for c in self.api_key)):
             problems.append("--api-key / PTUNE_API_KEY: must be non-empty and hold no whitespace")
         if not self.alias.strip() or not self.host.strip():

@@ -154,23 +154,23 @@ def test_missing_field_oversize_body_and_no_user_message(live):
         client(url).chat.completions.create(model="xsum", messages=[{"role": "system", "content": "hi"}])
 
 
-def test_a_full_queue_is_503_with_retry_after(live):
-    """One request holds the model (its pass waits on a gate); with --max-queue 1 the next one is refused."""
+@pytest.mark.parametrize("scheduler", ["continuous", "static"])
+def test_a_full_queue_is_503_with_retry_after(live, scheduler):
+    """The test holds the model, so the first request waits; with --max-queue 1 the next one is refused."""
     service, _ = live
-    busy = Service(service.model, dataclasses.replace(service.settings, max_queue=1))
-    gate, run = threading.Event(), busy.batcher.predict
-    busy.batcher.predict = lambda rows: gate.wait(30) and run(rows)
+    busy = Service(service.model, dataclasses.replace(service.settings, max_queue=1, scheduler=scheduler))
     with running(create_app(busy)) as url:
         first = threading.Thread(target=client(url).completions.create, kwargs={"model": "xsum", "prompt": "x"})
-        first.start()
-        deadline = time.monotonic() + 30
-        while busy.batcher.pending < 1:
-            assert time.monotonic() < deadline, "the first request never reached the queue"
-            time.sleep(0.01)
-        with pytest.raises(openai.InternalServerError) as raised:
-            client(url).completions.create(model="rotten_tomatoes", prompt="fine")
-        gate.set()
+        with service.model.compute():  # the gate: no pass can start until the test lets go
+            first.start()
+            deadline = time.monotonic() + 30
+            while busy.batcher.pending < 1:
+                assert time.monotonic() < deadline, "the first request never reached the queue"
+                time.sleep(0.01)
+            with pytest.raises(openai.InternalServerError) as raised:
+                client(url).completions.create(model="rotten_tomatoes", prompt="fine")
         first.join(timeout=60)
+    busy.close()
     assert raised.value.status_code == 503 and raised.value.response.headers["retry-after"] == "1"
     assert raised.value.body["code"] == "overloaded"
 
