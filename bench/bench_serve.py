@@ -22,6 +22,7 @@ Writes bench/results/serve.json. Asserts nothing. `--precision_only 1` runs part
 into the existing serve.json).
 On a crowded machine pass --threads 1: two OpenMP threads stall when other processes hold the cores.
 Usage: python bench/bench_serve.py [--reps 5] [--seconds 20] [--clients 16] [--threads N] [--tiny] [--precision_only 1]
+`--openai` runs the OpenAI-API load bench instead (bench/bench_openai.py, its docstring has the options).
 """
 
 from __future__ import annotations
@@ -267,6 +268,11 @@ def _drive(url: str, clients: int, seconds: float, httpx) -> dict:
 
 
 def main() -> None:
+    if "--openai" in sys.argv:  # the OpenAI-API load bench: its own module, its own options
+        from bench_openai import main as openai_main
+
+        openai_main()
+        return
     if "--serve-only" in sys.argv:
         argv = sys.argv
         serve_only("--tiny" in argv, int(argv[argv.index("--serve-only") + 1]), "--batching" in argv,

@@ -23,6 +23,8 @@ def serve_cmd(
     scheduler: Annotated[str, typer.Option(help="continuous: rows join and leave the decode batch at every step; "
                                                 "static: whole requests batched until the longest row ends.")]
     = "continuous",
+    max_prefill_tokens: Annotated[int, typer.Option(help="continuous: source tokens of new rows started per "
+                                                         "decode step (bounds how long a step can take).")] = 512,
     max_inputs: Annotated[int, typer.Option(help="Inputs per request (more: 422).")] = 64,
     max_input_chars: Annotated[int, typer.Option(help="Characters per input (more: 422).")] = 4000,
     max_body_bytes: Annotated[int, typer.Option(help="Request body bytes (more: 413).")] = 1_000_000,
@@ -40,7 +42,8 @@ def serve_cmd(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServeSettings(host=host, port=port, alias=alias, max_batch_size=max_batch_size,
-                             max_wait_ms=max_wait_ms, batching=batching, scheduler=scheduler, max_inputs=max_inputs,
+                             max_wait_ms=max_wait_ms, batching=batching, scheduler=scheduler,
+                             max_prefill_tokens=max_prefill_tokens, max_inputs=max_inputs,
                              max_input_chars=max_input_chars, max_body_bytes=max_body_bytes,
                              poll_seconds=poll_seconds, max_queue=max_queue, api_key=api_key)
     serve(project_params(params), [t.strip() for t in tasks.split(",") if t.strip()], settings)

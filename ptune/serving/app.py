@@ -65,7 +65,7 @@ def make_batcher(model: MultiPromptModel, settings: ServeSettings,
     """The scheduler `settings` ask for: continuous batching, static batching of whole requests, or (with
     batching off) one request at a time."""
     if settings.batching and settings.scheduler == "continuous":
-        return ContinuousBatcher(model, settings.max_batch_size, settings.max_queue, on_batch)
+        return ContinuousBatcher(model, settings.max_batch_size, settings.max_queue, on_batch, settings.max_prefill_tokens)
     return DynamicBatcher(lambda rows: model.predict(rows, batch_size=settings.max_batch_size),
                           settings.max_batch_size, settings.max_wait_ms, settings.batching,
                           on_batch=on_batch, max_queue=settings.max_queue)

@@ -9,7 +9,9 @@ request that arrives a moment later waits for the whole group. Here one worker t
    `ptune.serving.mixed.score_mixed`): classification never waits for a generation to end, only for the
    decode step running when it arrived;
 3. start waiting generation rows while the decode batch has free slots (`max_batch_size` rows), first come
-   first served (`ptune.serving.decode.DecodeBatch.join`: the new rows' prompts in one forward);
+   first served, up to `prefill_tokens` source tokens a step (`ptune.serving.decode.DecodeBatch.join`: the new
+   rows' prompts in one forward; on a CPU, prefilling a few thousand tokens at once would hold every
+   classification request for seconds);
 4. one decode step for every running row; a row that ends (EOS, a stop string, max_tokens) leaves and frees
    its slot for a waiting row at the next step, and its request is answered once all its rows are.
 Greedy generation rows of /v1/predict decode here too (temperature 0, the task's max tokens and stop
@@ -52,8 +54,9 @@ class ContinuousBatcher:
     every classification pass and every decode step."""
 
     def __init__(self, model: MultiPromptModel, max_batch_size: int = 32, max_queue: int | None = None,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:
+                 on_batch: Callable[[int, int], None] | None = None, prefill_tokens: int = 512) -> None:
         self.model, self.max_batch_size, self.limit = model, max_batch_size, QueueLimit(max_queue)
+        self.prefill_tokens = prefill_tokens  # source tokens started per step at most (one row always)
         self.on_batch = on_batch or (lambda rows, requests: None)
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._scoring: list[tuple[_Request, int, MixedRow]] = []  # classification members to score
@@ -148,11 +151,15 @@ class ContinuousBatcher:
         room = self.max_batch_size - len(self._decode)
         if not self._waiting or room <= 0 or not self._decode.can_join():
             return
-        starting = []
+        starting, tokens = [], 0
         while self._waiting and len(starting) < room:
-            request, i, member = self._waiting.popleft()
+            request, i, member = self._waiting[0]
+            if starting and tokens + len(member.source_ids) > self.prefill_tokens:
+                break  # the rest start at the next steps: a long prefill would hold classification back
+            self._waiting.popleft()
             if not request.future.done():  # a request failed meanwhile: its other rows are dropped
                 starting.append(((request, i), member))
+                tokens += len(member.source_ids)
         try:
             with self.model.compute():
                 ended = self._decode.join(starting)

@@ -49,13 +49,17 @@ def from_http(exc: HTTPException) -> OpenAIError:
     detail = exc.detail if isinstance(exc.detail, str) else "; ".join(
         str(p.get("msg", p)) if isinstance(p, dict) else str(p) for p in exc.detail)
     status = 400 if exc.status_code == 422 else exc.status_code
-    code = {404: "model_not_found", 503: "overloaded"}.get(status)
+    if exc.status_code == 400 and detail.startswith("There was an error parsing the body"):  # Starlette's words
+        return OpenAIError(400, "body: not a JSON object in UTF-8", "body", "invalid_json")
+    code = {404: "model_not_found", 503: "overloaded"}.get(status, "invalid_value" if status == 400 else None)
     param = "model" if status == 404 else None
     return OpenAIError(status, detail, param, code, dict(exc.headers or {}) or None)
 
 
 def from_validation(errors: list[dict]) -> OpenAIError:
     """400 naming the first rejected field of a request body and why; the rejected value is never echoed."""
+    if any(error.get("type") == "json_invalid" for error in errors):  # its loc is ("body", character offset)
+        return OpenAIError(400, "body: not valid JSON", "body", "invalid_json")
     messages, first = [], None
     for error in errors:
         field = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"

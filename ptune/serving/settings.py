@@ -25,6 +25,7 @@ class ServeSettings:
     batching: bool = True          # False: every request runs alone (the bench's reference)
     scheduler: str = "continuous"  # "continuous": rows join and leave the running decode batch at every step
     # (`ptune.serving.engine`); "static": whole requests batched until the longest row ends (`batcher`)
+    max_prefill_tokens: int = 512  # continuous: source tokens of rows started per decode step (at least one row)
     max_inputs: int = 64           # inputs per request (more: 422)
     max_input_chars: int = 4000    # characters per input (more: 422); the task's token limit still cuts
     max_body_bytes: int = 1_000_000  # request body (more: 413)
@@ -42,6 +43,7 @@ class ServeSettings:
         number(problems, "--max-body-bytes", self.max_body_bytes, 64, integer=True)
         number(problems, "--poll-seconds", self.poll_seconds, 0)
         number(problems, "--max-queue", self.max_queue, 1, integer=True)
+        number(problems, "--max-prefill-tokens", self.max_prefill_tokens, 1, integer=True)
         if self.scheduler not in SCHEDULERS:
             problems.append(f"--scheduler {self.scheduler!r}: expected one of {list(SCHEDULERS)}")
         if self.api_key is not None and (not self.api_key.strip() or any(c.isspace() for c in self.api_key)):

@@ -180,3 +180,17 @@ def test_unknown_task_and_close_answer_every_request(tmp_path, tiny_causal):
     closing.join(timeout=120)
     assert waiting.done()  # answered, or failed because the server closed: never left hanging
     assert waiting.exception() is None or "shutting down" in str(waiting.exception())
+
+
+def test_prefill_tokens_bound_how_many_rows_start_in_one_step(tmp_path, tiny_causal):
+    """With a budget of one row's tokens, three waiting rows start one a step (one row always starts)."""
+    model = loaded(tmp_path, varied(tiny_causal))
+    sizes: list[int] = []
+    rows = [Row("xsum", TEXTS[i], sampling=Sampling(8)) for i in (1, 2, 3)]
+    batcher = ContinuousBatcher(model, prefill_tokens=1, on_batch=lambda n, _: sizes.append(n))
+    try:
+        preds = batcher.submit(rows).result(timeout=120)
+    finally:
+        batcher.close()
+    assert sizes[:3] == [1, 2, 3]
+    assert [p.tokens[1] for p in preds] == [len(alone_ids(model, "xsum", TEXTS[i], 8)) for i in (1, 2, 3)]

@@ -154,6 +154,17 @@ def test_missing_field_oversize_body_and_no_user_message(live):
         client(url).chat.completions.create(model="xsum", messages=[{"role": "system", "content": "hi"}])
 
 
+@pytest.mark.parametrize("body", [b'{"model": "xsum", "prompt": ', b'{"model": "xsum", "prompt": "\xff\xfe"}'],
+                         ids=["malformed-json", "not-utf8"])
+def test_a_body_that_is_not_json_is_400_naming_the_body(live, body):
+    _, url = live
+    for path in ("/v1/completions", "/v1/chat/completions"):
+        resp = httpx.post(f"{url}{path}", content=body, headers={"Authorization": f"Bearer {KEY}",
+                                                                  "Content-Type": "application/json"})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"]["param"] == "body" and resp.json()["error"]["code"] == "invalid_json"
+
+
 @pytest.mark.parametrize("scheduler", ["continuous", "static"])
 def test_a_full_queue_is_503_with_retry_after(live, scheduler):
     """The test holds the model, so the first request waits; with --max-queue 1 the next one is refused."""
