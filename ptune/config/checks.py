@@ -32,6 +32,36 @@ def choice(problems: list[str], where: str, value: Any, allowed: tuple) -> None:
         problems.append(f"{where} = {value!r}: allowed values are {names}")
 
 
+READ_ONLY_SCHEMES = ("http", "https", "github", "git", "zip", "tar", "libarchive", "data", "reference", "dvc")
+
+
+def storage_url(problems: list[str], where: str, value: Any) -> None:
+    """Append a problem unless `value` is a local directory or a URL of a writable fsspec file system whose
+    implementation is installed. Nothing is contacted: an unreachable host fails when it is first used."""
+    expected = "expected a local directory or a writable fsspec URL (file://, s3://, gs://, memory://, ...)"
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{where} = {value!r}: {expected}")
+        return
+    import fsspec
+
+    for part in value.split("::"):  # a chain such as simplecache::s3://bucket/prefix
+        scheme = part.split("://", 1)[0] if "://" in part else None
+        if scheme is None:
+            continue
+        if scheme in READ_ONLY_SCHEMES:
+            problems.append(f"{where} = {value!r}: {scheme}:// is read-only; {expected}")
+            return
+        try:
+            fsspec.get_filesystem_class(scheme)
+        except ImportError as exc:
+            problems.append(f"{where} = {value!r}: {scheme}:// needs a missing package ({exc}); "
+                            + expected)
+            return
+        except ValueError:
+            problems.append(f"{where} = {value!r}: unknown storage scheme {scheme}://; {expected}")
+            return
+
+
 def floatify(obj: Any, *names: str) -> None:
     """YAML 1.1 reads `1e-5` as a string and `1` as an int: accept both for float fields."""
     for name in names:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from ptune.config.checks import choice, error, floatify, number, unknown
+from ptune.config.checks import choice, error, floatify, number, storage_url, unknown
 from ptune.errors import ConfigError
 
 
@@ -121,6 +121,7 @@ class TrainConfig(Section):
     eval_every: int = 50           # validate every N steps and at the last step (0 = never validate)
     patience: int = 3              # evaluations without improvement before stopping (0 = never stop early)
     checkpoint_every: int = 50     # write out_dir/checkpoint every N steps (0 = never)
+    checkpoint_uri: str | None = None  # None: <run>/checkpoint; a dir or fsspec URL: <uri>/<task>/...
     seed: int = 0                  # prompt init, batch order (a function of (seed, epoch))
     grad_clip: float = 1.0         # max global grad norm of the prompt (0 = no clipping)
     warmup_steps: int = 0          # linear lr warmup steps (0 = none, the paper's default)
@@ -150,6 +151,8 @@ class TrainConfig(Section):
             problems.append(f"train.spike_factor = {self.spike_factor!r}: must be 0 (off) or > 1")
         if self.threads is not None:
             number(problems, "train.threads", self.threads, 1, integer=True)
+        if self.checkpoint_uri is not None:
+            storage_url(problems, "train.checkpoint_uri", self.checkpoint_uri)
         if self.init == "text" and not (isinstance(self.init_text, str) and self.init_text.strip()):
             problems.append(f"train.init_text = {self.init_text!r}: init 'text' needs a non-empty init_text")
         self._raise_if(problems)

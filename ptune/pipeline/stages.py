@@ -112,14 +112,14 @@ def load_base(run: TaskRun) -> BaseModel:
 
 def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, track: bool = False,
           run_name: str | None = None, tags: dict[str, str] | None = None) -> Trained:
-    """Train the prompt (resuming from <root>/checkpoint); write the artifact and the curve. With `track`, steps go
-    to a new MLflow run (`run_name`, `tags`: tracking.TrainingRun), left open for `register` (run_status: FAILED or KILLED)."""
+    """Train the prompt (resuming from `run.checkpoint`); write the artifact and the curve. With `track`,
+    steps go to a new MLflow run (`run_name`, `tags`), left open for `register` (else FAILED or KILLED)."""
     check_replaceable(run.paths.prompt_dir, PROMPT_DIR)  # refuse a folder holding other files before, not after
     mlflow_run = _training_run(run, base, run_name, tags) if track else None
     steps = _chain(mlflow_run, callback)
     try:
         result = train_prompt(base, run.spec, run.examples("train"), run.examples("validation"), run.params.train,
-                              run.paths.root, callback=steps)
+                              run.paths.root, callback=steps, checkpoint=run.checkpoint)
         if mlflow_run is not None:
             mlflow_run.flush()
     except BaseException as exc:  # KILLED on SIGTERM / Ctrl-C, else FAILED

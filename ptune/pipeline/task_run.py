@@ -14,6 +14,7 @@ from ptune.data import splits
 from ptune.data.catalog import get_task
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
+from ptune.training.store import location
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,12 @@ class TaskRun:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def checkpoint(self) -> str:
+        """Where training checkpoints live: <root>/checkpoint, or <train.checkpoint_uri>/<task>/..., shared by
+        every machine running this task (ptune.training.store.location)."""
+        return location(self.params.train.checkpoint_uri, self.name, self.paths.root)
 
     @property
     def data_version(self) -> str:

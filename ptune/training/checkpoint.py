@@ -4,6 +4,7 @@
 torch RNG state(s); its safetensors header metadata carries one JSON document (step, history, best-so-far,
 optimizer scalars and param groups, python RNG state, compatibility key). Written to a temp file in the
 same directory and moved into place (`ptune.fileio.atomic_path`), so a kill mid-write leaves the previous checkpoint.
+`encode`/`decode` are the same format as bytes, for checkpoints kept at a URL (ptune.training.store).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load, save, save_file
 
 from ptune.errors import PtuneError
 from ptune.fileio import atomic_path
@@ -74,9 +75,36 @@ def read_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
         with safe_open(str(path), framework="pt") as fh:
             tensors = {key: fh.get_tensor(key) for key in fh.keys()}
             meta = fh.metadata() or {}
+    except Exception as exc:  # safetensors raises its own types for truncated or garbled files
+        raise CorruptCheckpoint(f"unreadable: {type(exc).__name__}: {exc}") from exc
+    return _verified(tensors, meta)
+
+
+def encode(tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> bytes:
+    """The bytes `write_checkpoint` writes: safetensors with the JSON state and its sha256 as metadata."""
+    plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    doc = json.dumps(state)
+    return save(plain, metadata={"state": doc, "sha256": _digest(plain, doc)})
+
+
+def decode(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Inverse of `encode`; CorruptCheckpoint when the bytes are unreadable or do not match their sha256."""
+    try:
+        tensors = load(data)
+        size = int.from_bytes(data[:8], "little")  # safetensors: u64 header length, then the JSON header
+        meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
+    except Exception as exc:  # safetensors raises its own types for truncated or garbled bytes
+        raise CorruptCheckpoint(f"unreadable: {type(exc).__name__}: {exc}") from exc
+    return _verified(tensors, meta)
+
+
+def _verified(tensors: dict[str, torch.Tensor],
+              meta: dict[str, str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, state) when the metadata's sha256 matches the content, else CorruptCheckpoint."""
+    try:
         doc, stated = meta["state"], meta.get("sha256")
         state = json.loads(doc)
-    except Exception as exc:  # safetensors raises its own types for truncated or garbled files
+    except Exception as exc:
         raise CorruptCheckpoint(f"unreadable: {type(exc).__name__}: {exc}") from exc
     if stated is None:
         raise CorruptCheckpoint("no checksum (written by an older ptune)")

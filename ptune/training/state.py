@@ -1,4 +1,5 @@
-"""The training state a checkpoint restores, how it is made fresh, and how it is saved and resumed.
+"""The training state a checkpoint restores, how it is made fresh, how it is saved and resumed, and the
+compatibility key a checkpoint must match to be resumed (`compat_key`).
 
 `TrainState` holds the `TrainablePrompt` (raw prompt + optional residual MLP), the optimizer over all of
 it, the lr scheduler, the step, the best prompt so far (folded, (P, d)), the history, and (with the
@@ -11,19 +12,30 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from ptune.config import TrainConfig
+from ptune.data.spec import TaskSpec
+from ptune.data.splits import Example
+from ptune.fileio import sha256_of, sha256_text
+from ptune.model.artifacts import TENSOR_FILE
+from ptune.model.base import BaseModel
 from ptune.model.reparam import TrainablePrompt
 from ptune.model.soft_prompt import SoftPrompt
 from ptune.training import checkpoint as ckpt
 from ptune.training.history import StepInfo
+from ptune.training.store import Store
 
 log = logging.getLogger(__name__)
 _GOOD = "rollback."  # checkpoint key prefix of the spike guard's known-good state
+# Settings that may change between a run and its resumption without making the checkpoint unusable.
+# max_steps shapes the lr of a decaying schedule, so it is free only with schedule 'constant'.
+RESUME_FREE = ("max_steps", "patience", "checkpoint_every", "checkpoint_uri", "threads", "device",
+               "precision")
 _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -96,8 +108,8 @@ def _scheduler_json(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict:
     return json.loads(json.dumps(state))
 
 
-def save(ckpt_dir: Path, state: TrainState, meta: dict) -> None:
-    """Write the whole training state (atomically, see ptune.training.checkpoint)."""
+def save(store: Store, state: TrainState, meta: dict) -> None:
+    """Write the whole training state (atomically, see ptune.training.checkpoint and ptune.training.store)."""
     opt_tensors, opt_json = ckpt.flatten_optimizer(state.optimizer.state_dict())
     rng_tensors, rng_json = ckpt.capture_rng()
     tensors = {"prompt": state.prompt.raw, **state.prompt.extra_tensors(), **opt_tensors, **rng_tensors}
@@ -111,32 +123,34 @@ def save(ckpt_dir: Path, state: TrainState, meta: dict) -> None:
            "best_metrics": state.best_metrics, "bad_evals": state.bad_evals, "stopped_early": state.stopped_early,
            "history": [asdict(h) for h in state.history], "optimizer": opt_json, "rng": rng_json,
            "scheduler": _scheduler_json(state.scheduler)}
-    ckpt.write_checkpoint(ckpt_dir, tensors, doc)
+    store.write(tensors, doc)
 
 
-def _read_or_set_aside(ckpt_dir: Path, shape: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], dict] | None:
-    """The checkpoint in `ckpt_dir`, or None; a corrupt one (truncated, flipped, wrong shape) is moved aside with
+def _read_or_set_aside(store: Store, shape: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The checkpoint in `store`, or None; a corrupt one (truncated, flipped, wrong shape) is moved aside with
     a warning, so training starts fresh instead of every retry failing."""
     try:
-        loaded = ckpt.read_checkpoint(ckpt_dir)
+        loaded = store.read()
         if loaded is not None and tuple(loaded[0]["prompt"].shape) != shape:
             raise ckpt.CorruptCheckpoint(f"prompt shape {tuple(loaded[0]['prompt'].shape)}, expected {shape}")
     except (ckpt.CorruptCheckpoint, KeyError) as exc:
-        aside = ckpt.set_aside(ckpt_dir)
-        log.warning("checkpoint %s is corrupt (%s); moved it to %s and starting fresh", ckpt_dir / ckpt.FILE,
-                    exc, aside)
+        aside = store.set_aside()
+        log.warning("checkpoint %s is corrupt (%s); moved it to %s and starting fresh", store.where, exc,
+                    aside)
         return None
     return loaded
 
 
-def resume(ckpt_dir: Path, state: TrainState, meta: dict) -> int | None:
-    """Load a compatible checkpoint into `state`; returns its step, or None when starting fresh."""
-    loaded = _read_or_set_aside(ckpt_dir, tuple(state.prompt.raw.shape))
+def resume(store: Store, state: TrainState, meta: dict) -> int | None:
+    """Load a compatible checkpoint from `store` into `state`; returns its step, or None when starting fresh.
+    `meta` (`compat_key`) must equal the checkpoint's: another task, recipe, data, base or code never fits."""
+    loaded = _read_or_set_aside(store, tuple(state.prompt.raw.shape))
     if loaded is None:
         return None
     tensors, doc = loaded
     if doc.get("meta") != meta:
-        log.warning("checkpoint in %s was made with other settings, data, base model or ptune code: starting fresh", ckpt_dir)
+        log.warning("checkpoint %s was made with other settings, data, base model or ptune code: "
+                    "starting fresh", store.where)
         return None
     with torch.no_grad():
         state.prompt.raw.copy_(tensors["prompt"])
@@ -154,5 +168,27 @@ def resume(ckpt_dir: Path, state: TrainState, meta: dict) -> int | None:
         state.good = ({k: v for k, v in good.items() if not k.startswith("optimizer.")},
                       ckpt.unflatten_optimizer(good, doc["rollback_optimizer"]))
     ckpt.restore_rng(tensors, doc["rng"])
-    log.info("resumed from %s at step %d", ckpt_dir, state.step)
+    log.info("resumed from %s at step %d", store.where, state.step)
     return state.step
+
+
+def compat_key(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, train: Sequence[Example],
+               init_path: Path | None) -> dict:
+    """What must match for a checkpoint to be resumed: base, task, data, trajectory-shaping settings, ptune's
+    code. The init prompt (init: file) counts by content, not path: a retry where it lies elsewhere resumes.
+    """
+    data = sha256_text(json.dumps([[ex.source, ex.target] for ex in train]))[:16]
+    free = RESUME_FREE if cfg.schedule == "constant" else tuple(k for k in RESUME_FREE if k != "max_steps")
+    config = {k: v for k, v in cfg.to_dict().items() if k not in free}
+    config["init_path"] = _init_digest(cfg.init_path)
+    key = {"fingerprint": base.fingerprint, "task": spec.name, "data": data, "config": config,
+           "init_path": _init_digest(init_path), "code": ckpt.code_digest()}
+    return json.loads(json.dumps(key))
+
+
+def _init_digest(path: str | Path | None) -> str | None:
+    """sha256 (16 hex) of an init prompt's tensors (a prompt artifact dir or its file), else the path."""
+    if not path:
+        return None
+    file = Path(path) / TENSOR_FILE if Path(path).is_dir() else Path(path)
+    return sha256_of(file)[:16] if file.is_file() else str(path)

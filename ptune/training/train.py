@@ -4,13 +4,13 @@ Loop: length-bucketed, dynamically padded batches whose order is a pure function
 loss = target_loss(base, shared_prompt_inputs(base, prompt.weight, **batch)) (the prompt's own pass runs once
 per batch at batch size 1; same loss and gradient as prompt_inputs); validation every `eval_every` steps
 (primary metric = first of spec.metrics, higher is better) with early stopping; the best prompt is kept.
-Checkpoints go to `out_dir/checkpoint/` (see ptune.training.checkpoint) and a rerun resumes from them, reaching
-the same final prompt as an uninterrupted run.
+Checkpoints go to `out_dir/checkpoint/` or to the `checkpoint` location the pipeline computed from
+train.checkpoint_uri (ptune.training.store), and a rerun (on any machine that sees that location) resumes from
+them, reaching the same final prompt as an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -23,28 +23,26 @@ from ptune.config import TrainConfig
 from ptune.data.spec import TaskSpec
 from ptune.data.splits import Example
 from ptune.errors import ConfigError, DataError
-from ptune.fileio import sha256_text
 from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
 from ptune.model.precision import autocast, autocast_dtype, inference_precision, training_attention
 from ptune.model.soft_prompt import SoftPrompt, cap_token_rms, shared_prompt_inputs, target_loss, vocab_rms
-from ptune.training import checkpoint as ckpt
 from ptune.training.history import StepInfo, TrainResult
 from ptune.training.progress import TrainProgress
-from ptune.training.state import TrainState, new_state, resume, save
+from ptune.training.state import TrainState, compat_key, new_state, resume, save
+from ptune.training.store import open_store
 
 log = logging.getLogger(__name__)
 
-# Settings that may change between a run and its resumption without making the checkpoint unusable.
-# max_steps shapes the lr of a decaying schedule, so it is free only with schedule 'constant'.
-_RESUME_FREE = ("max_steps", "patience", "checkpoint_every", "threads", "device", "precision")
 SPIKE_WINDOW, SPIKE_MIN_HISTORY = 20, 5  # guard: median of the last 20 applied losses, once 5 exist
 
 
 def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], validation: Sequence[Example], cfg: TrainConfig,
                  out_dir: Path, callback: Callable[[StepInfo], None] | None = None,
-                 init_path: Path | None = None) -> TrainResult:
-    """Train a soft prompt for `spec` on `train` (Examples), validating on `validation`; see module doc."""
+                 init_path: Path | None = None, checkpoint: str | Path | None = None) -> TrainResult:
+    """Train a soft prompt for `spec` on `train` (Examples), validating on `validation`; see module doc.
+    `checkpoint`: a local directory or fsspec URL (ptune.training.store.location); else `out_dir/checkpoint`.
+    """
     start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -52,8 +50,9 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
     amp = autocast_dtype(cfg.precision, device, base.n_params, "train.precision")
     items = encode_examples(base, spec, train)
     state = _new_state(base, spec, cfg, init_path, device)
-    meta = _compat_key(base, spec, cfg, train, init_path)
-    resumed_from = resume(Path(out_dir) / "checkpoint", state, meta)
+    meta = compat_key(base, spec, cfg, train, init_path)
+    store = open_store(checkpoint if checkpoint is not None else Path(out_dir) / "checkpoint")
+    resumed_from = resume(store, state, meta)
     cap = cfg.max_token_rms * vocab_rms(base) if cfg.max_token_rms else 0.0  # absolute per-token RMS cap
     order = BatchOrder([len(it.source_ids) + len(it.target_ids) for it in items], cfg.batch_size, cfg.seed)
     progress = TrainProgress(spec.name, cfg.max_steps, state.step)  # a bar on a terminal, log lines every ~10 %
@@ -62,7 +61,7 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
         info = _step(base, spec, state, {k: v.to(device) for k, v in batch.items()}, validation, cfg, amp, cap)
         last = state.stopped_early or state.step >= cfg.max_steps
         if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or last):
-            save(Path(out_dir) / "checkpoint", state, meta)
+            save(store, state, meta)
         progress.update(info, state.best_value)
         if callback is not None:
             callback(info)
@@ -276,13 +275,3 @@ def _track_best(state: TrainState, metrics: dict[str, float], key: str, patience
     else:
         state.bad_evals += 1
         state.stopped_early = bool(patience) and state.bad_evals >= patience
-
-
-def _compat_key(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, train: Sequence[Example], init_path: Path | None) -> dict:
-    """What must match for a checkpoint to be resumed: base, task, data, trajectory-shaping settings, ptune's code."""
-    data = sha256_text(json.dumps([[ex.source, ex.target] for ex in train]))[:16]
-    free = _RESUME_FREE if cfg.schedule == "constant" else tuple(k for k in _RESUME_FREE if k != "max_steps")
-    config = {k: v for k, v in cfg.to_dict().items() if k not in free}
-    key = {"fingerprint": base.fingerprint, "task": spec.name, "data": data, "config": config,
-           "init_path": str(init_path) if init_path else None, "code": ckpt.code_digest()}
-    return json.loads(json.dumps(key))
