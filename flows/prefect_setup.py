@@ -4,47 +4,31 @@
 - global concurrency limit `ptune-gpu` (limit = number of GPUs, at least 1): one training per GPU slot;
 - the nightly-failure notification of flows/alerts.py when PTUNE_ALERT_WEBHOOK or PTUNE_ALERT_BLOCK is set.
 
-Prefect's `concurrency(...)` silently skips a limit that does not exist (strict=False) or fails (strict=True),
-so `gpu_slot()` creates the limit first when it is missing and then acquires it strictly: a run never goes
-unguarded because nobody ran `make deploy`. An existing limit is never changed (a user may have raised it).
+`gpu_slot()` creates its limit when missing and acquires it strictly (tasks/limits.py), so a run never goes
+unguarded because nobody ran `make deploy`; an existing limit is never changed (a user may have raised it).
+The per-task promotion limits `ptune-promote-<task>` (1 slot) are made the same way by the promote task
+(tasks/registry.py) the first time a task is promoted. With workers on several machines the limit counts the
+team's GPUs: set PTUNE_GPUS to that total here, or `prefect gcl update ptune-gpu --limit N`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prefect import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.client.schemas.actions import WorkPoolCreate
+
+from tasks.limits import create_if_missing, ensure_limit, slot
 
 WORK_POOL = "ptune-process"
 GPU_LIMIT = "ptune-gpu"
 
 
-def _create_if_missing(read: Callable[[], object], create: Callable[[], object]) -> bool:
-    """Run `create` unless `read` finds the object; True when it was created now. A concurrent creator
-    winning the race between our read and our create counts as "already there"."""
-    try:
-        read()
-        return False
-    except ObjectNotFound:
-        pass
-    try:
-        create()
-    except ObjectAlreadyExists:
-        return False
-    return True
-
-
 def ensure_gpu_limit(name: str = GPU_LIMIT, limit: int = 1) -> bool:
     """Create the global concurrency limit if it is missing. Returns True when it was created now."""
-    with get_client(sync_client=True) as client:
-        return _create_if_missing(
-            lambda: client.read_global_concurrency_limit_by_name(name),
-            lambda: client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit)))
+    return ensure_limit(name, limit)
 
 
 def ensure_work_pool(name: str = WORK_POOL) -> bool:
@@ -52,7 +36,7 @@ def ensure_work_pool(name: str = WORK_POOL) -> bool:
     from prefect.workers.process import ProcessWorker
 
     with get_client(sync_client=True) as client:
-        return _create_if_missing(
+        return create_if_missing(
             lambda: client.read_work_pool(name),
             lambda: client.create_work_pool(WorkPoolCreate(
                 name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template())))
@@ -61,8 +45,7 @@ def ensure_work_pool(name: str = WORK_POOL) -> bool:
 @contextmanager
 def gpu_slot(name: str = GPU_LIMIT) -> Iterator[None]:
     """Hold the one GPU slot for the duration of the block (waits while another run holds it)."""
-    ensure_gpu_limit(name)
-    with concurrency(name, occupy=1, strict=True):
+    with slot(name):
         yield
 
 

@@ -22,7 +22,8 @@ def promote_flow(params: PromoteParams) -> dict[str, Any]:
 
     1. Read params.yaml; pick the version (the form's, else the latest).
     2. Take the GPU slot and load the base model (the champion is re-evaluated on the current test split).
-    3. Decide and write: reason tags, then the alias move.
+    3. Decide and write: reason tags, then the alias move, holding the task's promotion limit (one promotion
+       of a task at a time on every worker: tasks/registry.py).
     4. Publish the decision.
     """
     run = task_run(params, params.task)                                            # 1

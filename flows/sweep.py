@@ -24,20 +24,23 @@ def _run_name() -> str:
 
 
 @flow(name="sweep", flow_run_name=_run_name, **HOOKS)
-def sweep_flow(params: SweepParams) -> dict[str, Any]:
-    """Find good training settings for one task; the test split is never read.
+def sweep_flow(params: SweepParams, storage: str | None = None) -> dict[str, Any]:
+    """Find good training settings for one task; the test split is never read. `storage`: an Optuna storage
+    URL without password (postgresql://user@host:port/db); empty: the worker's $PTUNE_OPTUNA_STORAGE (the team
+    stack sets it), else its local optuna.db. Sweep runs on several workers with one storage share one study.
 
     1. Read params.yaml (the form's file); the task's data must be prepared (the `validate` deployment).
     2. Take the GPU slot and load the frozen base model.
     3. Run the sweep: Optuna trials until the budget is spent, each an MLflow child run of one sweep run,
-       hopeless ones pruned; a killed sweep resumes from its SQLite study (outputs/<task>/sweep checkpoints).
+       hopeless ones pruned; a killed sweep resumes from its study (outputs/<task>/sweep checkpoints).
     4. Publish the best settings (sweeps/<task>.yaml) and the trial counts.
     """
     run = TaskRun.build(params.task, project_params(params.params_file), source="form", model=params.model)  # 1
     with gpu_slot():
         base = load_model(run)                                                                               # 2
-        result = sweep_recipe(run, base, params.budget_minutes, params.trials, params.seed)                  # 3
-    summary = {"task": result.task, "study": result.study, "mlflow_parent_run": result.parent_run_id,       # 4
+        result = sweep_recipe(run, base, params.budget_minutes, params.trials, params.seed, storage)         # 3
+    summary = {"task": result.task, "study": result.study, "storage": result.storage,                      # 4
+               "mlflow_parent_run": result.parent_run_id,
                "trials": result.counts, "metric": result.metric, "best_value": result.best_value,
                "best_train": result.best_train, "file": str(result.file) if result.file else None}
     create_markdown_artifact(sweep_markdown(result), key=artifact_key("sweep", result.task),

@@ -11,26 +11,24 @@ the paired interval of (candidate - champion) must lie above 0; without it, at l
 A win moves `champion`; a loss sets `challenger`. Either way the version gets a `promotion_reason` tag that
 quotes the numbers and intervals. Called without a `gate`, only (a) with `min_gain` and (b) "at least as
 good" apply (the rule before issue 11). The alias move is the last write, so a failure before it leaves the aliases as
-they were. Read-decide-write runs under a per-task file lock and re-reads the champion inside it, so two
-promotions racing end with the better version as champion. MLflow is reached through
+they were. Read-decide-write runs under a per-task lock (`ptune.registry.locks`: a file on one host, a
+PostgreSQL advisory lock with PTUNE_LOCK_URL, or any `lock=` a caller gives, such as the Prefect limit of
+tasks/registry.py) and re-reads the champion inside it, so two promotions racing end with the better version as
+champion. MLflow is reached through
 `ptune.registry.model_registry` only; scoring a version is the caller's `Evaluator` (see ptune.pipeline.stages).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from ptune.config.sections import PromoteConfig
 from ptune.errors import RegistryError
 from ptune.evaluation.stats import Interval
-from ptune.fileio import file_lock, sha256_text
-from ptune.paths import ptune_home
+from ptune.registry import locks
 from ptune.registry import model_registry as registry
-from ptune.registry.tracking import tracking_uri
 
 Evaluator = Callable[[str, str], dict[str, float]]  # (version, split) -> {"<split>/<metric>": value}
 Comparer = Callable[[str, str, str], Interval]  # (candidate, champion, split) -> paired interval of candidate - champion
@@ -56,20 +54,6 @@ class Decision:
     @property
     def promoted(self) -> bool:
         return self.alias == "champion"
-
-
-def lock_path(task: str) -> Path:
-    """`$PTUNE_HOME/locks/<task>-<registry>.lock`: one lock per task and registry (a hash of the tracking URI),
-    so projects sharing a cache but not a registry never wait on each other."""
-    registry_key = sha256_text(tracking_uri())[:12]
-    return ptune_home() / "locks" / f"{task}-{registry_key}.lock"
-
-
-@contextmanager
-def task_lock(task: str) -> Iterator[None]:
-    """Exclusive fcntl lock on the task's lock file (works across threads and processes)."""
-    with file_lock(lock_path(task)):
-        yield
 
 
 def recorded_metrics(task: str, version: str, tags: dict[str, str]) -> dict[str, str | float]:
@@ -208,10 +192,11 @@ def decide(task: str, version: str, min_gain: float, evaluator: Evaluator, reeva
 
 def promote_if_better(task: str, version: str | int, min_gain: float = 0.0, *, evaluator: Evaluator,
                       dry_run: bool = False, reevaluate_candidate: bool = False, gate: PromoteConfig | None = None,
-                      compare: Comparer | None = None) -> Decision:
+                      compare: Comparer | None = None, lock: locks.TaskLock | None = None) -> Decision:
     """Decide under the task lock and, unless `dry_run`, write: reason tags first, alias move last.
-    `gate` (params.yaml `promote:`) replaces `min_gain` when given."""
-    with task_lock(task):
+    `gate` (params.yaml `promote:`) replaces `min_gain` when given. `lock` (default `locks.configured_lock()`)
+    must be one every process that may promote this task waits on."""
+    with (lock or locks.configured_lock())(task):
         decision = decide(task, str(version), min_gain, evaluator, reevaluate_candidate, gate, compare)
         if not dry_run:
             _write(decision)

@@ -12,6 +12,8 @@ last step (stopping then saves nothing and would drop a finished result). Only t
 validation splits are read: the test split is never opened (tested). The study lives in `optuna.db` beside
 the MLflow store; a rerun loads it, keeps its finished trials, and re-runs a trial a kill interrupted, from
 that trial's checkpoint (outputs/<task>/sweep/<settings hash>/). One sweep per task at a time (file lock).
+With a PostgreSQL storage (`storage=`, $PTUNE_OPTUNA_STORAGE) sweeps on several machines join one study and
+one MLflow parent run instead (ptune.studies.sweep_study).
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from optuna.trial import TrialState
 
 from ptune.config import TrainConfig
 from ptune.errors import ConfigError
-from ptune.fileio import atomic_write_text, file_lock, sha256_text
+from ptune.fileio import atomic_write_text, sha256_text
 from ptune.paths import project_dir
 from ptune.pipeline import stages
 from ptune.registry import tracking
-from ptune.studies import sweep_runs
+from ptune.studies import sweep_runs, sweep_study
+from ptune.studies.sweep_study import StudyStorage
 from ptune.training.history import StepInfo
 from ptune.training.train import train_prompt
 
@@ -88,58 +91,78 @@ def sweep_file(task: str) -> Path:
 
 
 def run_sweep(run: stages.TaskRun, *, budget_minutes: float, n_trials: int | None = None, seed: int = 0,
-              base=None) -> SweepResult:
-    """Trials until `budget_minutes` have passed (a started trial finishes) or `n_trials` ran in this call."""
+              base=None, storage: str | None = None) -> SweepResult:
+    """Trials until `budget_minutes` have passed (a started trial finishes) or `n_trials` ran in this call.
+    `storage`: the Optuna storage URL (default $PTUNE_OPTUNA_STORAGE, else optuna.db beside the MLflow store)."""
     if not run.params.train.eval_every:
         raise ConfigError("train.eval_every = 0: a sweep selects on validation scores, set it > 0")
-    storage = sweep_runs.optuna_storage_url()
-    with file_lock(Path(storage.removeprefix("sqlite:///")).with_name(f".sweep-{run.name}.lock")):
-        study = _load_study(run.name, storage, seed)
-        space = SearchSpace.around(run.params.train, run.spec.kind == "classification")
-        parent = _parent_run(study, run, space)
+    where = StudyStorage.resolve(storage)
+    space = SearchSpace.around(run.params.train, run.spec.kind == "classification")
+    with sweep_study.exclusive(where, run.name):
+        with sweep_study.setup(where):  # tables, study and parent run made once, however many processes join
+            study = _load_study(run.name, where, seed)
+            parent = _parent_run(study, run, space, where)
         base = base or stages.load_base(run)
         objective = _Objective(run, base, space, parent, study.study_name)
         try:  # a trial that fails numerically (RuntimeError) is recorded as FAIL and the sweep goes on
             study.optimize(objective, n_trials=n_trials, timeout=budget_minutes * 60, catch=(RuntimeError,),
-                           callbacks=[lambda study, _trial: write_best(study, run, parent)])
+                           callbacks=[lambda study, _trial: write_best(study, run, parent, where.shown)])
         except BaseException:
-            sweep_runs.end_run(parent, "FAILED")
+            _close_parent(study, parent, "FAILED")
             raise
-        result = summarize(study, run, parent)
-        sweep_runs.end_run(parent, "FINISHED", {f"best/{result.metric}": result.best_value}
-                           if result.best_value is not None else {}, {"ptune.sweep_file": str(result.file)})
+        result = summarize(study, run, parent, where.shown)
+        _close_parent(study, parent, "FINISHED", {f"best/{result.metric}": result.best_value}
+                      if result.best_value is not None else {}, {"ptune.sweep_file": str(result.file)})
     return result
 
 
-def _load_study(task: str, storage: str, seed: int) -> optuna.Study:
-    """The task's study (created or loaded). Trials left RUNNING were cut by a kill (the lock says no other
-    sweep runs): they are marked FAIL and queued again with their settings, to resume from their checkpoint."""
+def _load_study(task: str, where: StudyStorage | str, seed: int) -> optuna.Study:
+    """The task's study (created or loaded). Local: trials left RUNNING were cut by a kill (the file lock says
+    no other sweep runs), so they are marked FAIL and queued again with their settings, to resume from their
+    checkpoint. Shared: a RUNNING trial may be another worker's; heartbeats find the dead ones (`_retry`)."""
+    where = where if isinstance(where, StudyStorage) else StudyStorage.resolve(where)
     name = f"ptune-sweep-{task}"
-    probe = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
-    done = len(probe.trials)
-    sampler = optuna.samplers.TPESampler(seed=seed + done, n_startup_trials=TPE_STARTUP_TRIALS)
+    storage = sweep_study.optuna_storage(where, on_stale=_retry)
+    probe = sweep_study.create_or_load(name, storage)
+    offset = len(probe.trials) + (sweep_study.join(probe) if where.shared else 0)  # no two workers share a seed
+    sampler = optuna.samplers.TPESampler(seed=seed + offset, n_startup_trials=TPE_STARTUP_TRIALS)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2)  # when to ask it: _Pruning (per trial's own steps)
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        log.warning("sweep %s: trial %d was interrupted; running its settings again", name, stale.number)
-        study.tell(stale.number, state=TrialState.FAIL)
-        if _RUN_ATTR in stale.user_attrs:
-            sweep_runs.end_run(stale.user_attrs[_RUN_ATTR], "FAILED", tags={"ptune.trial_state": "interrupted"})
-        study.enqueue_trial(stale.params, user_attrs={"retry_of": stale.number})
+    if not where.shared:
+        for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(stale.number, state=TrialState.FAIL)
+            _retry(study, stale)
     return study
 
 
-def _parent_run(study: optuna.Study, run: stages.TaskRun, space: SearchSpace) -> str:
-    """The study's MLflow parent run: made on the first call, reopened on a resume."""
+def _retry(study: optuna.Study, stale: optuna.trial.FrozenTrial) -> None:
+    """A trial cut by a kill (now FAIL): end its MLflow run as FAILED and queue its settings again."""
+    log.warning("sweep %s: trial %d was interrupted; running its settings again", study.study_name, stale.number)
+    if _RUN_ATTR in stale.user_attrs:
+        sweep_runs.end_run(stale.user_attrs[_RUN_ATTR], "FAILED", tags={"ptune.trial_state": "interrupted"})
+    study.enqueue_trial(stale.params, user_attrs={"retry_of": stale.number})
+
+
+def _parent_run(study: optuna.Study, run: stages.TaskRun, space: SearchSpace, where: StudyStorage) -> str:
+    """The study's MLflow parent run: made by the first process (under `sweep_study.setup`), joined or
+    reopened by every later one."""
     parent = study.user_attrs.get(_PARENT_ATTR)
     if parent:
         sweep_runs.reopen_parent(parent)
         return parent
     logged = {**{f"space.{k}": v for k, v in dataclasses.asdict(space).items()}, "study": study.study_name,
-              "storage": sweep_runs.optuna_storage_url(), "base_model": run.params.model}
+              "storage": where.shown, "base_model": run.params.model}
     parent = sweep_runs.start_parent(run.name, study.study_name, logged)
     study.set_user_attr(_PARENT_ATTR, parent)
     return parent
+
+
+def _close_parent(study: optuna.Study, parent: str, status: str, metrics: dict[str, float] | None = None,
+                  tags: dict[str, str] | None = None) -> None:
+    """Log the sweep's result on its parent run; end the run unless other workers still run trials (the last
+    one out ends it)."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    sweep_runs.end_run(parent, None if running else status, metrics or {}, tags or {})
 
 
 class _Objective:
@@ -156,8 +179,10 @@ class _Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         cfg = dataclasses.replace(self.run.params.train, **self.space.suggest(trial))
         logged = tracking.training_params(self.run.name, self.base.spec, self.base.fingerprint, cfg.to_dict(), self.data)
-        child = sweep_runs.child_run(self.run.name, self.parent, self.study, trial.number, logged)
+        worker = sweep_study.worker_id()
+        child = sweep_runs.child_run(self.run.name, self.parent, self.study, trial.number, logged, worker)
         trial.set_user_attr(_RUN_ATTR, child.run_id)
+        trial.set_user_attr("worker", worker)
         out = self.run.paths.root / "sweep" / sha256_text(json.dumps(cfg.to_dict(), sort_keys=True))[:12]
         try:
             result = train_prompt(self.base, self.run.spec, self.train, self.validation, cfg, out,
@@ -192,23 +217,25 @@ class _Pruning:
                 raise optuna.TrialPruned(f"step {info.step}: {self.metric} {value:.4f} below the median")
 
 
-def summarize(study: optuna.Study, run: stages.TaskRun, parent: str, file: Path | None = None) -> SweepResult:
-    """Where the study stands: trial counts by state and the best trial's train settings."""
+def summarize(study: optuna.Study, run: stages.TaskRun, parent: str, storage: str,
+              file: Path | None = None) -> SweepResult:
+    """Where the study stands: trial counts by state and the best trial's train settings. `storage`: the
+    storage URL to show (no password)."""
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in
               (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
     best = study.best_trial if counts["complete"] else None
     settings = dict(best.params) if best else {}
     path = file or (sweep_file(run.name) if best else None)
-    return SweepResult(run.name, study.study_name, sweep_runs.optuna_storage_url(), parent,
+    return SweepResult(run.name, study.study_name, storage, parent,
                        f"validation/{run.spec.metrics[0]}", best.value if best else None, settings, counts,
                        path if path and path.is_file() else None)
 
 
-def write_best(study: optuna.Study, run: stages.TaskRun, parent: str) -> Path | None:
+def write_best(study: optuna.Study, run: stages.TaskRun, parent: str, storage: str) -> Path | None:
     """sweeps/<task>.yaml: the best trial's settings as a `train:` section params.yaml can include
     (`task_overrides: {<task>: {file: sweeps/<task>.yaml}}`), and a `sweep:` note on where they came from."""
-    result = summarize(study, run, parent, file=sweep_file(run.name))
+    result = summarize(study, run, parent, storage, file=sweep_file(run.name))
     if result.best_value is None:
         return None
     note = {"task": run.name, "study": result.study, "storage": result.storage, "metric": result.metric,

@@ -1,6 +1,7 @@
 """MLflow runs of a sweep (`ptune sweep`): one parent run per Optuna study and one child run per trial
 (tag `mlflow.parentRunId`), so the MLflow UI nests the trials under the sweep and compares them; and where
-the study is stored: `optuna.db` (SQLite) next to the MLflow store, so a killed sweep resumes.
+a local study is stored: `optuna.db` (SQLite) next to the MLflow store, so a killed sweep resumes (a shared
+one: ptune.studies.sweep_study).
 """
 
 from __future__ import annotations
@@ -50,22 +51,26 @@ def reopen_parent(run_id: str) -> None:
         client().update_run(run_id, status="RUNNING")
 
 
-def child_run(task: str, parent_id: str, study: str, trial: int, params: Mapping[str, Any]) -> TrainingRun:
+def child_run(task: str, parent_id: str, study: str, trial: int, params: Mapping[str, Any],
+              worker: str = "") -> TrainingRun:
     """The training run `trial-<n>` (run kind "trial") of trial `trial`, nested under `parent_id`; started, so
-    it shows at once."""
-    tags = {PARENT_TAG: parent_id, SWEEP_TAG: study, "ptune.trial": str(trial)}
+    it shows at once. `worker` (`<host>:<pid>`) says which sweep process ran it."""
+    tags = {PARENT_TAG: parent_id, SWEEP_TAG: study, "ptune.trial": str(trial), "ptune.worker": worker}
     run = TrainingRun(task, params, tags=tags, run_name=f"trial-{trial}", kind="trial")
     run.start()
     return run
 
 
-def end_run(run_id: str, status: str, metrics: Mapping[str, float] = (), tags: Mapping[str, str] = ()) -> None:
-    """Log final metrics (step 0) and tags, then end the run: FINISHED, KILLED (pruned) or FAILED."""
+def end_run(run_id: str, status: str | None, metrics: Mapping[str, float] = (),
+            tags: Mapping[str, str] = ()) -> None:
+    """Log final metrics (step 0) and tags, then end the run: FINISHED, KILLED (pruned) or FAILED; with
+    `status` None the run stays open (a shared sweep's parent while other workers still run trials)."""
     mlc = client()
     with guard(f"ending run {run_id}"):
         mlc.log_batch(run_id, metrics=[Metric(k, float(v), now_ms(), 0) for k, v in dict(metrics).items()],
                       tags=[RunTag(k, str(v)) for k, v in dict(tags).items()])
-        mlc.set_terminated(run_id, status)
+        if status is not None:
+            mlc.set_terminated(run_id, status)
 
 
 def child_runs(task: str, parent_id: str) -> list:

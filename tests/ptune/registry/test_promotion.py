@@ -155,7 +155,7 @@ def test_default_evaluator_and_cli_promote_use_the_current_test_split(store, tin
 
 def test_promotion_lock_is_per_registry_not_per_cache(tmp_path, monkeypatch):
     """Two projects sharing $PTUNE_HOME but not a registry get different lock files; one registry, one lock."""
-    from ptune.registry.promotion import lock_path
+    from ptune.registry.locks import lock_path
 
     monkeypatch.setenv("PTUNE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a' / 'mlruns.db'}")
