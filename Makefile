@@ -25,7 +25,7 @@ export DVC_NO_ANALYTICS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run test lint repro bench docs mlflow-ui server worker deploy serve up down clean
+.PHONY: setup run test lint repro bench docs mlflow-ui server worker deploy deploy-gpu serve up down clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
 	  || echo "warning: could not install Debian's chromium (needs root): the playground browser test will skip"
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null \
+	  || { test "$$(id -u)" = 0 && apt-get update -qq && apt-get install -y -qq postgresql; } \
+	  || echo "warning: could not install Debian's postgresql (needs root): make up STACK=team and its tests need it"
 	@touch $(STAMP)
 
 run: setup
@@ -72,11 +75,16 @@ mlflow-ui: setup
 
 # Prefect (docs/prefect.md): `make up` starts server, deployments and two workers in the background
 # (pid files and logs in .ptune/stack/), `make down` stops them. `make up MLFLOW=1` adds the MLflow UI.
+# `make up STACK=team` (docs/deploy.md): Prefect and MLflow on PostgreSQL (the project's cluster on PG_PORT,
+# or PTUNE_DATABASE_URL), artifacts served by MLflow on MLFLOW_PORT: workers elsewhere need only two URLs.
 # `make server`, `make worker`, `make deploy` do the same in the foreground, one terminal each.
 PREFECT_PORT ?= 4200
 PTUNE_WORKERS ?= 2
+STACK ?= local
+PG_PORT ?= 5433
 up: setup
-	$(BIN)/python -m flows.stack up --port $(PREFECT_PORT) --workers $(PTUNE_WORKERS) $(if $(MLFLOW),--mlflow-port $(MLFLOW_PORT))
+	$(BIN)/python -m flows.stack up --stack $(STACK) --port $(PREFECT_PORT) --workers $(PTUNE_WORKERS) \
+	  $(if $(filter team,$(STACK)),--pg-port $(PG_PORT) --mlflow-port $(MLFLOW_PORT),$(if $(MLFLOW),--mlflow-port $(MLFLOW_PORT)))
 
 down:
 	$(BIN)/python -m flows.stack down
@@ -95,6 +103,14 @@ worker: setup
 deploy: setup
 	PREFECT_API_URL=$(PREFECT_API) $(BIN)/python -m flows.prefect_setup
 	PREFECT_API_URL=$(PREFECT_API) PTUNE_PROJECT_DIR=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
+
+# GPU work pools (docs/deploy-gpu.md): ptune-docker-gpu and ptune-k8s-gpu from flows/pools/ (an existing pool is
+# kept), then prefect-gpu.yaml's deployments on them with the worker image and the team's MLflow server.
+PTUNE_IMAGE ?= ptune-worker:0.1.0-cuda
+deploy-gpu: setup
+	@test -n "$$MLFLOW_TRACKING_URI" || { echo "set MLFLOW_TRACKING_URI to the shared MLflow server" >&2; exit 1; }
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/python -m flows.gpu_pools --image $(PTUNE_IMAGE)
+	PREFECT_API_URL=$(PREFECT_API) PTUNE_IMAGE=$(PTUNE_IMAGE) $(BIN)/prefect --no-prompt deploy --prefect-file prefect-gpu.yaml --all
 
 # ptune serve (README "Serving"): @champion of every run_tasks task on 127.0.0.1:$(SERVE_PORT).
 SERVE_PORT ?= 8000

@@ -7,6 +7,10 @@ data folder, never /var/run), with scram-sha-256 password authentication for eve
 refuses to run as root, so as root the server runs as Debian's `postgres` user and the data folder is that
 user's (outside the project when that user cannot reach the project's folder: `Cluster.home`); the server is started and stopped with `pg_ctl`, by the pid it writes (`postmaster.pid`).
 
+`serve_databases` is what `make up STACK=team` (flows/stack.py) calls: the project's cluster, or a managed server
+given by URL, with the databases it needs; `check` turns a failed connection (server down, wrong password) into
+one `PostgresError` line that names the URL through `redact`, never with its password.
+
 Why not Debian's `pg_createcluster`: it writes under /etc and /var/lib, one cluster per machine and version;
 the project's cluster lives in the project (and each test's in its tmp folder), like the SQLite stack's files.
 """
@@ -18,9 +22,12 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from ptune.paths import redacted
 
 ROLE = "ptune"
 SERVER_HOMES = Path("/var/lib/ptune/postgres")  # as root, for project folders Debian's postgres user cannot reach
@@ -40,7 +47,7 @@ def pg_bin(tool: str) -> str:
     if found:
         return found
     raise PostgresError(f"{tool} not found: install Debian's PostgreSQL server (`apt-get install postgresql`, "
-                        "which `make setup STACK=team` does as root)")
+                        "which `make setup` does as root)")
 
 
 def _as_server_user(cmd: list[str]) -> list[str]:
@@ -55,13 +62,63 @@ def _reachable(folder: Path) -> bool:
     return subprocess.run(_as_server_user(["test", "-x", str(folder)]), capture_output=True).returncode == 0
 
 
-def redact(url: str) -> str:
-    """A database URL without its password (for messages and logs)."""
-    head, sep, tail = url.partition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, _, credentials = head.partition("://")
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{tail}"
+
+def database_url(server: str, database: str, driver: str = "postgresql+psycopg") -> str:
+    """`server` (postgresql://user:password@host:port[/any][?query], e.g. a managed PostgreSQL) for `database`
+    through `driver` (`postgresql+asyncpg` for Prefect, `postgresql+psycopg` for MLflow, `postgresql` for psycopg)."""
+    parts = urlsplit(server)
+    if parts.scheme.split("+")[0] not in ("postgresql", "postgres") or not parts.hostname:
+        raise PostgresError(f"not a PostgreSQL server URL: {redacted(server)} (expected "
+                            "postgresql://USER:PASSWORD@HOST:PORT)")
+    return urlunsplit((driver, parts.netloc, f"/{database}" if database else "", parts.query, ""))
+
+
+def _one_line(exc: BaseException) -> str:
+    """A driver's error as one line (libpq's messages span lines: "connection failed: ...\n\tIs the server ...")."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def check(url: str, timeout: float = 10) -> None:
+    """Connect to `url` once; PostgresError naming the database without its password when that fails
+    (server down, wrong credentials, unknown database)."""
+    import psycopg
+
+    target = database_url(url, urlsplit(url).path.lstrip("/") or "postgres", "postgresql")
+    try:
+        psycopg.connect(target, connect_timeout=int(timeout)).close()
+    except psycopg.Error as exc:
+        raise PostgresError(f"cannot connect to the database {redacted(target)}: {_one_line(exc)}") from None
+
+
+def create_database(server: str, name: str) -> None:
+    """Create database `name` on `server` (its `postgres` database is the maintenance one) unless it exists."""
+    import psycopg
+
+    maintenance = database_url(server, "postgres", "postgresql")
+    check(maintenance)
+    try:
+        with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        raise PostgresError(f"cannot create database {name!r} on {redacted(maintenance)}: {_one_line(exc)}") from None
+
+
+def serve_databases(folder: Path, port: int, databases: Sequence[str], server: str | None = None) -> tuple[str, int | None]:
+    """The URL of a PostgreSQL server that holds `databases` (created when missing), and the pid of a postmaster
+    started now (None when none was). `server` (a managed PostgreSQL: postgresql://USER:PASSWORD@HOST:PORT) is
+    used as it is; without it, the project's cluster in `folder` is initialised and started on `port` as needed."""
+    started = None
+    if server is None:
+        cluster = Cluster(folder, port)
+        cluster.init()
+        if cluster.pid() is None:
+            cluster.start()
+            started = cluster.pid()
+        server = cluster.url("postgres")
+    for name in databases:
+        create_database(server, name)
+    return database_url(server, "", "postgresql"), started
 
 
 @dataclass(frozen=True)
@@ -86,7 +143,11 @@ class Cluster:
 
     @property
     def password(self) -> str:
-        return (self.folder / "password").read_text().strip()
+        secret = self.folder / "password"
+        if not secret.exists() and (self.data / "PG_VERSION").exists():
+            raise PostgresError(f"the cluster in {self.data} has lost its password file {secret}: restore it from a "
+                                "backup, or remove the folder to start an empty cluster")
+        return secret.read_text().strip()
 
     def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
         """SQLAlchemy URL of `database` (`postgresql+asyncpg` for Prefect, `postgresql+psycopg` for MLflow and
@@ -125,14 +186,15 @@ class Cluster:
         return True
 
     def start(self) -> None:
-        """Start the server (no-op when it runs) and wait until it accepts connections."""
+        """Start the server on `port` (no-op when it runs) and wait until it accepts connections. The port is the
+        Cluster's, whatever the one postgresql.conf was written with at `init`."""
         if self.pid() is not None:
             return
         if os.geteuid() == 0 and not self.log.exists():
             self.log.touch()
             shutil.chown(self.log, "postgres", "postgres")
-        self._run([pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "120", "start"],
-                  "pg_ctl start")
+        self._run([pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", f"-p {self.port}", "-w",
+                   "-t", "120", "start"], "pg_ctl start")
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open transactions roll back); no-op when it is not running."""
@@ -158,11 +220,7 @@ class Cluster:
 
     def create_database(self, name: str) -> None:
         """Create database `name` unless it exists."""
-        import psycopg
-
-        with psycopg.connect(self.url("postgres", "postgresql"), autocommit=True, connect_timeout=10) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-                conn.execute(f'CREATE DATABASE "{name}"')
+        create_database(self.url("postgres", "postgresql"), name)
 
     def _run(self, cmd: list[str], what: str) -> None:
         done = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, cwd="/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 
 def ptune_home() -> Path:
@@ -52,3 +53,16 @@ def runs_dir() -> Path:
 def reference_dir(task: str) -> Path:
     """Reference models' results (`ptune reference`): outputs/<task>/reference/<method>.json."""
     return runs_dir() / task / "reference"
+
+
+def redacted(url: str) -> str:
+    """A URL (tracking server, database, storage) as messages and logs show it: any password replaced by ***."""
+    parts = urlsplit(url)
+    try:
+        password, port = parts.password, parts.port
+    except ValueError:  # not a URL we can take apart: show nothing after the scheme that could hold a secret
+        return url if "@" not in url else url.split("://", 1)[0] + "://***"
+    if password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{port}" if port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from ptune.errors import ArtifactError, RegistryError
 from ptune.model.artifacts import PromptMeta
-from ptune.paths import project_dir
+from ptune.paths import project_dir, redacted
 from ptune.training.history import StepInfo
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) that holds the ptune package
@@ -86,9 +87,14 @@ def guard(action: str, hint: str = "") -> Iterator[None]:
     except ArtifactError:
         raise
     except (MlflowException, OSError) as exc:
+        uri = redacted(tracking_uri())
         first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
-        raise RegistryError(f"MLflow {action} failed (tracking URI {tracking_uri()}): {first}"
+        first = first.replace(tracking_uri(), uri)
+        if re.search(r"\b503\b", first):
+            first += " (the tracking server is up but cannot serve: is its database reachable? `make up` status)"
+        raise RegistryError(f"MLflow {action} failed (tracking URI {uri}): {first}"
                             + (f"\n{hint}" if hint else "")) from exc
+
 
 
 def ensure_experiment(task: str) -> str:
