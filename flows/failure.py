@@ -14,12 +14,16 @@ import json
 import logging
 from typing import Any
 
+import fsspec
 from prefect import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from safetensors import safe_open
 
-from ptune.paths import runs_dir
+from ptune.config import project_params
+from ptune.errors import PtuneError
+from ptune.paths import redacted, runs_dir
+from ptune.training.store import MANIFEST, location
 from tasks.logs import attach_ptune_logs
 from tasks.training import artifact_key
 
@@ -32,11 +36,29 @@ def _form_task(flow_run: Any) -> str | None:
     return form.get("task") if isinstance(form, dict) else getattr(form, "task", None)
 
 
+def checkpoint_uri() -> str | None:
+    """The project's `train.checkpoint_uri` (None: the default local checkpoint, or params.yaml unreadable)."""
+    try:
+        return project_params().train.checkpoint_uri
+    except PtuneError:
+        return None
+
+
 def last_checkpoint(task_name: str | None, flow_run_id: Any) -> str:
     """'<path> (step N)' of the run's checkpoint, or a sentence saying there is none."""
     if not task_name:
         return "none (not a single-task run)"
-    path = runs_dir() / task_name / "prefect" / str(flow_run_id)[:8] / "checkpoint" / "state.safetensors"
+    root = runs_dir() / task_name / "prefect" / str(flow_run_id)[:8]
+    uri = checkpoint_uri()
+    if uri:  # train.checkpoint_uri: the manifest names the last committed step (ptune.training.store)
+        where = f"{location(uri, task_name, root).rstrip('/')}/{MANIFEST}"
+        try:
+            with fsspec.open(where, "rb") as fh:
+                step = json.loads(fh.read()).get("step", "?")
+        except (OSError, ValueError) as exc:
+            return f"none at {redacted(where)} ({type(exc).__name__})"
+        return f"`{redacted(where)}` (step {step}); a retry of this flow run resumes there, on any worker"
+    path = root / "checkpoint" / "state.safetensors"
     if not path.is_file():
         return f"none (no {path})"
     with safe_open(str(path), framework="np") as fh:
