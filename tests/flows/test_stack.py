@@ -35,7 +35,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.stack import running, state_dir, tree
+from flows.processes import running, state_dir, tree
 from tests.support import build_project, free_port, project_env_vars
 
 REPO = Path(__file__).resolve().parents[2]

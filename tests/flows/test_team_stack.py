@@ -27,7 +27,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from flows.postgres import PostgresError, pg_bin
-from flows.stack import cluster, running, state_dir, team_info, tree
+from flows.processes import running, state_dir, tree
+from flows.stack import cluster, team_info
 from tests.support import build_project, free_port, project_env_vars
 
 REPO = Path(__file__).resolve().parents[2]
