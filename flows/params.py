@@ -122,6 +122,10 @@ class TrainFlowParams(_Form):
         None, ge=0, le=1_000_000, description="Cap on evaluated examples per split (0 = all).",
         json_schema_extra=from_params("evaluate", "max_examples"))
     promote: bool = Field(True, description="Run the promotion step (alias @champion moves only if the candidate wins).")
+    # A launch setting, not a recipe value: 1 is today's single process, and N ranks train the same prompt.
+    nproc: int = Field(1, ge=1, le=64, description="Training processes on the worker, data-parallel (one GPU "
+                       "each with NCCL, gloo on CPU); train.batch_size stays the global batch, so the prompt "
+                       "is the one a single process trains.")
     refresh_data: bool = Field(False, description="Re-run fetch and prepare even if a cached result matches.")
     keep_unchanged_champion: bool = Field(
         False, description="Stop after the data check when @champion was trained on this very data version "

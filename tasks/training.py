@@ -18,6 +18,7 @@ from ptune.evaluation.baseline import BaselineResults
 from ptune.evaluation.scoring import EvalResult
 from ptune.model.base import BaseModel
 from ptune.pipeline import stages
+from ptune.pipeline.ranks import train_on_ranks
 from ptune.training.history import StepInfo
 from tasks.logs import EvalProgress
 from tasks.policies import retry_on, retry_unless
@@ -72,13 +73,23 @@ def flow_run_tags() -> dict[str, str]:
 
 
 @task(retries=1, retry_delay_seconds=1, retry_condition_fn=retry_unless(), **MODEL_TASK)
-def train_prompt(run: stages.TaskRun, base: BaseModel) -> stages.Trained:
-    """Train the soft prompt (MLflow run + progress artifact); checkpoints let a retry resume."""
+def train_prompt(run: stages.TaskRun, base: BaseModel, nproc: int | None = None) -> stages.Trained:
+    """Train the soft prompt (MLflow run + progress artifact); checkpoints let a retry resume. `nproc` > 1
+    (default: the flow form's `nproc`): data-parallel on that many local processes, each loading its own
+    base model (`base` is kept for evaluation); a failed rank fails the try and the retry resumes."""
+    nproc = nproc or form_nproc()
     progress = TrainProgress(run.name, run.params.train.max_steps)
-    trained = stages.train(run, base, callback=progress, track=True, run_name=flow_run.get_name(),
-                           tags=flow_run_tags())
+    options = {"callback": progress, "track": True, "run_name": flow_run.get_name(), "tags": flow_run_tags()}
+    trained = train_on_ranks(run, nproc, **options) if nproc > 1 else stages.train(run, base, **options)
     progress.finish(trained.steps_run)
     return trained
+
+
+def form_nproc() -> int:
+    """`nproc` of the flow run's form (flows.params.TrainFlowParams); 1 outside a flow run or without one."""
+    form = flow_run.parameters.get("params") if flow_run.get_id() is not None else None
+    value = form.get("nproc") if isinstance(form, dict) else getattr(form, "nproc", None)
+    return int(value or 1)
 
 
 @task(**MODEL_TASK)

@@ -13,6 +13,7 @@ from ptune.cli.options import BaseOpt, ForceOpt, ParamsOpt, PromptOpt, SplitOpt,
 
 if TYPE_CHECKING:
     from ptune.evaluation.report import ReportPaths
+    from ptune.pipeline import stages
 
 
 def train_cmd(task: TaskArg, params: ParamsOpt = None,
@@ -26,14 +27,18 @@ def train_cmd(task: TaskArg, params: ParamsOpt = None,
               register: Annotated[bool, typer.Option("--register", help="Ensemble: register it as one version.")] = False,
               track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow (ptune/TASK); "
                                                   "`report` and `register` add to that run.")] = True,
+              nproc: Annotated[int, typer.Option("--nproc", min=1, help="Train on N local processes, data-parallel "
+                                                 "(NCCL on GPUs, gloo on CPU); train.batch_size stays the "
+                                                 "global batch.")] = 1,
               ) -> None:
     """Train TASK's soft prompt on its prepared splits: OUT/prompt (artifact), resuming from OUT/checkpoint."""
     from ptune.pipeline import stages
-    from ptune.registry import run_link, tracking
 
     run = build_run(task, params, train={"max_steps": steps} if steps is not None else {})
     if out is not None:
         run = dataclasses.replace(run, paths=dataclasses.replace(run.paths, root=out))
+    if nproc > 1:
+        return record_training(task, train_on_ranks(run, nproc, track, transfer_from, ensemble))
     base = stages.load_base(run)
     if transfer_from:
         from ptune.studies.transfer import with_transfer
@@ -43,7 +48,25 @@ def train_cmd(task: TaskArg, params: ParamsOpt = None,
         from ptune.cli.ensemble import train_ensemble
 
         return train_ensemble(run, base, ensemble, method, register)
-    done = stages.train(run, base, track=track)
+    record_training(task, stages.train(run, base, track=track))
+
+
+def train_on_ranks(run: stages.TaskRun, nproc: int, track: bool, transfer_from: str | None,
+                   ensemble: int) -> stages.Trained:
+    """`ptune train --nproc N`: N local ranks, data-parallel (ptune.pipeline.ranks); one prompt, its recipe."""
+    from ptune.errors import ConfigError
+    from ptune.pipeline import ranks
+
+    if transfer_from or ensemble:
+        raise ConfigError(f"--nproc {nproc} trains one prompt from the task's recipe: leave out "
+                          f"{'--transfer-from' if transfer_from else '--ensemble'}, or train with --nproc 1")
+    return ranks.train_on_ranks(run, nproc, track=track)
+
+
+def record_training(task: str, done: stages.Trained) -> None:
+    """Close the MLflow run of a training, link the prompt to it and print the summary JSON."""
+    from ptune.registry import run_link, tracking
+
     if done.run_id is not None:  # params, per-step curves, best validation metrics, prompt and curve files
         tracking.resume(task, done.run_id).finish(done.prompt_dir, done.metrics,
                                                   report_files=[done.curve, done.curve.with_suffix(".png")])

@@ -23,13 +23,15 @@ LOG_SECONDS = 60.0  # ... and at least one a minute
 
 
 class TrainProgress:
-    """`update(info, best)` after each optimizer step of a run of `total` steps resumed at step `initial`."""
+    """`update(info, best)` after each optimizer step of a run of `total` steps resumed at step `initial`;
+    `quiet`: no bar (a data-parallel rank other than 0, which reports nothing)."""
 
-    def __init__(self, task: str, total: int, initial: int = 0) -> None:
+    def __init__(self, task: str, total: int, initial: int = 0, quiet: bool = False) -> None:
         self.task, self.total, self.initial = task, total, initial
         self.every = max(1, -(-(total - initial) // LOG_PARTS))  # steps between log lines (ceil)
         self.start = self.last_logged = time.monotonic()
-        self.bar = tqdm(total=total, initial=initial, desc=f"train {task}", disable=None, leave=False)
+        self.bar = tqdm(total=total, initial=initial, desc=f"train {task}", disable=True if quiet else None,
+                        leave=False)
 
     def update(self, info: StepInfo, best: float | None = None) -> None:
         """Advance the bar (postfix loss, lr, best) and log a line when one is due."""

@@ -7,6 +7,8 @@ per batch at batch size 1; same loss and gradient as prompt_inputs); validation 
 Checkpoints go to `out_dir/checkpoint/` or to the `checkpoint` location the pipeline computed from
 train.checkpoint_uri (ptune.training.store), and a rerun (on any machine that sees that location) resumes from
 them, reaching the same final prompt as an uninterrupted run.
+Under a data-parallel launch (`ptune train --nproc N`, ptune.training.distributed) each rank trains on its
+share of every global batch of `batch_size` rows; rank 0 validates, checkpoints and calls `callback`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ptune.model.base import BaseModel
 from ptune.model.batching import Encoded, bucketed_batches, collate, encode_pair
 from ptune.model.precision import autocast, autocast_dtype, inference_precision, training_attention
 from ptune.model.soft_prompt import SoftPrompt, cap_token_rms, shared_prompt_inputs, target_loss, vocab_rms
+from ptune.training.distributed import SINGLE, Sync, target_labels
 from ptune.training.history import StepInfo, TrainResult
 from ptune.training.progress import TrainProgress
 from ptune.training.state import TrainState, compat_key, new_state, resume, save
@@ -41,25 +44,27 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
                  out_dir: Path, callback: Callable[[StepInfo], None] | None = None,
                  init_path: Path | None = None, checkpoint: str | Path | None = None) -> TrainResult:
     """Train a soft prompt for `spec` on `train` (Examples), validating on `validation`; see module doc.
-    `checkpoint`: a local directory or fsspec URL (ptune.training.store.location); else `out_dir/checkpoint`.
-    """
+    `checkpoint`: a directory or fsspec URL (ptune.training.store.location); default out_dir/checkpoint."""
     start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    sync = Sync.current()  # one process, or one rank of a data-parallel training
     device = _resolve_device(base, cfg)
     amp = autocast_dtype(cfg.precision, device, base.n_params, "train.precision")
     items = encode_examples(base, spec, train)
     state = _new_state(base, spec, cfg, init_path, device)
     meta = compat_key(base, spec, cfg, train, init_path)
     store = open_store(checkpoint if checkpoint is not None else Path(out_dir) / "checkpoint")
-    resumed_from = resume(store, state, meta)
+    resumed_from = sync.in_turn(lambda: resume(store, state, meta), "the step to resume from")
     cap = cfg.max_token_rms * vocab_rms(base) if cfg.max_token_rms else 0.0  # absolute per-token RMS cap
     order = BatchOrder([len(it.source_ids) + len(it.target_ids) for it in items], cfg.batch_size, cfg.seed)
-    progress = TrainProgress(spec.name, cfg.max_steps, state.step)  # a bar on a terminal, log lines every ~10 %
+    progress = TrainProgress(spec.name, cfg.max_steps, state.step, quiet=not sync.main)  # a bar / log lines
     while not state.stopped_early and state.step < cfg.max_steps:
-        batch = collate([items[i] for i in order(state.step)], base.tokenizer.pad_token_id, base.is_encoder_decoder)
-        info = _step(base, spec, state, {k: v.to(device) for k, v in batch.items()}, validation, cfg, amp, cap)
+        batch = _batch(base, items, sync.shard(order(state.step)), device)  # this rank's share of the batch
+        info = _step(base, spec, state, batch, validation, cfg, amp, cap, sync)
         last = state.stopped_early or state.step >= cfg.max_steps
+        if not sync.main:  # rank 0 alone writes and reports
+            continue
         if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or last):
             save(store, state, meta)
         progress.update(info, state.best_value)
@@ -76,12 +81,23 @@ def train_prompt(base: BaseModel, spec: TaskSpec, train: Sequence[Example], vali
                        str(amp).removeprefix("torch.") if amp else None)
 
 
+def _batch(base: BaseModel, items: Sequence[Encoded], rows: Sequence[int],
+           device: torch.device) -> dict[str, torch.Tensor]:
+    """Rows `rows` of `items`, padded, on `device`; {} for no rows (a rank's share of a short last batch)."""
+    if not rows:
+        return {}
+    batch = collate([items[i] for i in rows], base.tokenizer.pad_token_id, base.is_encoder_decoder)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def _step(base: BaseModel, spec: TaskSpec, state: TrainState, batch: dict[str, torch.Tensor],
-          validation: Sequence[Example], cfg: TrainConfig, amp: torch.dtype | None, cap: float) -> StepInfo:
-    """One optimizer step, then validation (and best/early-stop bookkeeping) when it is due."""
+          validation: Sequence[Example], cfg: TrainConfig, amp: torch.dtype | None, cap: float,
+          sync: Sync) -> StepInfo:
+    """One optimizer step, then validation (and best/early-stop bookkeeping) when it is due: on rank 0, whose
+    metrics every rank then gets, so they all keep the same best prompt and stop together."""
     lr = float(state.optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
-    loss, skipped, rolled = train_step(base, state, batch, cfg, amp, cap)
+    loss, skipped, rolled = train_step(base, state, batch, cfg, amp, cap, sync)
     step_seconds, state.step = time.perf_counter() - start, state.step + 1
     if skipped:
         log.warning("%s step %d: loss %.4f > %g x running median: update skipped%s", spec.name, state.step, loss,
@@ -89,7 +105,7 @@ def _step(base: BaseModel, spec: TaskSpec, state: TrainState, batch: dict[str, t
     metrics, validation_seconds = None, None
     if cfg.eval_every and validation and (state.step % cfg.eval_every == 0 or state.step == cfg.max_steps):
         start = time.perf_counter()
-        metrics = _evaluate(base, spec, validation, state.prompt.fold(), cfg, amp)
+        metrics = sync.from_main(lambda: _evaluate(base, spec, validation, state.prompt.fold(), cfg, amp))
         validation_seconds = time.perf_counter() - start
         _track_best(state, metrics, f"validation/{spec.metrics[0]}", cfg.patience)
         log.info("%s step %d: loss %.4f, %s (validation %.1f s)", spec.name, state.step, loss, metrics,
@@ -164,23 +180,26 @@ def _new_state(base: BaseModel, spec: TaskSpec, cfg: TrainConfig, init_path: Pat
 
 
 def train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tensor], cfg: TrainConfig,
-                amp: torch.dtype | None, cap: float) -> tuple[float, bool, bool]:
+               amp: torch.dtype | None, cap: float, sync: Sync = SINGLE) -> tuple[float, bool, bool]:
     """One step on the prompt (and reparam MLP): (batch loss, skipped, rolled back). After the update, raw prompt
     tokens above RMS `cap` (> 0) are scaled back to it (train.max_token_rms). A loss above `spike_factor` x the
     running median is not applied (no backward, no update) and rolls back the update before it, to the state
     that last gave a normal loss; the lr schedule advances either way. Skipping alone could leave a diverged
-    prompt in place with every later step skipped (seen on rotten_tomatoes, seed 1: docs/training.md)."""
+    prompt in place with every later step skipped (seen on rotten_tomatoes, seed 1: docs/training.md).
+    Data-parallel (`sync`): `batch` is this rank's share (maybe none); the loss is the global batch's and the
+    gradient is averaged over the ranks before the update, so every rank takes the same step."""
     with training_attention(base.model, base.device, amp):
-        with autocast(base.device, amp):
-            loss = target_loss(base, shared_prompt_inputs(base, state.prompt(), **batch))  # prompt pass run once
-        value = float(loss.item())
+        with autocast(base.device, amp):  # prompt pass run once
+            loss = target_loss(base, shared_prompt_inputs(base, state.prompt(), **batch)) if batch else None
+        value, weight = sync.global_loss(loss, target_labels(base, batch))
         skipped = _is_spike(value, state.history, cfg.spike_factor)
-        if not skipped:
-            loss.backward()
+        if not skipped and loss is not None:
+            sync.backward(loss, weight)
     rolled = False
     if skipped:  # the previous update probably caused it: go back to the state that gave a normal loss
         rolled = state.roll_back()
     else:
+        sync.average_gradients(state.prompt.parameters())
         if cfg.spike_factor:
             state.remember_good()
         if cfg.grad_clip > 0:
