@@ -26,22 +26,12 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from flows.postgres import PostgresError, pg_bin
 from flows.processes import running, state_dir, tree
 from flows.stack import cluster, team_info
 from tests.support import build_project, free_port, project_env_vars
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def _have_postgres() -> bool:
-    try:
-        return bool(pg_bin("initdb") and pg_bin("pg_ctl"))
-    except PostgresError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _have_postgres(), reason="Debian's postgresql package is not installed")
 
 # Not what a worker shares with the servers: how it behaves offline and on a 2-core test machine.
 QUIET = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
