@@ -29,6 +29,7 @@ TOP_LEVEL = {"__init__.py", "errors.py", "paths.py", "fileio.py", "packages.py"}
 # is named here with the one idea that holds it together, so that growing one is a decision someone read.
 LONG_MODULES: dict[str, str] = {
     "ptune/model/base.py": "a spec to a frozen model: resolve, load, dtype, device and threads, fingerprint",
+    "ptune/model/memory.py": "one memory estimate from a config: parameters, weights, activations, what fits",
     "ptune/registry/tracking.py": "every MLflow tracking call of a training run (the registry's are in model_registry)",
 }
 GUIDE_LINES, MAX_FUNCTION_LINES = 300, 40

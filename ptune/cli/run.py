@@ -60,6 +60,9 @@ def train_on_ranks(run: stages.TaskRun, nproc: int, track: bool, transfer_from: 
     if transfer_from or ensemble:
         raise ConfigError(f"--nproc {nproc} trains one prompt from the task's recipe: leave out "
                           f"{'--transfer-from' if transfer_from else '--ensemble'}, or train with --nproc 1")
+    if run.params.model_device_map != "none":  # each rank holds a whole model; a map would put them on the same GPUs
+        raise ConfigError(f"--nproc {nproc} with model_device_map = {run.params.model_device_map!r}: data-parallel ranks "
+                          f"each hold the whole model on their own device; set model_device_map: none, or use --nproc 1")
     return ranks.train_on_ranks(run, nproc, track=track)
 
 

@@ -40,6 +40,8 @@ class Params:
 
     model: str = "smollm2-135m"                  # built-in name, local directory or hub id
     model_dtype: str = "auto"                    # auto | fp32 | bf16: dtype the frozen weights are held in (docs/training.md)
+    model_quantize: str = "none"                 # none | int8 | nf4: linear weights held quantized (bitsandbytes)
+    model_device_map: str | Mapping[str, Any] = "none"  # none | auto | balanced | ... | {module: device} (accelerate)
     run_tasks: tuple[str, ...] = ()              # tasks the nightly flow and dvc repro run, in order
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -60,6 +62,7 @@ class Params:
             problems += [f"{sec}.precision = 'fp32' with model_dtype = 'bf16': weights held in bf16 compute in "
                          f"bf16; set {sec}.precision to auto or bf16, or model_dtype to fp32"
                          for sec in ("train", "evaluate") if getattr(self, sec).precision == "fp32"]
+        problems += _placement_problems(self.model_quantize, self.model_device_map)
         if isinstance(self.run_tasks, str) or not all(isinstance(t, str) for t in self.run_tasks):
             problems.append(f"run_tasks = {self.run_tasks!r}: must be a list of task names")
         else:
@@ -114,6 +117,24 @@ def _override_problems(params: Params) -> list[str]:
     return problems
 
 
+def _placement_problems(quantize: Any, device_map: Any) -> list[str]:
+    """`model_quantize` and `model_device_map` values (whether they can run here is checked at load time)."""
+    problems = []
+    if quantize not in MODEL_QUANTIZE:
+        problems.append(f"model_quantize = {quantize!r}: allowed values are {', '.join(MODEL_QUANTIZE)}")
+    if isinstance(device_map, Mapping):
+        bad = {k: v for k, v in device_map.items() if not isinstance(k, str) or not isinstance(v, str | int)}
+        if not device_map or bad:
+            problems.append(f"model_device_map = {dict(device_map)!r}: a mapping must name modules (\"\" for all) "
+                            f"and their devices (cpu, cuda:N, N, disk)")
+    elif device_map not in MODEL_DEVICE_MAPS:
+        problems.append(f"model_device_map = {device_map!r}: allowed values are {', '.join(MODEL_DEVICE_MAPS)} "
+                        f"or a mapping {{module: device}}")
+    return problems
+
+
+MODEL_QUANTIZE = ("none", "int8", "nf4")  # ptune.model.quantize.QUANTIZE_MODES
+MODEL_DEVICE_MAPS = ("none", "auto", "balanced", "balanced_low_0", "sequential")  # ptune.model.quantize.DEVICE_MAPS
 MODEL_DTYPES = ("auto", "fp32", "bf16")
 _TORCH_DTYPES = {"auto": "float32", "fp32": "float32", "bf16": "bfloat16"}  # auto loads fp32 (ptune.pipeline.stages.load_base)
 
@@ -125,7 +146,7 @@ def torch_dtype_name(model_dtype: str) -> str:
     return _TORCH_DTYPES[model_dtype]
 
 
-_TOP_KEYS = ("model", "model_dtype", "run_tasks", "data", "train", "evaluate", "promote", "timeouts", "task_overrides", "tasks")
+_TOP_KEYS = ("model", "model_dtype", "model_quantize", "model_device_map", "run_tasks", "data", "train", "evaluate", "promote", "timeouts", "task_overrides", "tasks")
 
 
 def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
@@ -139,7 +160,8 @@ def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
             sections[sec] = cls.from_dict(raw.get(sec))
         except ConfigError as exc:
             problems += getattr(exc, "problems", [str(exc)])
-    top = {k: raw[k] for k in ("model", "model_dtype", "run_tasks", "task_overrides", "tasks") if raw.get(k) is not None}
+    top = {k: raw[k] for k in ("model", "model_dtype", "model_quantize", "model_device_map", "run_tasks", "task_overrides",
+                               "tasks") if raw.get(k) is not None}
     try:  # sections that failed fall back to defaults here, so top-level problems are listed too
         params = Params(**top, **sections)
     except ConfigError as exc:

@@ -8,10 +8,13 @@ count costs up to 10x (see bench/bench_threads.py and docs/models.md).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
+import mmap
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +33,8 @@ from transformers import (
 from ptune.config import torch_dtype_name
 from ptune.errors import ConfigError, ModelError
 from ptune.model.gguf import BUILTIN_MODELS, builtin_info, cached_model_dir, terms_accepted
-from ptune.model.precision import auto_hold, bf16_support, contiguous_head_input, held_dtypes
+from ptune.model.precision import auto_hold, autocast_dtype, bf16_support, contiguous_head_input, held_dtypes
+from ptune.model.quantize import check_modules, placement, quantization_config, quantized_mode, weight_bytes
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,8 @@ class BaseModel:
         tok = self.tokenizer
         return {"spec": self.spec, "path": self.path, "fingerprint": self.fingerprint, "params": self.n_params,
                 "threads": self.threads, "device": str(self.device), "dtype": held_dtypes(self.model),
+                "quantize": quantized_mode(self.model), "weights_mb": round(weight_bytes(self.model) / 2**20, 1),
+                "device_map": getattr(self.model, "hf_device_map", None),
                 "bf16": bf16_support(self.device), "is_encoder_decoder": self.is_encoder_decoder, "hidden_size": self.hidden_size,
                 "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
                 "bos_token_id": tok.bos_token_id, "padding_side": tok.padding_side,
@@ -99,11 +105,15 @@ class BaseModel:
 
 
 def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str | torch.device | None = None,
-                    threads: int | None = None, dtype: str | torch.dtype | None = None) -> BaseModel:
+                    threads: int | None = None, dtype: str | torch.dtype | None = None, quantize: str = "none",
+                    device_map: str | dict[str, Any] | None = None) -> BaseModel:
     """Load `spec` frozen on `device` (default `pick_device()`), held in `dtype` (default fp32).
 
     The weights are read in fp32 and fingerprinted before the cast to `dtype`, so a model held in bf16 has
-    the fingerprint of its checkpoint and prompts move freely between fp32 and bf16 holders.
+    the fingerprint of its checkpoint and prompts move freely between fp32 and bf16 holders. `quantize` ("int8",
+    "nf4": `ptune.model.quantize`) holds the linear weights quantized; embeddings are not, so the fingerprint stays.
+    `device_map` ("auto", "balanced", ..., {module: device}) places the layers with accelerate; the prompt goes
+    where the input embeddings are (`BaseModel.device`). None / "none": the whole model on `device`.
 
     Resolution order: built-in name, existing local directory (its *.safetensors only), hub id (`from_pretrained`:
     HF cache, downloads when online). CPU threads: `choose_threads` (`threads=` > `$PTUNE_THREADS` > by size), recorded.
@@ -112,28 +122,38 @@ def load_base_model(spec: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str
     target = pick_device(device)
     torch_dtype = _resolve_dtype(dtype)
     _requested_threads(threads)  # fail on a bad PTUNE_THREADS before a slow load
+    quant = quantization_config(quantize, target, torch_dtype)  # a missing library fails before the slow load too
+    place = placement(device_map, target, quant is not None)
     path = resolve_spec(spec)
-    model, tokenizer = _load_pretrained(spec, path, torch.float32)
+    model, tokenizer = _load_pretrained(spec, path, torch.float32, quantization_config=quant, **place)
+    check_modules(model, device_map)
     chosen = choose_threads(sum(p.numel() for p in model.parameters()), threads)
     torch.set_num_threads(chosen)
-    base = from_objects(model.to(target), tokenizer, spec)
-    _hold_in(base.model, torch_dtype)
+    base = from_objects(model if place else model.to(target), tokenizer, spec)
+    _hold_in(base.model, torch_dtype, own=quant is not None)  # quantized: the fp32 file was read, let it go
     base.path, base.threads = (str(path) if path else None), chosen
     return base
 
 
 def load_held_model(spec: str, model_dtype: str = "auto", policies: dict[str, str] | None = None, *,
-                    device: str | torch.device | None = None, threads: int | None = None) -> BaseModel:
+                    device: str | torch.device | None = None, threads: int | None = None, quantize: str = "none",
+                    device_map: str | dict[str, Any] | None = None) -> BaseModel:
     """`load_base_model` held as `model_dtype` says (runs, `model-info`, `serve`); `auto`: linear weights in bf16 when
-    every policy in `policies` ({"train.precision": "auto"}) resolves to bf16 (`auto_hold`), else fp32."""
-    base = load_base_model(spec, device=device, threads=threads, dtype=torch_dtype_name(model_dtype))
+    every policy in `policies` ({"train.precision": "auto"}) resolves to bf16 (`auto_hold`), else fp32. `quantize` and
+    `device_map`: params.yaml `model_quantize` and `model_device_map` (quantized linears stay quantized under `auto`)."""
+    base = load_base_model(spec, device=device, threads=threads, dtype=torch_dtype_name(model_dtype),
+                           quantize=quantize, device_map=device_map)
     if model_dtype == "auto":
+        amps = {autocast_dtype(policy, base.device, base.n_params, where) for where, policy in (policies or {}).items()}
+        if amps == {torch.bfloat16}:  # auto_hold will cast: own copies first, so the cast never doubles the file
+            _hold_in(base.model, torch.float32, own=True)
         auto_hold(base.model, base.device, base.n_params, policies or {})
     return base
 
 
 def describe(spec: str, *, device: str | torch.device | None = None, threads: int | None = None,
-             model_dtype: str = "auto") -> dict[str, Any]:
+             model_dtype: str = "auto", quantize: str = "none",
+             device_map: str | dict[str, Any] | None = None) -> dict[str, Any]:
     """What `ptune model-info` prints: `BaseModel.info()` held as a run with `model_dtype`, `precision: auto` holds it,
     plus licence and packages for a built-in; one whose terms are not accepted: metadata and `loaded: no` only."""
     builtin = BUILTIN_MODELS.get(spec)
@@ -141,7 +161,7 @@ def describe(spec: str, *, device: str | torch.device | None = None, threads: in
         return {**builtin_info(spec), "loaded": f"no (read {builtin.terms.url}, then set "
                                                 f"{builtin.terms.accept_env}=1 to download and load it)"}
     base = load_held_model(spec, model_dtype, {"train.precision": "auto", "evaluate.precision": "auto"},
-                           device=device, threads=threads)
+                           device=device, threads=threads, quantize=quantize, device_map=device_map)
     info = {**base.info(), "model_dtype": model_dtype}
     return {**info, **{k: v for k, v in (builtin_info(spec) if builtin else {}).items() if k not in info}}
 
@@ -160,16 +180,18 @@ def resolve_spec(spec: str) -> Path | None:
     return None
 
 
-def _load_pretrained(spec: str, path: Path | None, dtype: torch.dtype
+def _load_pretrained(spec: str, path: Path | None, dtype: torch.dtype, **kwargs: Any
                      ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Auto classes; seq2seq when the config says encoder-decoder (T5 family), causal LM otherwise."""
+    """Auto classes; seq2seq when the config says encoder-decoder (T5 family), causal LM otherwise. `kwargs`:
+    `quantization_config`, `device_map` for `from_pretrained`."""
     source = str(path) if path is not None else spec
     try:
         config = AutoConfig.from_pretrained(source)
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(source, dtype=dtype, use_safetensors=path is not None or None)  # local: never a pickle
+        model = auto.from_pretrained(source, dtype=dtype, use_safetensors=path is not None or None,  # local: never a pickle
+                                     **{k: v for k, v in kwargs.items() if v is not None})
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # RuntimeError, KeyError: a device_map accelerate refused
         raise _load_error(spec, path, exc) from None  # the message says it all; no hub-client traceback
     return model, tokenizer
 
@@ -243,14 +265,48 @@ def _requested_threads(threads: int | None) -> int | None:
     return count
 
 
-def _hold_in(model: PreTrainedModel, dtype: torch.dtype) -> None:
-    """Cast the parameters (not the buffers) to `dtype`: buffers such as rotary inverse frequencies stay in
-    the precision the model computed them in, as `from_pretrained(dtype=...)` leaves them."""
-    if dtype == torch.float32:
+def _hold_in(model: PreTrainedModel, dtype: torch.dtype, own: bool = False) -> None:
+    """Give each floating-point parameter its own memory in `dtype` (quantized ones stay as they are), then let the
+    checkpoint file go; nothing for fp32 unless `own` (a plain fp32 model keeps sharing the file's page cache).
+    Buffers, such as rotary inverse frequencies, stay in the precision the model computed them in.
+
+    `from_pretrained` leaves fp32 parameters as views of the memory-mapped safetensors file, whose pages count in the
+    RSS once read; casting all of them while the file stayed mapped peaked at the whole fp32 file plus the copies
+    (SmolLM2 held in bf16: 1177 MiB, 1.8x the 666 MiB loaded). Copying parameter by parameter and dropping the file's
+    pages as it goes keeps the peak at the held weights plus one tensor (docs/design.md, "Load peak")."""
+    if dtype == torch.float32 and not own:
         return
+    mapped = _checkpoint_mappings()
     with torch.no_grad():
-        for param in model.parameters():
-            param.data = param.data.to(dtype)
+        for param in model.parameters():  # tied weights come once
+            if param.is_floating_point():
+                old = param.data
+                param.data = old.to(dtype, copy=True)
+                _drop_pages(old, mapped)
+
+
+def _checkpoint_mappings() -> list[tuple[int, int]]:
+    """(start, end) of this process's memory mappings of *.safetensors files (Linux; elsewhere none)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    with open("/proc/self/maps") as maps:
+        rows = [line.split(maxsplit=5) for line in maps]
+    return [tuple(int(x, 16) for x in r[0].split("-")) for r in rows if len(r) == 6 and r[5].rstrip().endswith(".safetensors")]
+
+
+def _drop_pages(old: torch.Tensor, mapped: list[tuple[int, int]]) -> None:
+    """madvise(MADV_DONTNEED) the whole pages of `old` (just copied, no longer used) when they lie in a checkpoint
+    mapping: their RSS goes; the file is untouched and the mapping re-reads it if a page is ever touched again."""
+    start, size = old.data_ptr(), old.numel() * old.element_size()
+    if not any(lo <= start and start + size <= hi for lo, hi in mapped):
+        return
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, (start + size) // page * page
+    if last > first:
+        ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
+
+
+_MADV_DONTNEED = 4
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

@@ -105,9 +105,9 @@ def load_base(run: TaskRun) -> BaseModel:
     `auto`: the linear layers' weights in bf16 when training and evaluation both compute in bf16 (the numbers
     autocast gives over fp32 weights, at less time and memory: `hold_matmul_weights`), else fp32."""
     params = run.params
-    return load_held_model(params.model, params.model_dtype, {"train.precision": params.train.precision,
-                                                              "evaluate.precision": params.evaluate.precision},
-                           threads=params.train.threads)
+    policies = {"train.precision": params.train.precision, "evaluate.precision": params.evaluate.precision}
+    return load_held_model(params.model, params.model_dtype, policies, threads=params.train.threads,
+                           quantize=params.model_quantize, device_map=params.model_device_map)
 
 
 def train(run: TaskRun, base: BaseModel, *, callback: Callback | None = None, track: bool = False,

@@ -43,7 +43,8 @@ def build_service(params: Params, tasks: Sequence[str], settings: ServeSettings)
 
 def served_model(params: Params) -> MultiPromptModel:
     """params.yaml's base model, computing in its `evaluate.precision` (ConfigError for an impossible one)."""
-    base = load_held_model(params.model, params.model_dtype, {"evaluate.precision": params.evaluate.precision})
+    base = load_held_model(params.model, params.model_dtype, {"evaluate.precision": params.evaluate.precision},
+                           quantize=params.model_quantize, device_map=params.model_device_map)
     precision = autocast_dtype(params.evaluate.precision, base.device, base.n_params, "evaluate.precision")
     log.info("serving %s in %s", base.spec, "fp32" if precision is None else str(precision).removeprefix("torch."))
     return MultiPromptModel(base, precision=precision)
