@@ -132,6 +132,7 @@ class TrainConfig(Section):
     reparam_bottleneck: int = 400  # hidden width of that MLP (reparam: residual)
     device: str = "auto"           # auto (the base model's device) | cpu | cuda
     precision: str = "auto"        # auto (bf16 autocast where the hardware has bf16 units) | fp32 | bf16
+    gradient_checkpointing: bool = False  # keep each decoder layer's input only, recompute the layer in the backward
     threads: int | None = None     # torch.set_num_threads (None = leave as the base-model loader set it)
 
     def __post_init__(self) -> None:
@@ -145,8 +146,9 @@ class TrainConfig(Section):
             choice(problems, f"train.{name}", getattr(self, name), allowed)
         if self.init in INITS and not isinstance(self.init, PromptInit):
             object.__setattr__(self, "init", PromptInit(self.init))
-        if not isinstance(self.adafactor_scale, bool):
-            problems.append(f"train.adafactor_scale = {self.adafactor_scale!r}: allowed values: true, false")
+        for name in ("adafactor_scale", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"train.{name} = {getattr(self, name)!r}: allowed values: true, false")
         if isinstance(self.spike_factor, float) and 0 < self.spike_factor <= 1:
             problems.append(f"train.spike_factor = {self.spike_factor!r}: must be 0 (off) or > 1")
         if self.threads is not None:

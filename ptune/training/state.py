@@ -35,7 +35,7 @@ _GOOD = "rollback."  # checkpoint key prefix of the spike guard's known-good sta
 # Settings that may change between a run and its resumption without making the checkpoint unusable.
 # max_steps shapes the lr of a decaying schedule, so it is free only with schedule 'constant'.
 RESUME_FREE = ("max_steps", "patience", "checkpoint_every", "checkpoint_uri", "threads", "device",
-               "precision")
+               "precision", "gradient_checkpointing")
 _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 

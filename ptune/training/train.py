@@ -2,7 +2,8 @@
 
 Loop: length-bucketed, dynamically padded batches whose order is a pure function of (seed, epoch);
 loss = target_loss(base, shared_prompt_inputs(base, prompt.weight, **batch)) (the prompt's own pass runs once
-per batch at batch size 1; same loss and gradient as prompt_inputs); validation every `eval_every` steps
+per batch at batch size 1; same loss and gradient as prompt_inputs; with train.gradient_checkpointing each layer
+is recomputed in the backward instead of kept: `recomputed_layers`); validation every `eval_every` steps
 (primary metric = first of spec.metrics, higher is better) with early stopping; the best prompt is kept.
 Checkpoints go to `out_dir/checkpoint/` or to the `checkpoint` location the pipeline computed from
 train.checkpoint_uri (ptune.training.store), and a rerun (on any machine that sees that location) resumes from
@@ -32,6 +33,7 @@ from ptune.model.soft_prompt import SoftPrompt, cap_token_rms, shared_prompt_inp
 from ptune.training.distributed import SINGLE, Sync, target_labels
 from ptune.training.history import StepInfo, TrainResult
 from ptune.training.progress import TrainProgress
+from ptune.training.recompute import recomputed_layers, step_inputs
 from ptune.training.state import TrainState, compat_key, new_state, resume, save
 from ptune.training.store import open_store
 
@@ -188,9 +190,9 @@ def train_step(base: BaseModel, state: TrainState, batch: dict[str, torch.Tensor
     prompt in place with every later step skipped (seen on rotten_tomatoes, seed 1: docs/training.md).
     Data-parallel (`sync`): `batch` is this rank's share (maybe none); the loss is the global batch's and the
     gradient is averaged over the ranks before the update, so every rank takes the same step."""
-    with training_attention(base.model, base.device, amp):
-        with autocast(base.device, amp):  # prompt pass run once
-            loss = target_loss(base, shared_prompt_inputs(base, state.prompt(), **batch)) if batch else None
+    with training_attention(base.model, base.device, amp), recomputed_layers(base.model, cfg.gradient_checkpointing):
+        with autocast(base.device, amp):
+            loss = target_loss(base, step_inputs(base, state.prompt(), batch, cfg.gradient_checkpointing)) if batch else None
         value, weight = sync.global_loss(loss, target_labels(base, batch))
         skipped = _is_spike(value, state.history, cfg.spike_factor)
         if not skipped and loss is not None:
