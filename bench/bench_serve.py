@@ -23,6 +23,9 @@ into the existing serve.json).
 On a crowded machine pass --threads 1: two OpenMP threads stall when other processes hold the cores.
 Usage: python bench/bench_serve.py [--reps 5] [--seconds 20] [--clients 16] [--threads N] [--tiny] [--precision_only 1]
 `--openai` runs the OpenAI-API load bench instead (bench/bench_openai.py, its docstring has the options).
+`--device cuda|cpu [--reps 5] [--out PATH]` runs part 1 alone on that device (the GPU check, bench/gpu_check.sh),
+with bench_gpu.py's random-weight model in SmolLM2's shape (a tiny shape on the CPU): the converted SmolLM2 does
+not travel to a GPU machine.
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ def run_peft(peft, model, rows) -> torch.Tensor:
     out = []
     for t, batch in rows.items():
         peft.set_adapter(t)
-        ids = torch.tensor(batch)
+        ids = torch.tensor(batch, device=model.base.device)
         logits = peft(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1).logits[:, -1]  # (4, V)
         out.append(torch.log_softmax(logits.float(), -1)[:, first])
     return torch.cat(out)
@@ -154,11 +157,13 @@ def compare(base, model, peft, rows, reps: int) -> dict:
             for name in (list(fns) if rep % 2 else list(fns)[::-1]):
                 start, start_cpu = time.perf_counter(), time.process_time()
                 scores[name] = fns[name]()
+                if base.device.type == "cuda":
+                    torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    diff = max(float((scores[k] - scores["mixed"]).abs().max()) for k in scores)
+    diff = max(float((scores[k].cpu() - scores["mixed"].cpu()).abs().max()) for k in scores)
     return {"median_s": med, "times_s": times, "median_cpu_s": med_cpu, "cpu_s": cpu, "rows": N_TASKS * ROWS,
             "max_score_diff": diff, "mixed_over_switching": med["peft_switching"] / med["mixed"],
             "ptune_switching_over_mixed": med["ptune_switching"] / med["mixed"],
@@ -267,11 +272,39 @@ def _drive(url: str, clients: int, seconds: float, httpx) -> dict:
             "p50_ms": 1000 * ordered[len(ordered) // 2], "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]}
 
 
+def device_main() -> None:
+    """Part 1 alone on --device, fp32 as on the CPU, with the random-weight model of bench_gpu.py; writes --out."""
+    import argparse
+
+    from bench_gpu import SMALL, SMOLLM2, build
+
+    parser = argparse.ArgumentParser(description="serving part 1 (mixed batch vs PEFT set_adapter) on one device")
+    parser.add_argument("--device", required=True, choices=("cuda", "cpu"))
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "gpu_serve.json"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    base = build(SMOLLM2 if device.type == "cuda" else SMALL, device)
+    model = synthetic_model(base)
+    batch = compare(base, model, peft_model(base, model), rows_per_task(base), args.reps)
+    out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "model": base.spec,
+           "precision": "fp32", "tasks": N_TASKS, "rows": N_TASKS * ROWS, "tokens": TOKENS, "prompt_tokens": PROMPT,
+           "reps": args.reps, "mixed_over_switching": batch["mixed_over_switching"],
+           "ptune_switching_over_mixed": batch["ptune_switching_over_mixed"],
+           "max_score_diff": batch["max_score_diff"], "median_s": batch["median_s"], "goals": GOALS}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
 def main() -> None:
     if "--openai" in sys.argv:  # the OpenAI-API load bench: its own module, its own options
         from bench_openai import main as openai_main
 
         openai_main()
+        return
+    if "--device" in sys.argv:  # the GPU check's part: the mixed-batch ratio on one device
+        device_main()
         return
     if "--serve-only" in sys.argv:
         argv = sys.argv
