@@ -50,7 +50,7 @@ run: setup
 # the suite waits on servers and subprocesses more than it computes. PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q --timeout=900 $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest -q --timeout=900 --durations=25 $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 
 lint: setup
 	$(BIN)/ruff check ptune tasks flows tests bench
