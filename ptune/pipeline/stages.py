@@ -289,10 +289,10 @@ def _version_scorer(run: TaskRun, base: BaseModel | None) -> Scorer:
 
 def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None, *,
                      force: bool = False) -> tuple[torch.Tensor, BaseModel]:
-    """(prompt, base) of a prompt left on disk (default <root>/prompt), for `ptune eval/report/predict`.
-    A prompt trained for another task is refused unless `force`."""
-    path = prompt_dir or run.paths.prompt_dir
-    loaded = load_prompt_with_base(path, base_spec=run.params.model)  # the run's model, never prompt.json's
+    """(prompt, base) of a prompt on disk (default <root>/prompt), for `ptune eval/report/predict`; another task's
+    prompt is refused unless `force`."""
+    path = prompt_dir or run.paths.prompt_dir  # on the run's model held as in training, never prompt.json's model
+    loaded = load_prompt_with_base(path, base=load_base(run), base_spec=run.params.model)
     if loaded.meta.task != run.name and not force:
         raise ArtifactError(f"the prompt at {path} was trained for task {loaded.meta.task!r}, not {run.name!r}; "
                             "pass --force to use it anyway")

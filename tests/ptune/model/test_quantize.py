@@ -161,3 +161,24 @@ def test_model_info_options(tiny_causal_dir):
     assert "quantize: nf4" in out.output and "weights_mb: " in out.output
     bad = CliRunner().invoke(app, ["model-info", str(tiny_causal_dir), "--device", "cpu", "--quantize", "int4"])
     assert bad.exit_code != 0
+
+
+def test_report_and_predict_score_on_the_base_as_training_held_it(tmp_path, tiny_causal_dir, monkeypatch):
+    """`ptune eval/report/predict` load the prompt onto the run's base held as params.yaml says: a prompt trained on
+    an int8 base is scored on that int8 base, not on an fp32 copy."""
+    import yaml
+
+    from ptune.config import project_params
+    from ptune.model.quantize import quantized_mode
+    from ptune.pipeline import stages
+    from tests.support import build_project, run_cli, use_project
+
+    root = use_project(build_project(tmp_path / "project", tiny_causal_dir, n_rows=40), monkeypatch)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump({**params, "model_quantize": "int8"}, sort_keys=False))
+    for step in ("fetch", "prepare"):
+        run_cli(root, step, "toy")
+    run_cli(root, "train", "toy", "--steps", "2", "--no-track")
+    run = stages.TaskRun.build("toy", project_params(root / "params.yaml", must_exist=True), source="test")
+    _, base = stages.trained_from_dir(run)
+    assert quantized_mode(base.model) == "int8"
