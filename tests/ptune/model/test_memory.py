@@ -1,5 +1,6 @@
 """ptune.model.memory: the arithmetic against hand-computed numbers, size parsing, the fits verdict, the CLI, and
-the estimate against the measured peak RSS of real training steps (tiny Llama, SmolLM2) within 20%."""
+the estimate against the measured peak RSS of real training steps on SmolLM2 within 20% (a tiny model's peak is
+mostly the fixed runtime, which moves by tens of MiB between environments, so it tests nothing of the model)."""
 
 from __future__ import annotations
 
@@ -185,13 +186,6 @@ def _check(bench, job: dict) -> dict:
     row = bench.compare({"job": job})[0]
     assert 0.8 <= row["ratio"] <= 1.2, row
     return row
-
-
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_estimate_within_20_percent_of_a_tiny_llama_training(tiny_causal_dir, checkpointing):
-    bench = _bench()
-    _check(bench, {**bench.SMOLLM2, "model": str(tiny_causal_dir), "what": "train", "batch_size": 8, "seq_len": 64,
-                   "checkpointing": checkpointing})
 
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@ kept, the prompt's gradient through the quantized linears, and the params.yaml k
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,8 +125,9 @@ def _mapped(path) -> bool:
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/maps")
 @pytest.mark.parametrize("kwargs", [{"dtype": "bfloat16"}, {"quantize": "int8"}])
-def test_held_or_quantized_load_lets_the_checkpoint_file_go(kwargs, tiny_causal_dir):
+def test_held_or_quantized_load_lets_the_checkpoint_file_go(kwargs, tiny_causal_dir, tmp_path):
     """The load peak fix: parameters get their own memory, so the fp32 file's mapping (and its RSS) goes."""
+    tiny_causal_dir = Path(shutil.copytree(tiny_causal_dir, tmp_path / "model"))  # no other test's model maps it
     plain = load_base_model(tiny_causal_dir, device="cpu")
     assert _mapped(tiny_causal_dir / "model.safetensors")  # a plain fp32 load keeps viewing the file (page cache)
     base = load_base_model(tiny_causal_dir, device="cpu", **kwargs)

@@ -266,7 +266,7 @@ def test_cli_train_writes_a_prompt_artifact(tiny_causal, tmp_path, monkeypatch):
     monkeypatch.setattr(task_run, "get_task", lambda name, params=None: SPEC)
     monkeypatch.setattr(task_run, "_read_split", lambda task, split, stamp: TRAIN if split == "train" else VALID)
     monkeypatch.setattr(task_run.splits, "data_version", lambda task: "v-test")
-    monkeypatch.setattr(stages, "load_held_model", lambda spec, model_dtype, policies, threads=None: tiny_causal)
+    monkeypatch.setattr(stages, "load_held_model", lambda spec, model_dtype, policies, **_: tiny_causal)
     params = tmp_path / "params.yaml"
     params.write_text("train: {n_tokens: 4, init: random, batch_size: 4, eval_every: 2, checkpoint_every: 2}\n")
     out = tmp_path / "out"
