@@ -35,12 +35,12 @@ from ptune.evaluation.baseline import BaselineResults, baselines_on_two_splits, 
 from ptune.evaluation.scoring import EvalResult
 from ptune.evaluation.scoring import evaluate as score
 from ptune.fileio import check_replaceable
-from ptune.model.artifacts import PROMPT_DIR, PromptMeta, save_prompt
+from ptune.model.artifacts import PROMPT_DIR, PromptMeta, load_prompt, save_prompt
 from ptune.model.base import BaseModel, load_held_model
 from ptune.model.precision import autocast_dtype, held_dtypes, inference_precision
 from ptune.pipeline.task_run import RunPaths, TaskRun  # noqa: F401  (re-exported: callers use stages.TaskRun)
 from ptune.registry import model_card, model_registry, promotion, report_match, run_link, run_status, tracking
-from ptune.registry.loading import load_prompt_with_base
+from ptune.registry.loading import load_prompt_with_base, same_spec
 from ptune.training.history import StepInfo, plot_curve, write_curve
 from ptune.training.train import train_prompt
 
@@ -287,12 +287,12 @@ def _version_scorer(run: TaskRun, base: BaseModel | None) -> Scorer:
     return lambda version, split: score(str(version), split)
 
 
-def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None, *,
-                     force: bool = False) -> tuple[torch.Tensor, BaseModel]:
+def trained_from_dir(run: TaskRun, prompt_dir: Path | None = None, *, force: bool = False) -> tuple[torch.Tensor, BaseModel]:
     """(prompt, base) of a prompt on disk (default <root>/prompt), for `ptune eval/report/predict`; another task's
-    prompt is refused unless `force`."""
-    path = prompt_dir or run.paths.prompt_dir  # on the run's model held as in training, never prompt.json's model
-    loaded = load_prompt_with_base(path, base=load_base(run), base_spec=run.params.model)
+    prompt is refused unless `force`. The base is the run's model held as in training."""
+    path = prompt_dir or run.paths.prompt_dir
+    named = same_spec(load_prompt(path)[1].base_spec, run.params.model)  # a model prompt.json doesn't name: no load
+    loaded = load_prompt_with_base(path, base=load_base(run) if named else None, base_spec=run.params.model)
     if loaded.meta.task != run.name and not force:
         raise ArtifactError(f"the prompt at {path} was trained for task {loaded.meta.task!r}, not {run.name!r}; "
                             "pass --force to use it anyway")
